@@ -1,0 +1,3 @@
+from topn_taskapp.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,207 @@
+"""Counting words exactly as shared/spec/wordcount.md defines them, over a stream in bounded memory.
+
+Most text is ASCII, so lines of pure ASCII take a fast path on bytes (translate, split, count) that
+gives the same words as the general path; only lines holding other bytes are decoded, normalised
+and matched with the spec's regular expression.
+"""
+
+from __future__ import annotations
+
+import codecs
+import heapq
+import re
+import unicodedata
+from collections import Counter
+from dataclasses import dataclass
+from typing import BinaryIO
+
+WORD = re.compile(r"[^\W_]+(?:'[^\W_]+)*")
+_ASCII_WORD = re.compile(rb"[a-z0-9]+(?:'[a-z0-9]+)*")
+_NON_ASCII = re.compile(rb"[\x80-\xff]")
+
+BINARY_SNIFF_BYTES = 8192
+READ_SIZE = 1 << 20
+LONG_LINE_BYTES = 8 << 20
+# Non-ASCII lines closer than this are decoded together, to pay the per-segment cost once.
+_SLOW_GAP = 2048
+_BOM = codecs.BOM_UTF8
+
+# Upper-case letters lowered, lower-case letters, digits and the apostrophe kept, all else a space.
+_KEEP = frozenset(b"abcdefghijklmnopqrstuvwxyz0123456789'")
+_ASCII_TABLE = bytes(
+    c + 32 if 65 <= c <= 90 else c if c in _KEEP else 32 for c in range(256)
+)
+
+
+def normalise(text: str) -> str:
+    """NFC, then case-fold, then U+2019 as the ASCII apostrophe (spec 1.4)."""
+    return unicodedata.normalize("NFC", text).casefold().replace("\u2019", "'")
+
+
+def decode_line(line: bytes) -> str:
+    """UTF-8, or Windows-1252 with undefined bytes as U+FFFD when the line is not UTF-8 (spec 1.3)."""
+    try:
+        return line.decode("utf-8")
+    except UnicodeDecodeError:
+        return line.decode("cp1252", "replace")
+
+
+def top_n(counts: Counter[str], n: int) -> list[tuple[str, int]]:
+    """The n most frequent words, ties broken by the word in code-point order (spec 3)."""
+    return heapq.nsmallest(n, counts.items(), key=lambda kv: (-kv[1], kv[0]))
+
+
+@dataclass
+class FileCount:
+    """What counting one input gave: its size, its full word counts, or why it was skipped."""
+
+    size: int
+    counts: Counter[str]
+    skipped: str | None = None
+
+    @property
+    def words(self) -> int:
+        return sum(self.counts.values())
+
+
+class WordCounter:
+    """Accumulates word counts from whole lines of raw bytes."""
+
+    def __init__(self) -> None:
+        self._ascii: Counter[bytes] = Counter()
+        self._text: Counter[str] = Counter()
+
+    def feed_lines(self, data: bytes) -> None:
+        """Counts `data`, which must hold whole lines only (a line may not continue in the next call)."""
+        if data.isascii():
+            self._count_ascii(data)
+            return
+        pos, end = 0, len(data)
+        while pos < end:
+            hit = _NON_ASCII.search(data, pos)
+            if hit is None:
+                self._count_ascii(data[pos:])
+                return
+            newline = data.rfind(b"\n", pos, hit.start())
+            start = pos if newline < 0 else newline + 1
+            stop = self._line_end(data, hit.start())
+            while (nxt := _NON_ASCII.search(data, stop, stop + _SLOW_GAP)) is not None:
+                stop = self._line_end(data, nxt.start())
+            if start > pos:
+                self._count_ascii(data[pos:start])
+            self.feed_text(_decode_lines(data[start:stop]))
+            pos = stop
+
+    def feed_text(self, text: str) -> None:
+        """Counts already-decoded text (not yet normalised)."""
+        self._text.update(WORD.findall(normalise(text)))
+
+    def add(self, counts: Counter[str]) -> None:
+        """Adds words counted elsewhere."""
+        self._text.update(counts)
+
+    def counts(self) -> Counter[str]:
+        """The words counted so far, as text."""
+        total = Counter(self._text)
+        for token, n in self._ascii.items():
+            if b"'" in token:
+                for word in _ASCII_WORD.findall(token):
+                    total[word.decode("ascii")] += n
+            else:
+                total[token.decode("ascii")] += n
+        return total
+
+    def _count_ascii(self, data: bytes) -> None:
+        # Tokens with apostrophes at their edges are cleaned once per distinct token, in counts().
+        self._ascii.update(data.translate(_ASCII_TABLE).split())
+
+    @staticmethod
+    def _line_end(data: bytes, index: int) -> int:
+        newline = data.find(b"\n", index)
+        return len(data) if newline < 0 else newline + 1
+
+
+def _decode_lines(data: bytes) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return "\n".join(decode_line(line) for line in data.split(b"\n"))
+
+
+def count_stream(
+    stream: BinaryIO, read_size: int = READ_SIZE, long_line: int = LONG_LINE_BYTES
+) -> FileCount:
+    """Counts the words of a binary stream, or reports it skipped as binary (spec 1.1)."""
+    head = stream.read(BINARY_SNIFF_BYTES)
+    if b"\x00" in head:
+        size = len(head) + sum(len(b) for b in iter(lambda: stream.read(read_size), b""))
+        return FileCount(size, Counter(), "binary")
+    counter = WordCounter()
+    offset = 3 if head.startswith(_BOM) else 0
+    carry, line_start, pos = head[offset:], offset, len(head)  # line_start: offset of carry[0]
+    while chunk := stream.read(read_size):
+        pos += len(chunk)
+        buf = carry + chunk
+        cut = buf.rfind(b"\n") + 1
+        if cut:
+            counter.feed_lines(buf[:cut])
+        carry = buf[cut:]
+        line_start += cut
+        if len(carry) > long_line and stream.seekable():
+            pos = line_start = _count_long_line(stream, line_start, counter, read_size)
+            carry = b""
+            stream.seek(pos)
+    if carry:
+        counter.feed_lines(carry)
+    return FileCount(pos, counter.counts())
+
+
+def _count_long_line(stream: BinaryIO, start: int, counter: WordCounter, read_size: int) -> int:
+    """Counts one line too long to hold, from `start`; returns the offset just past it.
+
+    A line's encoding is only known at its end, so it is read optimistically as UTF-8 and, if it
+    turns out not to be, read again from its start as Windows-1252.
+    """
+    for encoding, errors in (("utf-8", "strict"), ("cp1252", "replace")):
+        pending = WordCounter()
+        end = _feed_long_line(stream, start, pending, encoding, errors, read_size)
+        if end is not None:
+            counter.add(pending.counts())
+            return end
+    raise AssertionError("cp1252 with errors='replace' cannot fail to decode")
+
+
+def _feed_long_line(
+    stream: BinaryIO, start: int, into: WordCounter, encoding: str, errors: str, read_size: int
+) -> int | None:
+    stream.seek(start)
+    decoder = codecs.getincrementaldecoder(encoding)(errors)
+    text, pos = "", start
+    try:
+        while True:
+            chunk = stream.read(read_size)
+            newline = chunk.find(b"\n")
+            part = chunk if newline < 0 else chunk[: newline + 1]
+            pos += len(part)
+            final = newline >= 0 or not chunk
+            text += decoder.decode(part, final)
+            cut = len(text) if final else _safe_cut(text)
+            into.feed_text(text[:cut])
+            text = text[cut:]
+            if final:
+                return pos
+    except UnicodeDecodeError:
+        return None
+
+
+def _safe_cut(text: str, window: int = 1 << 16) -> int:
+    """An index where text may be split without changing its words or its normal form.
+
+    An ASCII separator followed by an ASCII character qualifies: neither can join a word across
+    it, nor compose or reorder with its neighbour under NFC. 0 when none is near the end.
+    """
+    for j in range(len(text) - 2, max(-1, len(text) - window), -1):
+        c, nxt = text[j], text[j + 1]
+        if c < "\x80" and nxt < "\x80" and not c.isalnum() and c != "'":
+            return j + 1
+    return 0
