@@ -19,10 +19,24 @@ def main(folder: str = "data/sample", top: str = "10") -> None:
     with tempfile.TemporaryDirectory() as work:
         out = Path(work)
         for i, file in enumerate(files):
-            taskapp("count", "--top", top, "--output", str(out / f"{i}.json"),
-                    "--counts", str(out / f"{i}.counts"), str(file))
-        taskapp("merge", "--top", top, "--output", str(out / "all.json"),
-                *(str(out / f"{i}.counts") for i in range(len(files))))
+            taskapp(
+                "count",
+                "--top",
+                top,
+                "--output",
+                str(out / f"{i}.json"),
+                "--counts",
+                str(out / f"{i}.counts"),
+                str(file),
+            )
+        taskapp(
+            "merge",
+            "--top",
+            top,
+            "--output",
+            str(out / "all.json"),
+            *(str(out / f"{i}.counts") for i in range(len(files))),
+        )
         result = json.loads((out / "all.json").read_text(encoding="utf-8"))
     print(f"{result['files']} files, {result['words']:,} words, {result['distinct']:,} distinct words")
     for rank, (word, n) in enumerate(result["top"], 1):

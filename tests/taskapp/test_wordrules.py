@@ -101,9 +101,30 @@ def test_ranking_ties_by_code_point() -> None:
 
 
 TRICKY = [
-    b"word", b"Word", b"WORDS", b" ", b"\n", b"\r\n", b"'", b"-", b"_", b"42", b"\t",
-    "é".encode(), b"\xe9", "\u2019".encode(), b"\x92", "e\u0301".encode(), "\u0301".encode(),
-    "ß".encode(), "İ".encode(), b"\xef\xbb\xbf", b"\x81", "日本".encode(), b"\xe6\x97", b"\x00",
+    b"word",
+    b"Word",
+    b"WORDS",
+    b" ",
+    b"\n",
+    b"\r\n",
+    b"'",
+    b"-",
+    b"_",
+    b"42",
+    b"\t",
+    "é".encode(),
+    b"\xe9",
+    "\u2019".encode(),
+    b"\x92",
+    "e\u0301".encode(),
+    "\u0301".encode(),
+    "ß".encode(),
+    "İ".encode(),
+    b"\xef\xbb\xbf",
+    b"\x81",
+    "日本".encode(),
+    b"\xe6\x97",
+    b"\x00",
 ]
 
 
@@ -113,7 +134,9 @@ TRICKY = [
     st.sampled_from([1, 2, 3, 7, 64, 1 << 20]),
     st.sampled_from([4, 16, 1 << 20]),
 )
-def test_stream_agrees_with_spec_at_any_read_boundary(parts: list[bytes], read_size: int, long_line: int) -> None:
+def test_stream_agrees_with_spec_at_any_read_boundary(
+    parts: list[bytes], read_size: int, long_line: int
+) -> None:
     data = b"".join(parts)
     expected = spec_counts(data)
     result = count_stream(io.BytesIO(data), read_size=read_size, long_line=long_line)

@@ -20,7 +20,7 @@ class AtomicFiles:
             for target in targets:
                 fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
                 self._temps.append(Path(name))
-                self.files.append(open(fd, "w", encoding="utf-8", newline="\n"))
+                self.files.append(open(fd, "w", encoding="utf-8", newline="\n"))  # noqa: SIM115 (closed in __exit__)
         except BaseException:
             self._discard()
             raise
@@ -37,7 +37,7 @@ class AtomicFiles:
                 f.flush()
                 os.fsync(f.fileno())
                 f.close()
-            for temp, target in zip(self._temps, self._targets):
+            for temp, target in zip(self._temps, self._targets, strict=True):
                 os.replace(temp, target)
         except BaseException:
             self._discard()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from collections import Counter
 from pathlib import Path
@@ -14,6 +15,7 @@ from topn_taskapp.countsfile import CountsFileError, read_counts, write_counts
 from topn_taskapp.wordcount import count_stream, top_n
 
 PROG = "topn-taskapp"
+_URL = re.compile(r"[a-zA-Z][a-zA-Z0-9+.-]*:/")  # pathlib folds "https://" to "https:/"
 MAX_TOP = 10_000
 
 
@@ -54,7 +56,7 @@ def _parser() -> argparse.ArgumentParser:
 def shown(path: Path | str) -> str:
     """A path as it may be printed: a URL loses its query string, which may hold a SAS token."""
     text = str(path)
-    return text.split("?", 1)[0] if "://" in text else text
+    return text.split("?", 1)[0] if _URL.match(text) else text
 
 
 def _open_input(path: Path, mode: str = "rb") -> IO:
@@ -93,14 +95,17 @@ def run_count(args: argparse.Namespace) -> None:
         except OSError as e:
             raise Failure(f"cannot read {shown(args.input)!r}: {e.strerror or e}") from None
         ranked = top_n(result.counts, len(result.counts))
-        _write_json(outs[0], {
-            "file": args.input.name,
-            "bytes": result.size,
-            "words": result.words,
-            "distinct": len(result.counts),
-            "top": [list(pair) for pair in ranked[: args.top]],
-            "skipped": result.skipped,
-        })
+        _write_json(
+            outs[0],
+            {
+                "file": args.input.name,
+                "bytes": result.size,
+                "words": result.words,
+                "distinct": len(result.counts),
+                "top": [list(pair) for pair in ranked[: args.top]],
+                "skipped": result.skipped,
+            },
+        )
         if args.counts:
             write_counts(outs[1], args.input.name, result.skipped, ranked)
 
@@ -117,12 +122,15 @@ def run_merge(args: argparse.Namespace) -> None:
                     raise Failure(f"cannot merge {shown(path)!r}: {e}") from None
             counted += header["skipped"] is None
             total.update(counts)
-        _write_json(outs[0], {
-            "files": counted,
-            "words": sum(total.values()),
-            "distinct": len(total),
-            "top": [list(pair) for pair in top_n(total, args.top)],
-        })
+        _write_json(
+            outs[0],
+            {
+                "files": counted,
+                "words": sum(total.values()),
+                "distinct": len(total),
+                "top": [list(pair) for pair in top_n(total, args.top)],
+            },
+        )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -28,9 +28,7 @@ _BOM = codecs.BOM_UTF8
 
 # Upper-case letters lowered, lower-case letters, digits and the apostrophe kept, all else a space.
 _KEEP = frozenset(b"abcdefghijklmnopqrstuvwxyz0123456789'")
-_ASCII_TABLE = bytes(
-    c + 32 if 65 <= c <= 90 else c if c in _KEEP else 32 for c in range(256)
-)
+_ASCII_TABLE = bytes(c + 32 if 65 <= c <= 90 else c if c in _KEEP else 32 for c in range(256))
 
 
 def normalise(text: str) -> str:
@@ -128,9 +126,7 @@ def _decode_lines(data: bytes) -> str:
         return "\n".join(decode_line(line) for line in data.split(b"\n"))
 
 
-def count_stream(
-    stream: BinaryIO, read_size: int = READ_SIZE, long_line: int = LONG_LINE_BYTES
-) -> FileCount:
+def count_stream(stream: BinaryIO, read_size: int = READ_SIZE, long_line: int = LONG_LINE_BYTES) -> FileCount:
     """Counts the words of a binary stream, or reports it skipped as binary (spec 1.1)."""
     head = stream.read(BINARY_SNIFF_BYTES)
     if b"\x00" in head:
