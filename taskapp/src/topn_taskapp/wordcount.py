@@ -1,8 +1,9 @@
 """Counting words exactly as shared/spec/wordcount.md defines them, over a stream in bounded memory.
 
-Most text is ASCII, so lines of pure ASCII take a fast path on bytes (translate, split, count) that
-gives the same words as the general path; only lines holding other bytes are decoded, normalised
-and matched with the spec's regular expression.
+The hot path never decodes text: it cuts UTF-8 lines into tokens at ASCII separators (on bytes, in
+C) and counts the raw tokens. Words are derived once per *distinct* token at the end. This is exact
+because an ASCII byte never occurs inside a UTF-8 sequence, and no ASCII separator composes under
+NFC into a letter or digit. Only lines that are not valid UTF-8 are decoded (as cp1252) on the spot.
 """
 
 from __future__ import annotations
@@ -17,18 +18,16 @@ from typing import BinaryIO
 
 WORD = re.compile(r"[^\W_]+(?:'[^\W_]+)*")
 _ASCII_WORD = re.compile(rb"[a-z0-9]+(?:'[a-z0-9]+)*")
-_NON_ASCII = re.compile(rb"[\x80-\xff]")
 
 BINARY_SNIFF_BYTES = 8192
-READ_SIZE = 1 << 20
+READ_SIZE = 1 << 18  # large enough to amortise per-chunk work, small enough to stay in cache
 LONG_LINE_BYTES = 8 << 20
-# Non-ASCII lines closer than this are decoded together, to pay the per-segment cost once.
-_SLOW_GAP = 2048
 _BOM = codecs.BOM_UTF8
 
-# Upper-case letters lowered, lower-case letters, digits and the apostrophe kept, all else a space.
+# ASCII letters lower-cased; letters, digits, the apostrophe and every non-ASCII byte kept (they are
+# sorted out per distinct token); all other ASCII bytes become spaces, the token separators.
 _KEEP = frozenset(b"abcdefghijklmnopqrstuvwxyz0123456789'")
-_ASCII_TABLE = bytes(c + 32 if 65 <= c <= 90 else c if c in _KEEP else 32 for c in range(256))
+_TOKEN_TABLE = bytes(c + 32 if 65 <= c <= 90 else c if c in _KEEP or c >= 0x80 else 32 for c in range(256))
 
 
 def normalise(text: str) -> str:
@@ -66,64 +65,57 @@ class WordCounter:
     """Accumulates word counts from whole lines of raw bytes."""
 
     def __init__(self) -> None:
-        self._ascii: Counter[bytes] = Counter()
-        self._text: Counter[str] = Counter()
+        self._tokens: Counter[bytes] = Counter()  # runs between ASCII separators, from UTF-8 lines
+        self._words: Counter[str] = Counter()
 
     def feed_lines(self, data: bytes) -> None:
         """Counts `data`, which must hold whole lines only (a line may not continue in the next call)."""
-        if data.isascii():
-            self._count_ascii(data)
-            return
-        pos, end = 0, len(data)
-        while pos < end:
-            hit = _NON_ASCII.search(data, pos)
-            if hit is None:
-                self._count_ascii(data[pos:])
-                return
-            newline = data.rfind(b"\n", pos, hit.start())
+        pos = 0
+        while (bad := _first_invalid_utf8(data, pos)) >= 0:
+            newline = data.rfind(b"\n", pos, bad)
             start = pos if newline < 0 else newline + 1
-            stop = self._line_end(data, hit.start())
-            while (nxt := _NON_ASCII.search(data, stop, stop + _SLOW_GAP)) is not None:
-                stop = self._line_end(data, nxt.start())
-            if start > pos:
-                self._count_ascii(data[pos:start])
-            self.feed_text(_decode_lines(data[start:stop]))
+            stop = data.find(b"\n", bad) + 1 or len(data)
+            self._count_tokens(data[pos:start])
+            self.feed_text(data[start:stop].decode("cp1252", "replace"))
             pos = stop
+        self._count_tokens(data[pos:] if pos else data)
 
     def feed_text(self, text: str) -> None:
         """Counts already-decoded text (not yet normalised)."""
-        self._text.update(WORD.findall(normalise(text)))
+        self._words.update(WORD.findall(normalise(text)))
 
     def add(self, counts: Counter[str]) -> None:
         """Adds words counted elsewhere."""
-        self._text.update(counts)
+        self._words.update(counts)
 
     def counts(self) -> Counter[str]:
         """The words counted so far, as text."""
-        total = Counter(self._text)
-        for token, n in self._ascii.items():
-            if b"'" in token:
-                for word in _ASCII_WORD.findall(token):
-                    total[word.decode("ascii")] += n
+        total = Counter(self._words)
+        for token, n in self._tokens.items():
+            if not token.isascii():
+                words = WORD.findall(normalise(token.decode("utf-8")))
+            elif b"'" in token:
+                words = [w.decode("ascii") for w in _ASCII_WORD.findall(token)]
             else:
                 total[token.decode("ascii")] += n
+                continue
+            for word in words:
+                total[word] += n
         return total
 
-    def _count_ascii(self, data: bytes) -> None:
-        # Tokens with apostrophes at their edges are cleaned once per distinct token, in counts().
-        self._ascii.update(data.translate(_ASCII_TABLE).split())
-
-    @staticmethod
-    def _line_end(data: bytes, index: int) -> int:
-        newline = data.find(b"\n", index)
-        return len(data) if newline < 0 else newline + 1
+    def _count_tokens(self, data: bytes) -> None:
+        self._tokens.update(data.translate(_TOKEN_TABLE).split())
 
 
-def _decode_lines(data: bytes) -> str:
+def _first_invalid_utf8(data: bytes, pos: int) -> int:
+    """The index of the first byte at or after `pos` that is not valid UTF-8, or -1."""
+    if pos == 0 and data.isascii():
+        return -1
     try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError:
-        return "\n".join(decode_line(line) for line in data.split(b"\n"))
+        codecs.utf_8_decode(memoryview(data)[pos:], "strict", True)
+    except UnicodeDecodeError as e:
+        return pos + e.start
+    return -1
 
 
 def count_stream(stream: BinaryIO, read_size: int = READ_SIZE, long_line: int = LONG_LINE_BYTES) -> FileCount:
