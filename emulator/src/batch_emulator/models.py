@@ -1,0 +1,264 @@
+"""Pools, nodes, jobs and tasks: their state, and their JSON as the service returns it (contract 6)."""
+
+from __future__ import annotations
+
+import collections
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from urllib.parse import quote
+
+from batch_emulator import wire
+from batch_emulator.node import TaskRun
+
+
+@dataclass(eq=False)
+class Entity:
+    id: str
+    spec: dict
+    state: str
+    created: datetime = field(default_factory=wire.now)
+    state_time: datetime = field(default_factory=wire.now)
+    previous_state: str | None = None
+    previous_state_time: datetime | None = None
+    etag: str = field(default_factory=wire.new_etag)
+    modified: datetime = field(default_factory=wire.now)
+
+    def set_state(self, state: str) -> None:
+        if state != self.state:
+            self.previous_state, self.previous_state_time = self.state, self.state_time
+            self.state, self.state_time = state, wire.now()
+        self.touch()
+
+    def touch(self) -> None:
+        self.etag, self.modified = wire.new_etag(), wire.now()
+
+    def _common(self, url: str) -> dict:
+        out = {
+            "id": self.id, "url": url, "eTag": self.etag, "lastModified": wire.rfc3339(self.modified),
+            "creationTime": wire.rfc3339(self.created), "state": self.state,
+            "stateTransitionTime": wire.rfc3339(self.state_time),
+        }  # fmt: skip
+        if self.previous_state:
+            out["previousState"] = self.previous_state
+            out["previousStateTransitionTime"] = wire.rfc3339(self.previous_state_time)
+        return out
+
+
+@dataclass(eq=False)
+class Node(Entity):
+    pool: Pool | None = None
+    root: Path = Path()
+    dedicated: bool = True
+    running: dict[Task, int] = field(default_factory=dict)  # task -> slots it holds
+    start_task_info: dict | None = None
+    start_run: TaskRun | None = None
+    tasks_run: int = 0
+    tasks_succeeded: int = 0
+    ip: str = "10.0.0.4"
+
+    @property
+    def free_slots(self) -> int:
+        if self.state not in ("idle", "running"):
+            return 0
+        return self.pool.slots_per_node - sum(self.running.values())
+
+    def occupancy_changed(self) -> None:
+        if self.state in ("idle", "running"):
+            self.set_state("running" if self.running else "idle")
+
+    def to_wire(self, base: str) -> dict:
+        out = self._common(f"{base}/pools/{quote(self.pool.id)}/nodes/{quote(self.id)}")
+        for key in ("creationTime", "eTag", "lastModified", "previousState", "previousStateTransitionTime"):
+            out.pop(key, None)
+        out.update({
+            "schedulingState": "enabled", "lastBootTime": wire.rfc3339(self.created),
+            "allocationTime": wire.rfc3339(self.created), "ipAddress": self.ip, "affinityId": f"TVM:{self.id}",
+            "vmSize": self.pool.spec["vmSize"], "totalTasksRun": self.tasks_run,
+            "totalTasksSucceeded": self.tasks_succeeded, "runningTasksCount": len(self.running),
+            "runningTaskSlotsCount": sum(self.running.values()), "isDedicated": self.dedicated,
+            "nodeAgentInfo": {"version": "emulator", "lastUpdateTime": wire.rfc3339(self.created)},
+        })  # fmt: skip
+        if self.pool.spec.get("startTask"):
+            out["startTask"] = self.pool.spec["startTask"]
+        if self.start_task_info:
+            out["startTaskInfo"] = self.start_task_info
+        return out
+
+
+@dataclass(eq=False)
+class Pool(Entity):
+    allocation_state: str = "resizing"
+    allocation_time: datetime = field(default_factory=wire.now)
+    nodes: list[Node] = field(default_factory=list)
+    node_serial: int = 0
+
+    @property
+    def slots_per_node(self) -> int:
+        return self.spec.get("taskSlotsPerNode") or 1
+
+    @property
+    def fill_type(self) -> str:
+        return ((self.spec.get("taskSchedulingPolicy") or {}).get("nodeFillType") or "spread").lower()
+
+    def pick_node(self, slots: int) -> Node | None:
+        """A node with `slots` free, spreading tasks or packing them as the pool's policy says."""
+        fits = [n for n in self.nodes if n.free_slots >= slots]
+        if not fits:
+            return None
+        pick = min if self.fill_type == "pack" else max
+        return pick(fits, key=lambda n: n.free_slots)
+
+    def to_wire(self, base: str) -> dict:
+        spec = self.spec
+        out = self._common(f"{base}/pools/{quote(self.id)}")
+        out.update({
+            "allocationState": self.allocation_state,
+            "allocationStateTransitionTime": wire.rfc3339(self.allocation_time),
+            "vmSize": spec["vmSize"], "virtualMachineConfiguration": spec["virtualMachineConfiguration"],
+            "resizeTimeout": spec.get("resizeTimeout") or "PT15M",
+            "currentDedicatedNodes": sum(n.dedicated for n in self.nodes),
+            "currentLowPriorityNodes": sum(not n.dedicated for n in self.nodes),
+            "targetDedicatedNodes": spec.get("targetDedicatedNodes") or 0,
+            "targetLowPriorityNodes": spec.get("targetLowPriorityNodes") or 0,
+            "enableAutoScale": False, "enableInterNodeCommunication": bool(spec.get("enableInterNodeCommunication")),
+            "taskSlotsPerNode": self.slots_per_node, "taskSchedulingPolicy": {"nodeFillType": self.fill_type},
+        })  # fmt: skip
+        for key in ("displayName", "metadata", "startTask", "networkConfiguration", "upgradePolicy"):
+            if spec.get(key) is not None:
+                out[key] = spec[key]
+        return out
+
+
+@dataclass(eq=False)
+class Job(Entity):
+    pool_id: str = ""
+    tasks: dict[str, Task] = field(default_factory=dict)  # by lower-cased id
+    ready: collections.deque = field(default_factory=collections.deque)
+    waiting: dict[str, list[Task]] = field(default_factory=dict)  # dependency id (lower) -> dependents
+    open_tasks: int = 0  # tasks not completed
+    end_time: datetime | None = None
+    terminate_reason: str | None = None
+
+    @property
+    def priority(self) -> int:
+        return self.spec.get("priority") or 0
+
+    def option(self, name: str, default: str) -> str:
+        return (self.spec.get(name) or default).lower()
+
+    @property
+    def max_task_retries(self) -> int:
+        return (self.spec.get("constraints") or {}).get("maxTaskRetryCount") or 0
+
+    def running_count(self) -> int:
+        return sum(1 for t in self.tasks.values() if t.state == "running")
+
+    def to_wire(self, base: str) -> dict:
+        spec = self.spec
+        constraints = spec.get("constraints") or {}
+        out = self._common(f"{base}/jobs/{quote(self.id)}")
+        out.update({
+            "priority": self.priority, "maxParallelTasks": spec.get("maxParallelTasks", -1) or -1,
+            "allowTaskPreemption": bool(spec.get("allowTaskPreemption")),
+            "usesTaskDependencies": bool(spec.get("usesTaskDependencies")),
+            "constraints": {"maxWallClockTime": constraints.get("maxWallClockTime") or wire.INFINITE_WIRE,
+                            "maxTaskRetryCount": self.max_task_retries},
+            "poolInfo": spec["poolInfo"], "onAllTasksComplete": self.option("onAllTasksComplete", "noaction"),
+            "onTaskFailure": self.option("onTaskFailure", "noaction"),
+            "executionInfo": {"startTime": wire.rfc3339(self.created), "poolId": self.pool_id},
+        })  # fmt: skip
+        if self.end_time:
+            out["executionInfo"]["endTime"] = wire.rfc3339(self.end_time)
+        if self.terminate_reason:
+            out["executionInfo"]["terminateReason"] = self.terminate_reason
+        for key in ("displayName", "metadata", "commonEnvironmentSettings"):
+            if spec.get(key) is not None:
+                out[key] = spec[key]
+        return out
+
+
+@dataclass(eq=False)
+class Task(Entity):
+    job: Job | None = None
+    pending: set[str] = field(default_factory=set)  # lower-cased ids of unsatisfied dependencies
+    node: Node | None = None
+    run: TaskRun | None = None
+    retry_count: int = 0
+    requeue_count: int = 0
+    last_retry_time: datetime | None = None
+    start_time: datetime | None = None
+    end_time: datetime | None = None
+    exit_code: int | None = None
+    failure_info: dict | None = None
+    last_node: Node | None = None
+
+    @property
+    def slots(self) -> int:
+        return self.spec.get("requiredSlots") or 1
+
+    @property
+    def result(self) -> str | None:
+        if self.state != "completed":
+            return None
+        return "success" if self.failure_info is None and self.exit_code == 0 else "failure"
+
+    @property
+    def max_retries(self) -> int:
+        constraints = self.spec.get("constraints") or {}
+        value = constraints.get("maxTaskRetryCount")
+        return self.job.max_task_retries if value is None else value
+
+    @property
+    def wall_clock(self) -> timedelta:
+        value = (self.spec.get("constraints") or {}).get("maxWallClockTime")
+        return wire.parse_duration(value) if value else wire.INFINITE
+
+    def directory(self) -> Path | None:
+        node = self.node or self.last_node
+        return node.root / "workitems" / self.job.id / "job-1" / self.id if node else None
+
+    def to_wire(self, base: str) -> dict:
+        spec = self.spec
+        constraints = spec.get("constraints") or {}
+        out = self._common(f"{base}/jobs/{quote(self.job.id)}/tasks/{quote(self.id)}")
+        out.update({
+            "commandLine": spec["commandLine"], "requiredSlots": self.slots,
+            "userIdentity": spec.get("userIdentity") or {"autoUser": {"scope": "pool", "elevationLevel": "nonadmin"}},
+            "constraints": {"maxWallClockTime": constraints.get("maxWallClockTime") or wire.INFINITE_WIRE,
+                            "retentionTime": constraints.get("retentionTime") or "P7D",
+                            "maxTaskRetryCount": self.max_retries},
+            "executionInfo": self._execution_info(),
+        })  # fmt: skip
+        for key in ("displayName", "resourceFiles", "outputFiles", "environmentSettings", "dependsOn",
+                    "exitConditions"):  # fmt: skip
+            if spec.get(key) is not None:
+                out[key] = spec[key]
+        if node := self.node or self.last_node:
+            directory = f"workitems/{self.job.id}/job-1/{self.id}"
+            node_url = f"{base}/pools/{quote(node.pool.id)}/nodes/{quote(node.id)}"
+            out["nodeInfo"] = {
+                "affinityId": f"TVM:{node.id}",
+                "nodeUrl": node_url,
+                "poolId": node.pool.id,
+                "nodeId": node.id,
+                "taskRootDirectory": directory,
+                "taskRootDirectoryUrl": f"{node_url}/files/{quote(directory, safe='')}",
+            }
+        return out
+
+    def _execution_info(self) -> dict:
+        info: dict = {"retryCount": self.retry_count, "requeueCount": self.requeue_count}
+        times = {
+            "startTime": self.start_time,
+            "endTime": self.end_time,
+            "lastRetryTime": self.last_retry_time,
+        }
+        info.update({k: wire.rfc3339(v) for k, v in times.items() if v})
+        if self.exit_code is not None:
+            info["exitCode"] = self.exit_code
+        if self.result:
+            info["result"] = self.result
+        if self.failure_info:
+            info["failureInfo"] = self.failure_info
+        return info

@@ -1,0 +1,221 @@
+"""The HTTP server: `azure-batch-emulator` on the command line, or `Emulator` inside a test process."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import tempfile
+import threading
+import uuid
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from batch_emulator import responses, urls
+from batch_emulator.accounts import DEV_ACCOUNT_KEY, DEV_ACCOUNT_NAME
+from batch_emulator.auth import SharedKeyAuth
+from batch_emulator.errors import BatchError
+from batch_emulator.service import BatchService
+
+MAX_BODY_BYTES = 1_000_000  # what SDK 15 documents for a task collection; larger bodies get 413
+
+
+class Emulator:
+    """A running emulator: `with Emulator() as emu: BatchClient(emu.endpoint, emu.credential())`."""
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        data_dir: Path | str | None = None,
+        account: str = DEV_ACCOUNT_NAME,
+        key: str = DEV_ACCOUNT_KEY,
+        boot_seconds: float = 0.2,
+        accept_bearer: bool = False,
+        max_body_bytes: int = MAX_BODY_BYTES,
+    ) -> None:
+        self._tmp = None if data_dir else tempfile.TemporaryDirectory(prefix="batch-emulator-")
+        self.data_dir = Path(data_dir or self._tmp.name).resolve()
+        self.account, self.key = account, key
+        self.auth = SharedKeyAuth(account, key, accept_bearer)
+        self.counts: Counter[str] = Counter()
+        self.max_body_bytes = max_body_bytes
+        self.httpd = _Server((host, port), _Handler)
+        self.httpd.emulator = self
+        self.endpoint = f"http://{host}:{self.httpd.server_address[1]}"
+        self.service = BatchService(self.data_dir, account, self.endpoint + "/", boot_seconds)
+        self._thread: threading.Thread | None = None
+
+    def credential(self):
+        from azure.core.credentials import AzureNamedKeyCredential
+
+        return AzureNamedKeyCredential(self.account, self.key)
+
+    def start(self) -> Emulator:
+        self._thread = threading.Thread(target=self.httpd.serve_forever, name="batch-emulator", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stops serving, kills every task process and removes a temporary data folder."""
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.service.close()
+        if self._tmp:
+            self._tmp.cleanup()
+
+    def __enter__(self) -> Emulator:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def handle(self, req: responses.Request) -> responses.Response:
+        path = urlsplit(req.raw_path).path
+        if path.startswith("/_emulator/"):
+            return self._own(req, path)
+        if path == f"/{self.account}" or path.startswith(f"/{self.account}/"):
+            req.prefix, path = f"/{self.account}", path[len(self.account) + 1 :]
+        try:
+            if "api-version" not in req.query:
+                raise BatchError(
+                    400,
+                    "MissingRequiredQueryParameter",
+                    "A query parameter that's mandatory for this request is not specified.",
+                    QueryParameterName="api-version",
+                )
+            self.auth.check(
+                req.method, urlsplit(req.raw_path).path, urlsplit(req.raw_path).query, req.headers
+            )
+            route = urls.resolve(req.method, path)
+            if route is None:
+                status, code = (
+                    (405, "UnsupportedHttpVerb") if urls.path_known(path) else (404, "ResourceNotFound")
+                )
+                raise BatchError(
+                    status, code, f"{req.method} {path} is not an operation of the Azure Batch emulator."
+                )
+            handler, name, ids = route
+            self.counts[name] += 1
+            if len(req.body) > self.max_body_bytes:
+                raise BatchError(
+                    413,
+                    "RequestBodyTooLarge",
+                    "The request body is too large and exceeds the maximum permissible limit.",
+                    MaxLimit=self.max_body_bytes,
+                )
+            return handler(self.service, req, *(unquote(i) for i in ids))
+        except BatchError as e:
+            return responses.Response(e.status, e.body(req.base_url))
+
+    def _own(self, req: responses.Request, path: str) -> responses.Response:
+        if path == "/_emulator/stats" and req.method == "GET":
+            return responses.stats(self.service, self.counts)
+        if path == "/_emulator/stats/reset" and req.method == "POST":
+            self.counts.clear()
+            return responses.Response(204)
+        if path == "/_emulator/health":
+            return responses.Response(200, {"status": "ok", "account": self.account})
+        return responses.Response(404, {"code": "ResourceNotFound", "message": "unknown emulator endpoint"})
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 128
+    emulator: Emulator
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _Server
+
+    def log_message(
+        self, format: str, *args: object
+    ) -> None:  # quiet: request lines can hold SAS-less ids only
+        pass
+
+    def _serve(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        query = {k: v[0] for k, v in parse_qs(urlsplit(self.path).query, keep_blank_values=True).items()}
+        origin = f"http://{self.headers.get('Host') or '%s:%d' % self.server.server_address[:2]}"
+        req = responses.Request(self.command, self.path, query, dict(self.headers.items()), body, origin)
+        try:
+            res = self.server.emulator.handle(req)
+        except Exception as e:  # a bug must still answer, and never with a retryable 5xx loop
+            res = responses.Response(
+                500, BatchError(500, "InternalError", f"{type(e).__name__}: {e}").body(origin)
+            )
+        self._send(res)
+
+    def _send(self, res: responses.Response) -> None:
+        payload = (
+            res.body
+            if isinstance(res.body, bytes)
+            else b""
+            if res.body is None
+            else json.dumps(res.body).encode()
+        )
+        self.send_response(res.status)
+        if isinstance(res.body, dict):
+            self.send_header("Content-Type", responses.JSON_TYPE)
+        for name, value in res.headers.items():
+            self.send_header(name, value)
+        self.send_header("request-id", str(uuid.uuid4()))
+        if "Content-Length" not in res.headers:
+            self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(payload)
+
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = _serve
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="azure-batch-emulator", description="A local Azure Batch service.")
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1, loopback only)"
+    )
+    parser.add_argument("--port", type=int, default=10100, help="port (default 10100; 0 picks a free one)")
+    parser.add_argument(
+        "--data-dir", type=Path, help="where nodes keep their folders (default: a temporary one)"
+    )
+    parser.add_argument(
+        "--account", default=DEV_ACCOUNT_NAME, help=f"account name (default {DEV_ACCOUNT_NAME})"
+    )
+    parser.add_argument(
+        "--key", default=DEV_ACCOUNT_KEY, help="account key, Base64 (default: the development key)"
+    )
+    parser.add_argument(
+        "--boot-seconds", type=float, default=0.2, help="how long a node takes to start (0.2)"
+    )
+    parser.add_argument("--accept-bearer", action="store_true", help="accept any Entra ID bearer token")
+    args = parser.parse_args(argv)
+    try:
+        emulator = Emulator(
+            args.host, args.port, args.data_dir, args.account, args.key, args.boot_seconds, args.accept_bearer
+        )
+    except OSError as e:
+        print(
+            f"azure-batch-emulator: cannot listen on {args.host}:{args.port}: {e.strerror or e}",
+            file=sys.stderr,
+        )
+        return 1
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    emulator.start()
+    print(
+        f"Azure Batch emulator listening at {emulator.endpoint}\n"
+        f"  account name: {emulator.account}\n  account key:  {emulator.key}\n"
+        f"  data folder:  {emulator.data_dir}\n  request counts: {emulator.endpoint}/_emulator/stats",
+        flush=True,
+    )
+    stop.wait()
+    emulator.stop()
+    print("Azure Batch emulator stopped", flush=True)
+    return 0

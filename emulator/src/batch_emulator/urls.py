@@ -1,0 +1,59 @@
+"""Routing: (method, path pattern) -> handler and operation name (contract 3.1)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+from batch_emulator import responses as r
+
+_ID = r"([^/]+)"
+_REST = r"(.+)"
+
+ROUTES: list[tuple[str, str, Callable, str]] = [
+    ("POST", "/pools", r.create_pool, "create_pool"),
+    ("GET", "/pools", r.list_pools, "list_pools"),
+    ("GET", f"/pools/{_ID}", r.get_pool, "get_pool"),
+    ("HEAD", f"/pools/{_ID}", r.pool_exists, "pool_exists"),
+    ("DELETE", f"/pools/{_ID}", r.delete_pool, "delete_pool"),
+    ("POST", f"/pools/{_ID}/resize", r.resize_pool, "resize_pool"),
+    ("POST", f"/pools/{_ID}/stopresize", r.stop_resize_pool, "stop_pool_resize"),
+    ("GET", f"/pools/{_ID}/nodes", r.list_nodes, "list_nodes"),
+    ("GET", f"/pools/{_ID}/nodes/{_ID}", r.get_node, "get_node"),
+    ("GET", f"/pools/{_ID}/nodes/{_ID}/files", r.list_node_files, "list_node_files"),
+    ("GET", f"/pools/{_ID}/nodes/{_ID}/files/{_REST}", r.get_node_file, "get_node_file"),
+    ("HEAD", f"/pools/{_ID}/nodes/{_ID}/files/{_REST}", r.get_node_file, "get_node_file_properties"),
+    ("POST", "/jobs", r.create_job, "create_job"),
+    ("GET", "/jobs", r.list_jobs, "list_jobs"),
+    ("GET", f"/jobs/{_ID}", r.get_job, "get_job"),
+    ("PATCH", f"/jobs/{_ID}", r.update_job, "update_job"),
+    ("DELETE", f"/jobs/{_ID}", r.delete_job, "delete_job"),
+    ("POST", f"/jobs/{_ID}/terminate", r.terminate_job, "terminate_job"),
+    ("GET", f"/jobs/{_ID}/taskcounts", r.task_counts, "get_job_task_counts"),
+    ("POST", f"/jobs/{_ID}/tasks", r.create_task, "create_task"),
+    ("GET", f"/jobs/{_ID}/tasks", r.list_tasks, "list_tasks"),
+    ("POST", f"/jobs/{_ID}/addtaskcollection", r.add_task_collection, "create_task_collection"),
+    ("GET", f"/jobs/{_ID}/tasks/{_ID}", r.get_task, "get_task"),
+    ("DELETE", f"/jobs/{_ID}/tasks/{_ID}", r.delete_task, "delete_task"),
+    ("POST", f"/jobs/{_ID}/tasks/{_ID}/terminate", r.terminate_task, "terminate_task"),
+    ("GET", f"/jobs/{_ID}/tasks/{_ID}/files", r.list_task_files, "list_task_files"),
+    ("GET", f"/jobs/{_ID}/tasks/{_ID}/files/{_REST}", r.get_task_file, "download_task_file"),
+    ("HEAD", f"/jobs/{_ID}/tasks/{_ID}/files/{_REST}", r.get_task_file, "get_task_file_properties"),
+    ("DELETE", f"/jobs/{_ID}/tasks/{_ID}/files/{_REST}", r.delete_task_file, "delete_task_file"),
+]
+
+_COMPILED = [
+    (method, re.compile(f"^{pattern}/?$"), handler, name) for method, pattern, handler, name in ROUTES
+]
+
+
+def resolve(method: str, path: str) -> tuple[Callable, str, list[str]] | None:
+    """The handler, operation name and raw (still percent-encoded) path ids for a request, or None."""
+    for route_method, pattern, handler, name in _COMPILED:
+        if route_method == method and (m := pattern.match(path)):
+            return handler, name, list(m.groups())
+    return None
+
+
+def path_known(path: str) -> bool:
+    return any(pattern.match(path) for _, pattern, _, _ in _COMPILED)

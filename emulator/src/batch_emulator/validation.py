@@ -1,0 +1,278 @@
+"""Validation of create and update bodies: what the service rejects with 400 (contract sections 6 and 8).
+
+The SDKs check almost nothing themselves (SDK 15 none at all), so the emulator must. Features the
+emulator does not model are refused by name instead of being silently ignored.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+
+from batch_emulator import wire
+from batch_emulator.errors import BatchError, invalid, missing
+
+_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+UPLOAD_CONDITIONS = {"tasksuccess", "taskfailure", "taskcompletion"}
+
+
+def unsupported(prop: str) -> BatchError:
+    return BatchError(
+        400,
+        "UnsupportedProperty",
+        f"The property {prop} is not supported by the Azure Batch emulator.",
+        PropertyName=prop,
+    )
+
+
+def require(body: dict, prop: str, path: str = "") -> object:
+    value = body.get(prop)
+    if value is None or value == "":
+        raise missing(path + prop)
+    return value
+
+
+def ident(body: dict, prop: str = "id", path: str = "") -> str:
+    value = require(body, prop, path)
+    if not isinstance(value, str) or not _ID.match(value):
+        raise invalid(
+            path + prop, value, "An id has 1 to 64 characters: letters, digits, hyphens and underscores."
+        )
+    return value
+
+
+def integer(body: dict, prop: str, low: int, high: int, default: int, path: str = "") -> int:
+    value = body.get(prop, default)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise invalid(path + prop, value, f"It must be a whole number from {low} to {high}.")
+    return value
+
+
+def boolean(body: dict, prop: str, default: bool, path: str = "") -> bool:
+    value = body.get(prop, default)
+    if not isinstance(value, bool):
+        raise invalid(path + prop, value, "It must be true or false.")
+    return value
+
+
+def choice(body: dict, prop: str, allowed: set[str], default: str, path: str = "") -> str:
+    value = body.get(prop, default)
+    if not isinstance(value, str) or value.lower() not in allowed:
+        raise invalid(path + prop, value, f"It must be one of {sorted(allowed)}.")
+    return value.lower()
+
+
+def duration(body: dict, prop: str, path: str = "") -> timedelta:
+    value = body.get(prop)
+    if value is None:
+        return wire.INFINITE
+    try:
+        parsed = wire.parse_duration(value)
+    except ValueError:
+        raise invalid(path + prop, value, "It must be an ISO 8601 duration such as PT1H.") from None
+    if parsed <= timedelta(0):
+        raise invalid(path + prop, value, "It must be positive.")
+    return parsed
+
+
+def listed(body: dict, prop: str, path: str = "") -> list:
+    value = body.get(prop) or []
+    if not isinstance(value, list):
+        raise invalid(path + prop, value, "It must be a list.")
+    return value
+
+
+def refuse(body: dict, props: tuple[str, ...], path: str = "") -> None:
+    for prop in props:
+        if body.get(prop) not in (None, [], {}, False):
+            raise unsupported(path + prop)
+
+
+def environment(body: dict, prop: str, path: str = "") -> dict[str, str]:
+    env = {}
+    for i, item in enumerate(listed(body, prop, path)):
+        where = f"{path}{prop}[{i}]."
+        name = require(item, "name", where)
+        if not isinstance(name, str) or "=" in name or "\0" in name:
+            raise invalid(where + "name", name)
+        env[name] = str(item.get("value") or "")
+    return env
+
+
+def resource_files(body: dict, path: str = "") -> list[dict]:
+    files = listed(body, "resourceFiles", path)
+    for i, rf in enumerate(files):
+        where = f"{path}resourceFiles[{i}]."
+        sources = [k for k in ("httpUrl", "storageContainerUrl", "autoStorageContainerName") if rf.get(k)]
+        if len(sources) != 1:
+            raise invalid(
+                where + "httpUrl",
+                sources,
+                "Give exactly one of httpUrl, storageContainerUrl, autoStorageContainerName.",
+            )
+        if sources[0] == "autoStorageContainerName":
+            raise unsupported(where + "autoStorageContainerName")
+        if sources[0] == "httpUrl":
+            require(rf, "filePath", where)
+        _relative(rf.get("filePath") or "", where + "filePath")
+        if rf.get("fileMode") is not None and not re.fullmatch(r"0?[0-7]{3,4}", str(rf["fileMode"])):
+            raise invalid(where + "fileMode", rf["fileMode"], "It must be an octal mode such as 0770.")
+    return files
+
+
+def _relative(file_path: str, prop: str) -> None:
+    if file_path.startswith("/") or ".." in file_path.replace("\\", "/").split("/"):
+        raise invalid(
+            prop, file_path, "It must be relative to the task's working directory and not leave it."
+        )
+
+
+def output_files(body: dict) -> list[dict]:
+    files = listed(body, "outputFiles")
+    for i, of in enumerate(files):
+        where = f"outputFiles[{i}]."
+        require(of, "filePattern", where)
+        container = require(require(of, "destination", where), "container", where + "destination.")
+        require(container, "containerUrl", where + "destination.container.")
+        refuse(container, ("identityReference",), where + "destination.container.")
+        options = require(of, "uploadOptions", where)
+        choice(options, "uploadCondition", UPLOAD_CONDITIONS, "", where + "uploadOptions.")
+    return files
+
+
+def user_identity(body: dict, path: str) -> None:
+    identity = body.get("userIdentity") or {}
+    if identity.get("username"):
+        raise unsupported(path + "userIdentity.username")
+    auto = identity.get("autoUser") or {}
+    choice(auto, "scope", {"task", "pool"}, "pool", path + "userIdentity.autoUser.")
+    choice(auto, "elevationLevel", {"nonadmin", "admin"}, "nonadmin", path + "userIdentity.autoUser.")
+
+
+def pool(body: dict) -> None:
+    ident(body)
+    require(body, "vmSize")
+    refuse(
+        body,
+        (
+            "cloudServiceConfiguration",
+            "enableAutoScale",
+            "autoScaleFormula",
+            "mountConfiguration",
+            "applicationPackageReferences",
+            "userAccounts",
+            "certificateReferences",
+        ),
+    )
+    vmc = require(body, "virtualMachineConfiguration")
+    require(
+        require(vmc, "imageReference", "virtualMachineConfiguration."),
+        "offer" if not vmc["imageReference"].get("virtualMachineImageId") else "virtualMachineImageId",
+        "virtualMachineConfiguration.imageReference.",
+    )
+    require(vmc, "nodeAgentSKUId", "virtualMachineConfiguration.")
+    refuse(vmc, ("containerConfiguration",), "virtualMachineConfiguration.")
+    integer(body, "targetDedicatedNodes", 0, 100, 0)
+    integer(body, "targetLowPriorityNodes", 0, 100, 0)
+    integer(body, "taskSlotsPerNode", 1, 256, 1)
+    duration(body, "resizeTimeout")
+    choice(
+        body.get("taskSchedulingPolicy") or {},
+        "nodeFillType",
+        {"spread", "pack"},
+        "spread",
+        "taskSchedulingPolicy.",
+    )
+    if (start := body.get("startTask")) is not None:
+        start_task(start)
+
+
+def start_task(body: dict) -> None:
+    where = "startTask."
+    require(body, "commandLine", where)
+    refuse(body, ("containerSettings",), where)
+    resource_files(body, where)
+    environment(body, "environmentSettings", where)
+    user_identity(body, where)
+    integer(body, "maxTaskRetryCount", -1, 100, 0, where)
+    boolean(body, "waitForSuccess", True, where)
+
+
+def job(body: dict) -> None:
+    ident(body)
+    info = require(body, "poolInfo")
+    if info.get("autoPoolSpecification"):
+        raise unsupported("poolInfo.autoPoolSpecification")
+    require(info, "poolId", "poolInfo.")
+    refuse(body, ("jobManagerTask", "jobPreparationTask", "jobReleaseTask", "networkConfiguration"))
+    job_update(body)
+    boolean(body, "usesTaskDependencies", False)
+    boolean(body, "allowTaskPreemption", False)
+    environment(body, "commonEnvironmentSettings")
+
+
+def job_update(body: dict) -> None:
+    """Properties that create and update (PATCH) share."""
+    integer(body, "priority", -1000, 1000, 0)
+    max_parallel = integer(body, "maxParallelTasks", -1, 1_000_000, -1)
+    if max_parallel == 0:
+        raise invalid("maxParallelTasks", 0, "It must be -1 (unlimited) or at least 1.")
+    constraints = body.get("constraints") or {}
+    duration(constraints, "maxWallClockTime", "constraints.")
+    integer(constraints, "maxTaskRetryCount", -1, 100, 0, "constraints.")
+    choice(body, "onAllTasksComplete", {"noaction", "terminatejob"}, "noaction")
+    choice(body, "onTaskFailure", {"noaction", "performexitoptionsjobaction"}, "noaction")
+
+
+def task(body: dict, uses_dependencies: bool) -> None:
+    ident(body)
+    require(body, "commandLine")
+    refuse(
+        body,
+        (
+            "multiInstanceSettings",
+            "containerSettings",
+            "applicationPackageReferences",
+            "authenticationTokenSettings",
+            "affinityInfo",
+        ),
+    )
+    resource_files(body)
+    output_files(body)
+    environment(body, "environmentSettings")
+    user_identity(body, "")
+    constraints = body.get("constraints") or {}
+    duration(constraints, "maxWallClockTime", "constraints.")
+    duration(constraints, "retentionTime", "constraints.")
+    integer(constraints, "maxTaskRetryCount", -1, 100, 0, "constraints.")
+    integer(body, "requiredSlots", 1, 256, 1)
+    depends = body.get("dependsOn")
+    if depends:
+        if not uses_dependencies:
+            raise BatchError(
+                400,
+                "TaskDependenciesNotSpecifiedOnJob",
+                "The task has dependencies but its job was "
+                "not created with usesTaskDependencies set to true.",
+            )
+        for i, dep in enumerate(listed(depends, "taskIds", "dependsOn.")):
+            if not isinstance(dep, str) or not _ID.match(dep):
+                raise invalid(f"dependsOn.taskIds[{i}]", dep)
+        for i, r in enumerate(listed(depends, "taskIdRanges", "dependsOn.")):
+            where = f"dependsOn.taskIdRanges[{i}]."
+            start = integer(r, "start", 0, 2**31 - 1, -1, where)
+            end = integer(r, "end", 0, 2**31 - 1, -1, where)
+            if start < 0 or end < start or end - start >= 100_000:
+                raise invalid(where + "end", end, "A range needs 0 <= start <= end and at most 100000 ids.")
+    exit_conditions(body.get("exitConditions") or {})
+
+
+def exit_conditions(body: dict) -> None:
+    options = [e.get("exitOptions") or {} for e in listed(body, "exitCodes", "exitConditions.")]
+    options += [e.get("exitOptions") or {} for e in listed(body, "exitCodeRanges", "exitConditions.")]
+    options += [body.get(k) or {} for k in ("preProcessingError", "fileUploadError", "default")]
+    for opt in options:
+        choice(opt, "jobAction", {"none", "disable", "terminate"}, "none", "exitConditions.exitOptions.")
+        choice(opt, "dependencyAction", {"satisfy", "block"}, "block", "exitConditions.exitOptions.")
