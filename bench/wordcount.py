@@ -71,9 +71,7 @@ def taskapp_cmd(path: Path, work: Path) -> list[str]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size-mb", type=int, default=100, help="input for the comparison (default 100)")
     parser.add_argument("--big-mb", type=int, default=1000, help="input for the memory check; 0 skips it")
     parser.add_argument("--repeat", type=int, default=3, help="runs per measurement; the median is kept")
@@ -82,9 +80,7 @@ def main() -> None:
         work = Path(tmp)
         data = work / "input.txt"
         size = build_input(data, args.size_mb)
-        print(
-            f"word count, {size / 1e6:.0f} MB built from {CORPUS.relative_to(ROOT)}, median of {args.repeat}:"
-        )
+        print(f"word count, {size / 1e6:.0f} MB built from {CORPUS.relative_to(ROOT)}, median of {args.repeat}:")
         seed = run(
             "seed port (baseline)",
             [sys.executable, str(Path(__file__).with_name("seed_port.py")), str(data), "10"],
@@ -98,10 +94,7 @@ def main() -> None:
             size = build_input(data, args.big_mb)
             print(f"memory on a {size / 1e9:.2f} GB input (task application only, one run):")
             big = run("topn-taskapp", taskapp_cmd(data, work), size, 1)
-            print(
-                f"  peak RSS {big['rss']:.1f} MB (goal < 100 MB);"
-                f" throughput {big['mbs'] / seed['mbs']:.2f}x seed"
-            )
+            print(f"  peak RSS {big['rss']:.1f} MB (goal < 100 MB); throughput {big['mbs'] / seed['mbs']:.2f}x seed")
 
 
 if __name__ == "__main__":

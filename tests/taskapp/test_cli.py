@@ -51,10 +51,7 @@ def test_binary_input_is_skipped_not_failed(tmp_path: Path) -> None:
     data = b"\x89PNG\x00\x01 words"
     binary.write_bytes(data)
     counts = tmp_path / "x.counts"
-    assert (
-        taskapp("count", "--top", "3", "--output", tmp_path / "o.json", "--counts", counts, binary).returncode
-        == 0
-    )
+    assert taskapp("count", "--top", "3", "--output", tmp_path / "o.json", "--counts", counts, binary).returncode == 0
     out = json.loads((tmp_path / "o.json").read_text())
     assert out == {
         "file": "x.bin",
@@ -73,10 +70,7 @@ def test_binary_input_is_skipped_not_failed(tmp_path: Path) -> None:
         == 0
     )
     assert (
-        taskapp(
-            "merge", "--top", "1", "--output", tmp_path / "m.json", counts, tmp_path / "t.counts"
-        ).returncode
-        == 0
+        taskapp("merge", "--top", "1", "--output", tmp_path / "m.json", counts, tmp_path / "t.counts").returncode == 0
     )
     merged = json.loads((tmp_path / "m.json").read_text())
     assert merged == {"files": 1, "words": 3, "distinct": 2, "top": [["one", 2]]}
@@ -112,9 +106,7 @@ def test_missing_arguments_are_usage_errors(args: list[str]) -> None:
 
 def test_unreadable_inputs(tmp_path: Path, text: Path) -> None:
     out = tmp_path / "o.json"
-    assert_fails(
-        taskapp("count", "--top", "3", "--output", out, tmp_path / "nope.txt"), 1, "nope.txt", "no such file"
-    )
+    assert_fails(taskapp("count", "--top", "3", "--output", out, tmp_path / "nope.txt"), 1, "nope.txt", "no such file")
     assert_fails(taskapp("count", "--top", "3", "--output", out, tmp_path), 1, "directory")
     assert_fails(taskapp("count", "--top", "3", "--output", out, text / "x"), 1, "cannot read")
     assert not out.exists()
@@ -122,9 +114,7 @@ def test_unreadable_inputs(tmp_path: Path, text: Path) -> None:
 
 def test_read_failure_midway_leaves_nothing_behind(tmp_path: Path) -> None:
     # Reading /proc/self/mem at offset 0 fails with EIO after the outputs were opened.
-    proc = taskapp(
-        "count", "--top", "3", "--output", tmp_path / "o.json", "--counts", tmp_path / "c", "/proc/self/mem"
-    )
+    proc = taskapp("count", "--top", "3", "--output", tmp_path / "o.json", "--counts", tmp_path / "c", "/proc/self/mem")
     assert_fails(proc, 1, "cannot read", "mem")
     assert list(tmp_path.iterdir()) == []
 
@@ -137,9 +127,7 @@ def test_unwritable_outputs(tmp_path: Path, text: Path) -> None:
     )
     assert_fails(taskapp("count", "--top", "3", "--output", tmp_path, text), 1, "is a directory")
     assert_fails(taskapp("count", "--top", "3", "--output", "/proc/topn.json", text), 1, "cannot write")
-    proc = taskapp(
-        "count", "--top", "3", "--output", tmp_path / "o.json", "--counts", tmp_path / "no" / "c", text
-    )
+    proc = taskapp("count", "--top", "3", "--output", tmp_path / "o.json", "--counts", tmp_path / "no" / "c", text)
     assert_fails(proc, 1, "c'")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in put.txt"]
 
@@ -157,10 +145,7 @@ def test_merge_rejects_foreign_and_truncated_counts(text: Path, tmp_path: Path) 
     out = tmp_path / "m.json"
     assert_fails(taskapp("merge", "--top", "3", "--output", out, text), 1, "in put.txt", "not a counts file")
     counts = tmp_path / "c"
-    assert (
-        taskapp("count", "--top", "3", "--output", tmp_path / "o.json", "--counts", counts, text).returncode
-        == 0
-    )
+    assert taskapp("count", "--top", "3", "--output", tmp_path / "o.json", "--counts", counts, text).returncode == 0
     counts.write_text("\n".join(counts.read_text().splitlines()[:-1]) + "\n")
     assert_fails(taskapp("merge", "--top", "3", "--output", out, counts), 1, "truncated")
     counts.write_text(counts.read_text() + "bad line\n")

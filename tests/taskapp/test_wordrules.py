@@ -134,9 +134,7 @@ TRICKY = [
     st.sampled_from([1, 2, 3, 7, 64, 1 << 20]),
     st.sampled_from([4, 16, 1 << 20]),
 )
-def test_stream_agrees_with_spec_at_any_read_boundary(
-    parts: list[bytes], read_size: int, long_line: int
-) -> None:
+def test_stream_agrees_with_spec_at_any_read_boundary(parts: list[bytes], read_size: int, long_line: int) -> None:
     data = b"".join(parts)
     expected = spec_counts(data)
     result = count_stream(io.BytesIO(data), read_size=read_size, long_line=long_line)

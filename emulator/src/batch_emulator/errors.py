@@ -46,12 +46,8 @@ def invalid(prop: str, value: object, reason: str = "") -> BatchError:
 
 
 def not_found(kind: str, ident: str) -> BatchError:
-    return BatchError(
-        404, f"{kind}NotFound", f"The specified {kind.lower()} does not exist.", **{f"{kind}Id": ident}
-    )
+    return BatchError(404, f"{kind}NotFound", f"The specified {kind.lower()} does not exist.", **{f"{kind}Id": ident})
 
 
 def exists(kind: str, ident: str) -> BatchError:
-    return BatchError(
-        409, f"{kind}Exists", f"The specified {kind.lower()} already exists.", **{f"{kind}Id": ident}
-    )
+    return BatchError(409, f"{kind}Exists", f"The specified {kind.lower()} already exists.", **{f"{kind}Id": ident})

@@ -7,6 +7,7 @@ split like a POSIX shell would but never run through one (contract 7.3).
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import re
@@ -134,9 +135,7 @@ class TaskRun:
                         None,
                         failure(
                             "usererror",
-                            "CommandProgramNotFound"
-                            if isinstance(e, FileNotFoundError)
-                            else "CommandLaunchFailed",
+                            "CommandProgramNotFound" if isinstance(e, FileNotFoundError) else "CommandLaunchFailed",
                             f"{argv[0]}: {e.strerror or e}",
                         ),
                     )
@@ -162,9 +161,7 @@ class TaskRun:
         log = self.task_dir / "fileuploadout.txt"
         for spec in self.output_files:
             condition = spec["uploadOptions"]["uploadCondition"].lower()
-            if (condition == "tasksuccess" and exit_code != 0) or (
-                condition == "taskfailure" and exit_code == 0
-            ):
+            if (condition == "tasksuccess" and exit_code != 0) or (condition == "taskfailure" and exit_code == 0):
                 continue
             container = spec["destination"]["container"]
             try:
@@ -186,15 +183,11 @@ def _exit_code(code: int) -> int:
 
 
 def _kill_group(process: subprocess.Popen) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(process.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
-def matched_outputs(
-    pattern: str, path: str | None, task_dir: Path, env: dict[str, str]
-) -> list[tuple[Path, str]]:
+def matched_outputs(pattern: str, path: str | None, task_dir: Path, env: dict[str, str]) -> list[tuple[Path, str]]:
     """The files a filePattern matches and the blob name each gets (contract 7.5)."""
     pattern = _VAR.sub(lambda m: env.get(m.group(1) or m.group(2), ""), pattern)
     base = Path(pattern) if os.path.isabs(pattern) else task_dir / "wd" / pattern
@@ -248,9 +241,7 @@ def fetch_resource_files(files: list[dict], wd: Path) -> dict | None:
 def _resource_failure(error: OSError, url: str, container: bool) -> dict:
     status = storage.http_status(error)
     if status in (403, 404):
-        code = ("ResourceContainer" if container else "Blob") + (
-            "AccessDenied" if status == 403 else "NotFound"
-        )
+        code = ("ResourceContainer" if container else "Blob") + ("AccessDenied" if status == 403 else "NotFound")
         category = "usererror"
     else:
         code, category = (

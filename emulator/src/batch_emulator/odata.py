@@ -124,9 +124,7 @@ class _Parser:
             self.take(",")
             prefix = self.literal()
             self.take(")")
-            return lambda e: (
-                isinstance(v := _lookup(e, path), str) and v.lower().startswith(str(prefix).lower())
-            )
+            return lambda e: isinstance(v := _lookup(e, path), str) and v.lower().startswith(str(prefix).lower())
         path = self.path()
         _, op = self.take()
         if op.lower() not in _OPS:
@@ -138,9 +136,7 @@ class _Parser:
     def path(self) -> str:
         kind, value = self.take()
         if kind != "word" or value not in self.allowed:
-            raise bad_filter(
-                self.text, f"{value!r} cannot be filtered on here; use one of {sorted(self.allowed)}"
-            )
+            raise bad_filter(self.text, f"{value!r} cannot be filtered on here; use one of {sorted(self.allowed)}")
         return value
 
     def literal(self) -> object:

@@ -64,9 +64,7 @@ def created(req: Request, entity: Entity, path: str) -> Response:
 
 
 def one(req: Request, entity: Entity) -> Response:
-    return Response(
-        200, odata.select(entity.to_wire(req.base_url), req.query.get("$select")), entity_headers(entity)
-    )
+    return Response(200, odata.select(entity.to_wire(req.base_url), req.query.get("$select")), entity_headers(entity))
 
 
 def page(req: Request, items: list, kind: str) -> Response:
@@ -180,9 +178,7 @@ def get_job(svc: BatchService, req: Request, job_id: str) -> Response:
 
 def update_job(svc: BatchService, req: Request, job_id: str) -> Response:
     job = svc.update_job(job_id, req.json())
-    return Response(
-        200, headers={**entity_headers(job), "DataServiceId": f"{req.base_url}/jobs/{quote(job.id)}"}
-    )
+    return Response(200, headers={**entity_headers(job), "DataServiceId": f"{req.base_url}/jobs/{quote(job.id)}"})
 
 
 def terminate_job(svc: BatchService, req: Request, job_id: str) -> Response:

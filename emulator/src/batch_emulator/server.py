@@ -87,17 +87,11 @@ class Emulator:
                     "A query parameter that's mandatory for this request is not specified.",
                     QueryParameterName="api-version",
                 )
-            self.auth.check(
-                req.method, urlsplit(req.raw_path).path, urlsplit(req.raw_path).query, req.headers
-            )
+            self.auth.check(req.method, urlsplit(req.raw_path).path, urlsplit(req.raw_path).query, req.headers)
             route = urls.resolve(req.method, path)
             if route is None:
-                status, code = (
-                    (405, "UnsupportedHttpVerb") if urls.path_known(path) else (404, "ResourceNotFound")
-                )
-                raise BatchError(
-                    status, code, f"{req.method} {path} is not an operation of the Azure Batch emulator."
-                )
+                status, code = (405, "UnsupportedHttpVerb") if urls.path_known(path) else (404, "ResourceNotFound")
+                raise BatchError(status, code, f"{req.method} {path} is not an operation of the Azure Batch emulator.")
             handler, name, ids = route
             self.counts[name] += 1
             if len(req.body) > self.max_body_bytes:
@@ -133,32 +127,25 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: _Server
 
-    def log_message(
-        self, format: str, *args: object
-    ) -> None:  # quiet: request lines can hold SAS-less ids only
+    def log_message(self, format: str, *args: object) -> None:  # quiet: request lines can hold SAS-less ids only
         pass
 
     def _serve(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
         query = {k: v[0] for k, v in parse_qs(urlsplit(self.path).query, keep_blank_values=True).items()}
-        origin = f"http://{self.headers.get('Host') or '%s:%d' % self.server.server_address[:2]}"
+        host, port = self.server.server_address[:2]
+        origin = f"http://{self.headers.get('Host') or f'{host}:{port}'}"
         req = responses.Request(self.command, self.path, query, dict(self.headers.items()), body, origin)
         try:
             res = self.server.emulator.handle(req)
         except Exception as e:  # a bug must still answer, and never with a retryable 5xx loop
-            res = responses.Response(
-                500, BatchError(500, "InternalError", f"{type(e).__name__}: {e}").body(origin)
-            )
+            res = responses.Response(500, BatchError(500, "InternalError", f"{type(e).__name__}: {e}").body(origin))
         self._send(res)
 
     def _send(self, res: responses.Response) -> None:
         payload = (
-            res.body
-            if isinstance(res.body, bytes)
-            else b""
-            if res.body is None
-            else json.dumps(res.body).encode()
+            res.body if isinstance(res.body, bytes) else b"" if res.body is None else json.dumps(res.body).encode()
         )
         self.send_response(res.status)
         if isinstance(res.body, dict):
@@ -177,22 +164,12 @@ class _Handler(BaseHTTPRequestHandler):
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="azure-batch-emulator", description="A local Azure Batch service.")
-    parser.add_argument(
-        "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1, loopback only)"
-    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1, loopback only)")
     parser.add_argument("--port", type=int, default=10100, help="port (default 10100; 0 picks a free one)")
-    parser.add_argument(
-        "--data-dir", type=Path, help="where nodes keep their folders (default: a temporary one)"
-    )
-    parser.add_argument(
-        "--account", default=DEV_ACCOUNT_NAME, help=f"account name (default {DEV_ACCOUNT_NAME})"
-    )
-    parser.add_argument(
-        "--key", default=DEV_ACCOUNT_KEY, help="account key, Base64 (default: the development key)"
-    )
-    parser.add_argument(
-        "--boot-seconds", type=float, default=0.2, help="how long a node takes to start (0.2)"
-    )
+    parser.add_argument("--data-dir", type=Path, help="where nodes keep their folders (default: a temporary one)")
+    parser.add_argument("--account", default=DEV_ACCOUNT_NAME, help=f"account name (default {DEV_ACCOUNT_NAME})")
+    parser.add_argument("--key", default=DEV_ACCOUNT_KEY, help="account key, Base64 (default: the development key)")
+    parser.add_argument("--boot-seconds", type=float, default=0.2, help="how long a node takes to start (0.2)")
     parser.add_argument("--accept-bearer", action="store_true", help="accept any Entra ID bearer token")
     args = parser.parse_args(argv)
     try:

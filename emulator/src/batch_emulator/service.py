@@ -24,9 +24,7 @@ MAX_TASKS_PER_COLLECTION = 100
 class BatchService:
     """One Batch account's pools, nodes, jobs and tasks, with nodes as folders under `data_dir`."""
 
-    def __init__(
-        self, data_dir: Path, account: str, account_url: str = "", boot_seconds: float = 0.2
-    ) -> None:
+    def __init__(self, data_dir: Path, account: str, account_url: str = "", boot_seconds: float = 0.2) -> None:
         self.data_dir, self.account, self.account_url = Path(data_dir), account, account_url
         self.boot_seconds = boot_seconds
         self.lock = threading.RLock()
@@ -82,9 +80,7 @@ class BatchService:
         with self.lock:
             pool = self._active_pool(pool_id)
             if pool.allocation_state != "steady":
-                raise BatchError(
-                    409, "PoolBeingResized", "The pool is already being resized.", PoolId=pool.id
-                )
+                raise BatchError(409, "PoolBeingResized", "The pool is already being resized.", PoolId=pool.id)
             pool.spec = {**pool.spec, **spec}
             self._resize(pool)
 
@@ -122,9 +118,7 @@ class BatchService:
             have = [n for n in pool.nodes if n.dedicated == dedicated]
             for _ in range(len(have), pool.spec.get(target) or 0):
                 self._add_node(pool, dedicated)
-            surplus = sorted(have, key=lambda n: len(n.running))[
-                : max(0, len(have) - (pool.spec.get(target) or 0))
-            ]
+            surplus = sorted(have, key=lambda n: len(n.running))[: max(0, len(have) - (pool.spec.get(target) or 0))]
             for node in surplus:
                 pool.nodes.remove(node)
                 self._background(self._reclaim_nodes, [node])
@@ -234,9 +228,7 @@ class BatchService:
     def _reclaim_nodes(self, nodes: list[Node]) -> None:
         """Stops what runs on nodes leaving their pool; their tasks go back to the queue."""
         with self.lock:
-            runs = [t.run for n in nodes for t in n.running if t.run] + [
-                n.start_run for n in nodes if n.start_run
-            ]
+            runs = [t.run for n in nodes for t in n.running if t.run] + [n.start_run for n in nodes if n.start_run]
             for node in nodes:
                 node.set_state("leavingpool")
         for run in runs:
@@ -261,9 +253,7 @@ class BatchService:
             key = body["id"].lower()
             if key in self.jobs:
                 if self.jobs[key].state == "deleting":
-                    raise BatchError(
-                        409, "JobBeingDeleted", "The specified job is being deleted.", JobId=body["id"]
-                    )
+                    raise BatchError(409, "JobBeingDeleted", "The specified job is being deleted.", JobId=body["id"])
                 raise exists("Job", body["id"])
             job = Job(body["id"], body, "active", pool_id=body["poolInfo"]["poolId"])
             self.jobs[key] = job
@@ -297,16 +287,12 @@ class BatchService:
         with self.lock:
             job = self._active_job(job_id)
             if body.get("poolInfo", {}).get("poolId") not in (None, job.pool_id):
-                raise BatchError(
-                    409, "JobNotDisabled", "A job's pool can only change while the job is disabled."
-                )
+                raise BatchError(409, "JobNotDisabled", "A job's pool can only change while the job is disabled.")
             if (
                 job.option("onAllTasksComplete", "noaction") == "terminatejob"
                 and body.get("onAllTasksComplete", "terminatejob").lower() == "noaction"
             ):
-                raise invalid(
-                    "onAllTasksComplete", body["onAllTasksComplete"], "It cannot change back to noaction."
-                )
+                raise invalid("onAllTasksComplete", body["onAllTasksComplete"], "It cannot change back to noaction.")
             job.spec = {**job.spec, **body}
             job.touch()
             self._check_all_complete(job)
@@ -383,11 +369,7 @@ class BatchService:
 
     def _check_all_complete(self, job: Job) -> None:
         # As on Azure, a job with no tasks counts as having completed them all.
-        if (
-            job.state == "active"
-            and job.open_tasks == 0
-            and job.option("onAllTasksComplete", "") == "terminatejob"
-        ):
+        if job.state == "active" and job.open_tasks == 0 and job.option("onAllTasksComplete", "") == "terminatejob":
             self._terminate(job, "AllTasksComplete")
 
     # ---- tasks -----------------------------------------------------------------------------------
@@ -404,9 +386,7 @@ class BatchService:
         if not isinstance(bodies, list) or not bodies:
             raise validation.missing("value")
         if len(bodies) > MAX_TASKS_PER_COLLECTION:
-            raise invalid(
-                "value", len(bodies), f"A collection holds at most {MAX_TASKS_PER_COLLECTION} tasks."
-            )
+            raise invalid("value", len(bodies), f"A collection holds at most {MAX_TASKS_PER_COLLECTION} tasks.")
         results = []
         with self.lock:
             job = self._active_job(job_id)
@@ -417,9 +397,7 @@ class BatchService:
                         raise invalid("value", body)
                     task = self._add(job, body)
                 except BatchError as e:
-                    results.append(
-                        {"status": "clienterror", "taskId": task_id or "", "error": e.as_task_result()}
-                    )
+                    results.append({"status": "clienterror", "taskId": task_id or "", "error": e.as_task_result()})
                     continue
                 results.append(
                     {
@@ -477,9 +455,7 @@ class BatchService:
         with self.lock:
             task = self.task(job_id, task_id)
             if task.state == "completed":
-                raise BatchError(
-                    409, "TaskCompleted", "The specified task is already completed.", TaskId=task.id
-                )
+                raise BatchError(409, "TaskCompleted", "The specified task is already completed.", TaskId=task.id)
             if task.run:
                 task.run.cancel("terminated")
             else:
@@ -619,9 +595,7 @@ class BatchService:
     def _satisfied(self, task: Task) -> bool:
         if task.state != "completed":
             return False
-        return (
-            task.result == "success" or self._exit_options(task).get("dependencyAction", "block") == "satisfy"
-        )
+        return task.result == "success" or self._exit_options(task).get("dependencyAction", "block") == "satisfy"
 
     @staticmethod
     def _exit_options(task: Task) -> dict:

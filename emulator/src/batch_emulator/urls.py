@@ -42,9 +42,7 @@ ROUTES: list[tuple[str, str, Callable, str]] = [
     ("DELETE", f"/jobs/{_ID}/tasks/{_ID}/files/{_REST}", r.delete_task_file, "delete_task_file"),
 ]
 
-_COMPILED = [
-    (method, re.compile(f"^{pattern}/?$"), handler, name) for method, pattern, handler, name in ROUTES
-]
+_COMPILED = [(method, re.compile(f"^{pattern}/?$"), handler, name) for method, pattern, handler, name in ROUTES]
 
 
 def resolve(method: str, path: str) -> tuple[Callable, str, list[str]] | None:

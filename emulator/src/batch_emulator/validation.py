@@ -35,9 +35,7 @@ def require(body: dict, prop: str, path: str = "") -> object:
 def ident(body: dict, prop: str = "id", path: str = "") -> str:
     value = require(body, prop, path)
     if not isinstance(value, str) or not _ID.match(value):
-        raise invalid(
-            path + prop, value, "An id has 1 to 64 characters: letters, digits, hyphens and underscores."
-        )
+        raise invalid(path + prop, value, "An id has 1 to 64 characters: letters, digits, hyphens and underscores.")
     return value
 
 
@@ -124,9 +122,7 @@ def resource_files(body: dict, path: str = "") -> list[dict]:
 
 def _relative(file_path: str, prop: str) -> None:
     if file_path.startswith("/") or ".." in file_path.replace("\\", "/").split("/"):
-        raise invalid(
-            prop, file_path, "It must be relative to the task's working directory and not leave it."
-        )
+        raise invalid(prop, file_path, "It must be relative to the task's working directory and not leave it.")
 
 
 def output_files(body: dict) -> list[dict]:
@@ -254,8 +250,7 @@ def task(body: dict, uses_dependencies: bool) -> None:
             raise BatchError(
                 400,
                 "TaskDependenciesNotSpecifiedOnJob",
-                "The task has dependencies but its job was "
-                "not created with usesTaskDependencies set to true.",
+                "The task has dependencies but its job was not created with usesTaskDependencies set to true.",
             )
         for i, dep in enumerate(listed(depends, "taskIds", "dependsOn.")):
             if not isinstance(dep, str) or not _ID.match(dep):
