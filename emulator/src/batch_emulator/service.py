@@ -146,7 +146,13 @@ class BatchService:
             ip=f"10.0.{pool.node_serial // 250}.{pool.node_serial % 250 + 4}",
         )
         pool.nodes.append(node)
-        self._later(self.boot_seconds / 2, self._boot, node)
+        self._later(self.boot_seconds / 2, self._node_starting, node)
+
+    def _node_starting(self, node: Node) -> None:
+        with self.lock:
+            if node in node.pool.nodes:
+                node.set_state("starting")
+                self._later(self.boot_seconds / 2, self._boot, node)
 
     def _boot(self, node: Node) -> None:
         with self.lock:

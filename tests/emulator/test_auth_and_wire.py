@@ -1,0 +1,119 @@
+"""Pure functions: Shared Key against the contract's golden vectors (4.3), durations, $filter."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from batch_emulator import odata, wire
+from batch_emulator.auth import SharedKeyAuth, sign, string_to_sign
+from batch_emulator.errors import BatchError
+
+KEY = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="
+DATE = "Thu, 02 Jan 2025 03:04:05 GMT"
+SDK15_JSON = "application/json; odata=minimalmetadata"
+
+VECTORS = [
+    ("GET", "/jobs/job1/tasks",
+     "api-version=2025-06-01&timeOut=30&maxresults=10&$filter=state%20eq%20%27completed%27&$select=id,state",
+     {}, "ODJ0tIufDirYXZ2E2o14As1DI3GMaXr0NClUCnurl3w="),
+    ("POST", "/jobs/job1/addtaskcollection", "api-version=2025-06-01",
+     {"Content-Length": "66", "content-type": SDK15_JSON}, "VtB09Gvni9UvWjWAsc/L1mp6ibWwqWnrhvfxSsK0Hpg="),
+    ("DELETE", "/jobs/job1", "api-version=2025-06-01", {}, "/KGA/ZxPHv0uJSk1/VufG38J+OVJkXq7aLNGw9P/iTU="),
+    ("POST", "/jobs/job1/terminate", "api-version=2024-02-01.19.0&timeout=30",
+     {"Content-Length": "0", "Content-Type": SDK15_JSON + "; charset=utf-8"},
+     "nmYRPVXOTh1MQQXT4tH3G/ix3F4IUxp287FpponqQTo="),
+    ("HEAD", "/pools/pool1", "api-version=2024-02-01.19.0&timeout=30", {}, "VRn80V13Fb15DS2ENCTCjLiouCIjJT83yg4U2JegNKc="),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("method", "path", "query", "headers", "signature"), VECTORS)
+def test_golden_vectors(method: str, path: str, query: str, headers: dict, signature: str) -> None:
+    headers = {**headers, "ocp-date": DATE}
+    assert sign(KEY, string_to_sign(method, path, query, headers, "devaccount")) == signature
+    SharedKeyAuth("devaccount", KEY).check(method, path, query, {**headers, "Authorization": f"SharedKey devaccount:{signature}"})
+
+
+def test_query_names_keep_their_case() -> None:
+    text = string_to_sign("GET", "/pools", "timeOut=30&api-version=x", {"ocp-date": DATE}, "a")
+    assert text.endswith("\napi-version:x\ntimeOut:30")
+
+
+@pytest.mark.parametrize(
+    ("authorization", "status", "code"),
+    [
+        ("SharedKey devaccount:ODJ0tIufDirYXZ2E2o14As1DI3GMaXr0NClUCnurl3w=", 403, "AuthenticationFailed"),
+        ("SharedKey other:ODJ0tIufDirYXZ2E2o14As1DI3GMaXr0NClUCnurl3w=", 403, "AuthenticationFailed"),
+        ("Bearer token", 403, "AuthenticationFailed"),
+        ("Basic abc", 400, "InvalidAuthenticationInfo"),
+        ("", 401, "AuthenticationFailed"),
+    ],
+)
+def test_bad_credentials(authorization: str, status: int, code: str) -> None:
+    headers = {"ocp-date": DATE, "Authorization": authorization}
+    with pytest.raises(BatchError) as e:
+        SharedKeyAuth("devaccount", KEY).check("GET", "/pools", "api-version=1&x=2", headers)
+    assert (e.value.status, e.value.code) == (status, code)
+    assert "ODJ0" not in str(e.value.values)  # the signature presented is never echoed
+
+
+def test_bearer_when_accepted() -> None:
+    SharedKeyAuth("a", KEY, accept_bearer=True).check("GET", "/pools", "", {"Authorization": "Bearer x.y.z"})
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("PT05M00S", timedelta(minutes=5)), ("PT5M", timedelta(minutes=5)), ("P1D", timedelta(days=1)),
+        ("PT00.5S", timedelta(seconds=0.5)), ("P2DT03H04M05.123S", timedelta(days=2, hours=3, minutes=4, seconds=5.123)),
+        ("PT01H00M00S", timedelta(hours=1)), (wire.INFINITE_WIRE, wire.INFINITE),
+    ],
+)  # fmt: skip
+def test_durations(text: str, expected: timedelta) -> None:
+    assert wire.parse_duration(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "P", "PT", "5M", "PT5X", "1 hour", "P1DT"])
+def test_bad_durations(text: str) -> None:
+    with pytest.raises(ValueError):
+        wire.parse_duration(text)
+
+
+def test_duration_round_trip() -> None:
+    for d in (timedelta(minutes=90), timedelta(days=3, seconds=1.5), timedelta(seconds=30)):
+        assert wire.parse_duration(wire.format_duration(d)) == d
+
+
+TASKS = [
+    {"id": "a", "state": "completed", "executionInfo": {"result": "success", "exitCode": 0}},
+    {"id": "b", "state": "completed", "executionInfo": {"result": "failure", "exitCode": 3}},
+    {"id": "c", "state": "running", "executionInfo": {}},
+    {"id": "it's", "state": "active", "executionInfo": {}},
+]
+
+
+@pytest.mark.parametrize(
+    ("text", "ids"),
+    [
+        ("state eq 'completed'", ["a", "b"]),
+        ("state eq 'completed' and executionInfo/result eq 'failure'", ["b"]),
+        ("state eq 'running' or executionInfo/result eq 'success'", ["a", "c"]),
+        ("executionInfo/exitCode ne 0", ["b", "c", "it's"]),
+        ("executionInfo/exitCode gt 0", ["b"]),
+        ("(state eq 'active' or state eq 'running') and not (id eq 'c')", ["it's"]),
+        ("id eq 'it''s'", ["it's"]),
+        ("startswith(id, 'I')", ["it's"]),
+        ("state eq 'COMPLETED'", ["a", "b"]),
+    ],
+)
+def test_task_filters(text: str, ids: list[str]) -> None:
+    keep = odata.parse_filter(text, "tasks")
+    assert [t["id"] for t in TASKS if keep(t)] == ids
+
+
+@pytest.mark.parametrize("text", ["state eq", "state = 'x'", "vmSize eq 'x'", "state eq 'a' and", "(state eq 'a'",
+                                  "state eq 'a' xor id eq 'b'", "'x' eq state"])
+def test_bad_filters(text: str) -> None:
+    with pytest.raises(BatchError) as e:
+        odata.parse_filter(text, "tasks")
+    assert (e.value.status, e.value.code) == (400, "InvalidQueryParameterValue")

@@ -1,0 +1,80 @@
+"""The local stack for tests: a real Azurite, and helpers for SAS URLs and polling."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TypeVar
+
+from azure.storage.blob import BlobServiceClient, ContainerSasPermissions, generate_container_sas
+
+ROOT = Path(__file__).resolve().parent.parent
+AZURITE_ACCOUNT = "devstoreaccount1"
+AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+
+T = TypeVar("T")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(check: Callable[[], T], timeout: float = 30, interval: float = 0.05, what: str = "condition") -> T:
+    """Polls `check` until it returns something truthy; fails the test after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+@dataclass
+class Azurite:
+    """A running Azurite blob service."""
+
+    process: subprocess.Popen
+    port: int
+
+    @property
+    def blob_endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}/{AZURITE_ACCOUNT}"
+
+    def client(self) -> BlobServiceClient:
+        return BlobServiceClient(self.blob_endpoint, credential={"account_name": AZURITE_ACCOUNT,
+                                                                 "account_key": AZURITE_KEY})
+
+    def container_sas_url(self, container: str, permission: str, hours: float = 1) -> str:
+        sas = generate_container_sas(AZURITE_ACCOUNT, container, account_key=AZURITE_KEY,
+                                     permission=ContainerSasPermissions.from_string(permission),
+                                     expiry=datetime.now(UTC) + timedelta(hours=hours))
+        return f"{self.blob_endpoint}/{container}?{sas}"
+
+
+def start_azurite() -> Azurite:
+    port = free_port()
+    workdir = tempfile.mkdtemp(prefix="azurite-")  # in-memory mode still writes a debug-free workspace here
+    process = subprocess.Popen(
+        [str(ROOT / "node_modules" / ".bin" / "azurite-blob"), "--blobHost", "127.0.0.1", "--blobPort", str(port),
+         "--inMemoryPersistence", "--silent", "--disableTelemetry", "--skipApiVersionCheck"],
+        cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+
+    def ready() -> bool:
+        if process.poll() is not None:
+            raise RuntimeError(f"Azurite exited: {process.stderr.read().decode(errors='replace')}")
+        with socket.socket() as s:
+            return s.connect_ex(("127.0.0.1", port)) == 0
+
+    wait_for(ready, timeout=60, what="Azurite to listen")
+    return Azurite(process, port)
