@@ -51,13 +51,18 @@ class Azurite:
         return f"http://127.0.0.1:{self.port}/{AZURITE_ACCOUNT}"
 
     def client(self) -> BlobServiceClient:
-        return BlobServiceClient(self.blob_endpoint, credential={"account_name": AZURITE_ACCOUNT,
-                                                                 "account_key": AZURITE_KEY})
+        return BlobServiceClient(
+            self.blob_endpoint, credential={"account_name": AZURITE_ACCOUNT, "account_key": AZURITE_KEY}
+        )
 
     def container_sas_url(self, container: str, permission: str, hours: float = 1) -> str:
-        sas = generate_container_sas(AZURITE_ACCOUNT, container, account_key=AZURITE_KEY,
-                                     permission=ContainerSasPermissions.from_string(permission),
-                                     expiry=datetime.now(UTC) + timedelta(hours=hours))
+        sas = generate_container_sas(
+            AZURITE_ACCOUNT,
+            container,
+            account_key=AZURITE_KEY,
+            permission=ContainerSasPermissions.from_string(permission),
+            expiry=datetime.now(UTC) + timedelta(hours=hours),
+        )
         return f"{self.blob_endpoint}/{container}?{sas}"
 
 

@@ -45,14 +45,25 @@ def vm_config() -> m.VirtualMachineConfiguration:
     )
 
 
-def make_pool(client: BatchClient, pool_id: str, nodes: int = 1, slots: int = 1, start_task=None, wait: bool = True,
-              **extra) -> None:
-    client.create_pool(m.BatchPoolCreateOptions(id=pool_id, vm_size="standard_d2s_v3",
-                                                virtual_machine_configuration=vm_config(), target_dedicated_nodes=nodes,
-                                                task_slots_per_node=slots, start_task=start_task, **extra))
+def make_pool(
+    client: BatchClient, pool_id: str, nodes: int = 1, slots: int = 1, start_task=None, wait: bool = True, **extra
+) -> None:
+    client.create_pool(
+        m.BatchPoolCreateOptions(
+            id=pool_id,
+            vm_size="standard_d2s_v3",
+            virtual_machine_configuration=vm_config(),
+            target_dedicated_nodes=nodes,
+            task_slots_per_node=slots,
+            start_task=start_task,
+            **extra,
+        )
+    )
     if wait and nodes:
-        wait_for(lambda: len([n for n in client.list_nodes(pool_id) if n.state in ("idle", "starttaskfailed")]) == nodes,
-                 what=f"pool {pool_id} nodes to start")
+        wait_for(
+            lambda: len([n for n in client.list_nodes(pool_id) if n.state in ("idle", "starttaskfailed")]) == nodes,
+            what=f"pool {pool_id} nodes to start",
+        )
 
 
 def make_job(client: BatchClient, job_id: str, pool_id: str, **extra) -> None:
@@ -60,8 +71,11 @@ def make_job(client: BatchClient, job_id: str, pool_id: str, **extra) -> None:
 
 
 def wait_task(client: BatchClient, job_id: str, task_id: str, timeout: float = 30) -> m.BatchTask:
-    return wait_for(lambda: (t := client.get_task(job_id, task_id)).state == "completed" and t, timeout=timeout,
-                    what=f"task {task_id} to complete")
+    return wait_for(
+        lambda: (t := client.get_task(job_id, task_id)).state == "completed" and t,
+        timeout=timeout,
+        what=f"task {task_id} to complete",
+    )
 
 
 def read_file(client: BatchClient, job_id: str, task_id: str, path: str) -> str:

@@ -31,7 +31,9 @@ VECTORS = [
 def test_golden_vectors(method: str, path: str, query: str, headers: dict, signature: str) -> None:
     headers = {**headers, "ocp-date": DATE}
     assert sign(KEY, string_to_sign(method, path, query, headers, "devaccount")) == signature
-    SharedKeyAuth("devaccount", KEY).check(method, path, query, {**headers, "Authorization": f"SharedKey devaccount:{signature}"})
+    SharedKeyAuth("devaccount", KEY).check(
+        method, path, query, {**headers, "Authorization": f"SharedKey devaccount:{signature}"}
+    )
 
 
 def test_query_names_keep_their_case() -> None:
@@ -111,8 +113,18 @@ def test_task_filters(text: str, ids: list[str]) -> None:
     assert [t["id"] for t in TASKS if keep(t)] == ids
 
 
-@pytest.mark.parametrize("text", ["state eq", "state = 'x'", "vmSize eq 'x'", "state eq 'a' and", "(state eq 'a'",
-                                  "state eq 'a' xor id eq 'b'", "'x' eq state"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "state eq",
+        "state = 'x'",
+        "vmSize eq 'x'",
+        "state eq 'a' and",
+        "(state eq 'a'",
+        "state eq 'a' xor id eq 'b'",
+        "'x' eq state",
+    ],
+)
 def test_bad_filters(text: str) -> None:
     with pytest.raises(BatchError) as e:
         odata.parse_filter(text, "tasks")

@@ -24,7 +24,11 @@ def test_job_operations_and_errors(client: BatchClient, uid: str) -> None:
     make_job(client, uid, "no-such-pool-yet", priority=5, constraints=m.BatchJobConstraints(max_task_retry_count=2))
     job = client.get_job(uid)
     assert (job.state, job.pool_info.pool_id, job.priority, job.constraints.max_task_retry_count) == (
-        "active", "no-such-pool-yet", 5, 2)
+        "active",
+        "no-such-pool-yet",
+        5,
+        2,
+    )
     assert job.execution_info.pool_id == "no-such-pool-yet" and job.all_tasks_complete_mode == "noaction"
     assert uid in [j.id for j in client.list_jobs(filter="state eq 'active'")]
     with pytest.raises(ResourceExistsError) as e:
@@ -47,7 +51,9 @@ def test_terminate_then_delete(client: BatchClient, uid: str) -> None:
     client.create_task(uid, task("sleeper", "/bin/sleep 60"))
     client.create_task(uid, task("waiting", "/bin/true", required_slots=1))
     wait_for(lambda: client.get_task(uid, "sleeper").state == "running", what="sleeper to run")
-    client.begin_terminate_job(uid, BatchJobTerminateOptions(termination_reason="Because"), polling_interval=0.05).result()
+    client.begin_terminate_job(
+        uid, BatchJobTerminateOptions(termination_reason="Because"), polling_interval=0.05
+    ).result()
     job = client.get_job(uid)
     assert (job.state, job.execution_info.termination_reason) == ("completed", "Because")
     sleeper = client.get_task(uid, "sleeper")
@@ -89,8 +95,15 @@ def test_job_wall_clock_limit(client: BatchClient, uid: str) -> None:
 def test_task_operations(client: BatchClient, uid: str) -> None:
     make_pool(client, uid, nodes=1)
     make_job(client, uid, uid)
-    client.create_task(uid, task("echo", "/bin/sh -c 'echo out; echo err >&2; mkdir -p sub; echo x > sub/f.txt'",
-                                 display_name="Echo", environment_settings=[m.EnvironmentSetting(name="A", value="1")]))
+    client.create_task(
+        uid,
+        task(
+            "echo",
+            "/bin/sh -c 'echo out; echo err >&2; mkdir -p sub; echo x > sub/f.txt'",
+            display_name="Echo",
+            environment_settings=[m.EnvironmentSetting(name="A", value="1")],
+        ),
+    )
     done = wait_task(client, uid, "echo")
     info = done.execution_info
     assert (info.exit_code, info.result, info.retry_count, done.display_name) == (0, "success", 0, "Echo")
@@ -134,8 +147,10 @@ def test_dependencies_need_the_job_flag(client: BatchClient, uid: str) -> None:
 def test_task_collection_results(client: BatchClient, uid: str) -> None:
     make_job(client, uid, "idle-pool")
     client.create_task(uid, task("dup"))
-    result = client.create_task_collection(uid, m.BatchTaskGroup(task_values=[
-        task("ok"), task("dup"), m.BatchTaskCreateOptions(id="nocmd"), task("bad id!")]))
+    result = client.create_task_collection(
+        uid,
+        m.BatchTaskGroup(task_values=[task("ok"), task("dup"), m.BatchTaskCreateOptions(id="nocmd"), task("bad id!")]),
+    )
     by_id = {r.task_id: r for r in result.result_values}
     assert by_id["ok"].status == "success" and by_id["ok"].etag
     assert (by_id["dup"].status, by_id["dup"].error.code) == ("clienterror", "TaskExists")
@@ -171,8 +186,9 @@ def test_list_tasks_paging_filter_select(client: BatchClient, uid: str) -> None:
     assert len(list(client.list_tasks(uid, max_results=3))) == 10
     failed = client.list_tasks(uid, filter="state eq 'completed' and executionInfo/result eq 'failure'")
     assert sorted(t.id for t in failed) == ["bad0", "bad1", "bad2"]
-    paged = list(client.list_tasks(uid, filter="executionInfo/result eq 'success'", select=["id", "state"],
-                                   max_results=2))
+    paged = list(
+        client.list_tasks(uid, filter="executionInfo/result eq 'success'", select=["id", "state"], max_results=2)
+    )
     assert sorted(t.id for t in paged) == [f"ok{i}" for i in range(7)]
     assert paged[0].command_line is None and paged[0].state == "completed"
     counts = client.get_job_task_counts(uid)

@@ -44,14 +44,22 @@ def test_pool_errors(client: BatchClient, uid: str) -> None:
             client.create_pool(m.BatchPoolCreateOptions(**options))
         assert (e.value.status_code, e.value.error.code) == (400, "InvalidPropertyValue")
     with pytest.raises(HttpResponseError) as e:
-        client.create_pool(m.BatchPoolCreateOptions(id=uid + "d", vm_size="x", virtual_machine_configuration=vm_config(),
-                                                    enable_auto_scale=True, auto_scale_formula="$TargetDedicated=1"))
+        client.create_pool(
+            m.BatchPoolCreateOptions(
+                id=uid + "d",
+                vm_size="x",
+                virtual_machine_configuration=vm_config(),
+                enable_auto_scale=True,
+                auto_scale_formula="$TargetDedicated=1",
+            )
+        )
     assert e.value.error.code == "UnsupportedProperty" and "emulator" in e.value.error.message
 
 
 def test_nodes_and_start_task(client: BatchClient, uid: str) -> None:
-    start = m.BatchStartTask(command_line="/bin/sh -c 'echo ready > $AZ_BATCH_NODE_SHARED_DIR/ready; echo out'",
-                             wait_for_success=True)
+    start = m.BatchStartTask(
+        command_line="/bin/sh -c 'echo ready > $AZ_BATCH_NODE_SHARED_DIR/ready; echo out'", wait_for_success=True
+    )
     make_pool(client, uid, nodes=2, start_task=start)
     nodes = list(client.list_nodes(uid))
     assert len({n.id for n in nodes}) == 2
@@ -73,18 +81,30 @@ def test_nodes_and_start_task(client: BatchClient, uid: str) -> None:
 def test_node_states_while_booting(tmp_path, uid: str) -> None:
     with Emulator(data_dir=tmp_path, boot_seconds=1.0) as emu:
         client = BatchClient(emu.endpoint, emu.credential())
-        make_pool(client, uid, nodes=1, wait=False,
-                  start_task=m.BatchStartTask(command_line="/bin/sleep 1", wait_for_success=True))
+        make_pool(
+            client,
+            uid,
+            nodes=1,
+            wait=False,
+            start_task=m.BatchStartTask(command_line="/bin/sleep 1", wait_for_success=True),
+        )
         seen = set()
-        wait_for(lambda: seen.add(next(iter(client.list_nodes(uid))).state) or "idle" in seen, timeout=20,
-                 interval=0.02, what="node to become idle")
+        wait_for(
+            lambda: seen.add(next(iter(client.list_nodes(uid))).state) or "idle" in seen,
+            timeout=20,
+            interval=0.02,
+            what="node to become idle",
+        )
         assert {"creating", "starting", "waitingforstarttask", "idle"} <= seen
         assert client.get_pool(uid).allocation_state == "steady"
 
 
 def test_start_task_failure_is_retried_then_blocks_scheduling(client: BatchClient, uid: str) -> None:
-    start = m.BatchStartTask(command_line="/bin/sh -c 'echo attempt >> $AZ_BATCH_NODE_SHARED_DIR/tries; exit 3'",
-                             max_task_retry_count=2, wait_for_success=True)
+    start = m.BatchStartTask(
+        command_line="/bin/sh -c 'echo attempt >> $AZ_BATCH_NODE_SHARED_DIR/tries; exit 3'",
+        max_task_retry_count=2,
+        wait_for_success=True,
+    )
     make_pool(client, uid, nodes=1, start_task=start)
     node = next(iter(client.list_nodes(uid)))
     info = node.start_task_info
@@ -109,8 +129,11 @@ def test_start_task_without_wait_lets_tasks_run_alongside(client: BatchClient, u
 def test_start_task_resource_files(client: BatchClient, azurite: Azurite, uid: str) -> None:
     azurite.client().create_container(uid).upload_blob("tool.sh", b"echo from-blob > result\n")
     url = azurite.container_sas_url(uid, "rl")
-    start = m.BatchStartTask(command_line="/bin/sh tool.sh", resource_files=[
-        m.ResourceFile(storage_container_url=url)], wait_for_success=True)
+    start = m.BatchStartTask(
+        command_line="/bin/sh tool.sh",
+        resource_files=[m.ResourceFile(storage_container_url=url)],
+        wait_for_success=True,
+    )
     make_pool(client, uid, nodes=1, start_task=start)
     node = next(iter(client.list_nodes(uid)))
     assert node.start_task_info.result == "success"
