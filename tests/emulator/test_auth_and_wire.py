@@ -23,7 +23,8 @@ VECTORS = [
     ("POST", "/jobs/job1/terminate", "api-version=2024-02-01.19.0&timeout=30",
      {"Content-Length": "0", "Content-Type": SDK15_JSON + "; charset=utf-8"},
      "nmYRPVXOTh1MQQXT4tH3G/ix3F4IUxp287FpponqQTo="),
-    ("HEAD", "/pools/pool1", "api-version=2024-02-01.19.0&timeout=30", {}, "VRn80V13Fb15DS2ENCTCjLiouCIjJT83yg4U2JegNKc="),
+    ("HEAD", "/pools/pool1", "api-version=2024-02-01.19.0&timeout=30", {},
+     "VRn80V13Fb15DS2ENCTCjLiouCIjJT83yg4U2JegNKc="),
 ]  # fmt: skip
 
 
@@ -67,7 +68,8 @@ def test_bearer_when_accepted() -> None:
     ("text", "expected"),
     [
         ("PT05M00S", timedelta(minutes=5)), ("PT5M", timedelta(minutes=5)), ("P1D", timedelta(days=1)),
-        ("PT00.5S", timedelta(seconds=0.5)), ("P2DT03H04M05.123S", timedelta(days=2, hours=3, minutes=4, seconds=5.123)),
+        ("PT00.5S", timedelta(seconds=0.5)),
+        ("P2DT03H04M05.123S", timedelta(days=2, hours=3, minutes=4, seconds=5.123)),
         ("PT01H00M00S", timedelta(hours=1)), (wire.INFINITE_WIRE, wire.INFINITE),
     ],
 )  # fmt: skip

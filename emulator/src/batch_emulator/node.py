@@ -49,17 +49,18 @@ def failure(category: str, code: str, message: str, **details: str) -> dict:
 
 
 def environment(node_root: Path, task_dir: Path, settings: dict[str, str]) -> dict[str, str]:
-    wd = task_dir / "wd"
+    root, task = str(node_root), str(task_dir)
+    wd = f"{task}/wd"
     env = {
-        "PATH": f"{SYSTEM_PATH}:{node_root / 'shared'}:{wd}",
-        "HOME": str(wd), "PWD": str(wd), "USER": "_azbatch", "LANG": "C.UTF-8",
-        "AZ_BATCH_NODE_ROOT_DIR": str(node_root),
-        "AZ_BATCH_NODE_SHARED_DIR": str(node_root / "shared"),
-        "AZ_BATCH_NODE_STARTUP_DIR": str(node_root / "startup"),
-        "AZ_BATCH_NODE_MOUNTS_DIR": str(node_root / "fsmounts"),
-        "AZ_BATCH_TASK_DIR": str(task_dir),
-        "AZ_BATCH_TASK_WORKING_DIR": str(wd),
-        "AZ_BATCH_CERTIFICATES_DIR": str(task_dir / "certs"),
+        "PATH": f"{SYSTEM_PATH}:{root}/shared:{wd}",
+        "HOME": wd, "PWD": wd, "USER": "_azbatch", "LANG": "C.UTF-8",
+        "AZ_BATCH_NODE_ROOT_DIR": root,
+        "AZ_BATCH_NODE_SHARED_DIR": f"{root}/shared",
+        "AZ_BATCH_NODE_STARTUP_DIR": f"{root}/startup",
+        "AZ_BATCH_NODE_MOUNTS_DIR": f"{root}/fsmounts",
+        "AZ_BATCH_TASK_DIR": task,
+        "AZ_BATCH_TASK_WORKING_DIR": wd,
+        "AZ_BATCH_CERTIFICATES_DIR": f"{task}/certs",
     }  # fmt: skip
     return {**env, **settings}
 
