@@ -1,0 +1,3 @@
+from batch_emulator.server import main
+
+raise SystemExit(main())

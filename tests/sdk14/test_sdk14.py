@@ -1,0 +1,93 @@
+"""The emulator through azure-batch 14.x: msrest, api-version 2024-02-01.19.0, verbatim nextLinks."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import azure.batch.models as m
+import pytest
+from azure.batch import BatchServiceClient
+from azure.batch.batch_auth import SharedKeyCredentials
+from batch_emulator.server import Emulator
+
+
+@pytest.fixture(scope="module")
+def emu(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]:
+    with Emulator(data_dir=tmp_path_factory.mktemp("b"), boot_seconds=0.05) as emulator:
+        yield emulator
+
+
+@pytest.fixture(scope="module")
+def client(emu: Emulator) -> BatchServiceClient:
+    return BatchServiceClient(SharedKeyCredentials(emu.account, emu.key), batch_url=emu.endpoint)
+
+
+def wait(check, timeout: float = 30):
+    deadline = time.monotonic() + timeout
+    while not (value := check()):
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+    return value
+
+
+def pool(client: BatchServiceClient, pool_id: str, nodes: int) -> None:
+    client.pool.add(m.PoolAddParameter(
+        id=pool_id, vm_size="standard_d2s_v3", target_dedicated_nodes=nodes, task_slots_per_node=2,
+        virtual_machine_configuration=m.VirtualMachineConfiguration(
+            image_reference=m.ImageReference(publisher="canonical", offer="ubuntu-24_04-lts", sku="server"),
+            node_agent_sku_id="batch.node.ubuntu 24.04"),
+        start_task=m.StartTask(command_line="/bin/sh -c 'echo ok'", wait_for_success=True)))  # fmt: skip
+    wait(lambda: nodes == sum(n.state == m.ComputeNodeState.idle for n in client.compute_node.list(pool_id)))
+
+
+def test_pool_lifecycle(client: BatchServiceClient) -> None:
+    pool(client, "p14", 1)
+    assert client.pool.exists("p14") is True
+    assert client.pool.exists("missing") is False  # SDK 14 maps 404 to False
+    got = client.pool.get("p14", pool_get_options=m.PoolGetOptions(select="id,state"))
+    assert (got.id, got.state) == ("p14", m.PoolState.active)
+    node = next(iter(client.compute_node.list("p14")))
+    assert node.start_task_info.result == m.TaskExecutionResult.success
+    with pytest.raises(m.BatchErrorException) as e:
+        pool(client, "P14", 0)
+    assert e.value.error.code == "PoolExists"
+
+
+def test_jobs_tasks_paging_and_files(client: BatchServiceClient) -> None:
+    client.job.add(m.JobAddParameter(id="j14", pool_info=m.PoolInformation(pool_id="p14")))
+    tasks = [m.TaskAddParameter(id=f"t{i:03}", command_line=f"/bin/sh -c 'echo {i}; exit {i % 2}'") for i in range(150)]
+    result = client.task.add_collection("j14", tasks)  # the patched helper splits into chunks of 100
+    assert len(result.value) == 150 and {r.status for r in result.value} == {m.TaskAddStatus.success}
+    wait(lambda: client.job.get_task_counts("j14").task_counts.completed == 150)
+    counts = client.job.get_task_counts("j14").task_counts
+    assert (counts.succeeded, counts.failed) == (75, 75)
+    # SDK 14 follows odata.nextLink verbatim: it must be absolute and carry every query option.
+    options = m.TaskListOptions(filter="executionInfo/result eq 'failure'", select="id,executionInfo", max_results=7)
+    failed = list(client.task.list("j14", task_list_options=options))
+    assert sorted(t.id for t in failed) == [f"t{i:03}" for i in range(1, 150, 2)]
+    assert all(t.execution_info.exit_code == 1 for t in failed)
+    assert b"".join(client.file.get_from_task("j14", "t042", "stdout.txt")) == b"42\n"
+    assert "stdout.txt" in [f.name for f in client.file.list_from_task("j14", "t042")]
+
+
+def test_errors_and_terminate_with_empty_body(client: BatchServiceClient) -> None:
+    client.job.add(m.JobAddParameter(id="j14b", pool_info=m.PoolInformation(pool_id="p14")))
+    with pytest.raises(m.BatchErrorException) as e:
+        client.task.get("j14b", "nope")
+    assert e.value.error.code == "TaskNotFound"
+    with pytest.raises(m.BatchErrorException) as e:
+        client.job.add(m.JobAddParameter(id="j14b", pool_info=m.PoolInformation(pool_id="p14")))
+    assert e.value.error.code == "JobExists"
+    client.job.terminate("j14b")  # an empty body with a JSON content type
+    job = wait(lambda: (j := client.job.get("j14b")).state == m.JobState.completed and j)
+    assert job.execution_info.terminate_reason == "UserTerminate"
+    client.job.delete("j14b")
+    wait(lambda: "j14b" not in [j.id for j in client.job.list()])
+
+
+def test_bad_key_is_refused(emu: Emulator) -> None:
+    wrong = BatchServiceClient(SharedKeyCredentials(emu.account, "d3Jvbmcta2V5"), batch_url=emu.endpoint)
+    with pytest.raises(m.BatchErrorException) as e:
+        list(wrong.pool.list())
+    assert e.value.error.code == "AuthenticationFailed" and e.value.response.status_code == 403
