@@ -7,7 +7,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
@@ -57,7 +56,7 @@ def test_command_prints_where_and_how_then_stops_cleanly(tmp_path: Path) -> None
 
 def test_command_listens_on_loopback_only_by_default() -> None:
     port = free_port()
-    proc, banner = start("--port", str(port))
+    proc, _banner = start("--port", str(port))
     try:
         listening = Path("/proc/net/tcp").read_text()
         assert f"0100007F:{port:04X}" in listening  # 127.0.0.1
