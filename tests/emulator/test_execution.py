@@ -241,3 +241,13 @@ def test_terminating_a_job_kills_its_processes(client: BatchClient, job: str, tm
     client.begin_terminate_job(job, BatchJobTerminateOptions(termination_reason="Stop"), polling_interval=0.05).result()
     wait_for(lambda: not _alive(int(pid_file.read_text())), timeout=5, what="the task process to die")
     assert client.get_job(job).execution_info.termination_reason == "Stop"
+
+
+def test_deleting_a_job_kills_its_processes_and_folders(client: BatchClient, job: str, tmp_path) -> None:
+    pid_file = tmp_path / "pid"
+    client.create_task(job, m.BatchTaskCreateOptions(id="long", command_line=f"{SH} 'echo $$ > {pid_file}; sleep 60'"))
+    wait_for(lambda: pid_file.exists() and pid_file.read_text().strip(), what="the task to start")
+    node = client.get_task(job, "long").node_info.node_id
+    client.begin_delete_job(job, polling_interval=0.05).result()
+    wait_for(lambda: not _alive(int(pid_file.read_text())), timeout=5, what="the task process to die")
+    assert not [f.name for f in client.list_node_files(job, node, recursive=True) if f.name.startswith("workitems/")]
