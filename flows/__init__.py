@@ -1,0 +1,1 @@
+"""The topn flow and the `topn` command."""

@@ -1,0 +1,95 @@
+"""The `topn` command: run the flow (on the local stack unless Azure is configured), manage the local stack."""
+
+from __future__ import annotations
+
+import os
+
+# No telemetry from anything this command starts (shared/spec/local-stack.md); set before Prefect is imported.
+for _name, _value in (("DO_NOT_TRACK", "1"), ("PREFECT_SERVER_ANALYTICS_ENABLED", "false"),
+                      ("PREFECT_SERVER_UI_SHOW_PROMOTIONAL_CONTENT", "false"),
+                      # Without PREFECT_API_URL each run starts a temporary server: slow machines need time.
+                      ("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")):  # fmt: skip
+    os.environ.setdefault(_name, _value)
+
+import argparse  # noqa: E402
+import sys  # noqa: E402
+
+from tasks.sas import redact  # noqa: E402
+from tasks.settings import SettingsError, load_settings  # noqa: E402
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="topn", description="Top N words across files, with Azure Batch and Prefect.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="count words in files or folders (default: the bundled sample corpus)")
+    run.add_argument("paths", nargs="*", metavar="PATH", help="files or folders to upload and count")
+    run.add_argument("--top", type=int, default=10, metavar="N", help="how many words (1-10000, default 10)")
+    run.add_argument("--prefix", metavar="PREFIX", help="count the blobs under PREFIX in the input container instead")
+    run.add_argument("--run-id", help="the Batch job id to use (default: derived from the inputs, so re-runs resume)")
+    run.add_argument("--json", action="store_true", help="print the whole result as JSON")
+    run.add_argument("--keep-job", action="store_true", help="keep the Batch job afterwards")
+    run.add_argument("--delete-pool", action="store_true", help="delete the pool afterwards (default: keep it)")
+    run.add_argument("--delete-uploads", action="store_true", help="delete the uploaded inputs afterwards")
+    run.add_argument("--delete-outputs", action="store_true", help="delete this run's outputs afterwards")
+    stack = commands.add_parser("stack", help="the local stack: Azurite and the Batch emulator")
+    stack.add_argument("action", choices=["start", "stop", "status"])
+    return parser
+
+
+def _run(args: argparse.Namespace) -> int:
+    from flows.local_stack import ensure_local_stack
+    from flows.topn import DEFAULT_SAMPLE, topn
+
+    settings = load_settings()
+    if settings.local:
+        ensure_local_stack(settings)
+    paths = args.paths or ([] if args.prefix is not None else [DEFAULT_SAMPLE])
+    result = topn(paths=paths or None, top=args.top, blob_prefix=args.prefix, run_id=args.run_id,
+                  delete_job=not args.keep_job, delete_pool=args.delete_pool, delete_uploads=args.delete_uploads,
+                  delete_outputs=args.delete_outputs)  # fmt: skip
+    print(result.model_dump_json(indent=2) if args.json else result.table())
+    return 0
+
+
+def _stack(args: argparse.Namespace) -> int:
+    from flows.local_stack import azurite_up, emulator_up, ensure_local_stack, stop_local_stack
+
+    settings = load_settings()
+    if args.action == "start":
+        started = ensure_local_stack(settings)
+        print(f"started: {', '.join(started) or 'nothing (already running)'}")
+    elif args.action == "stop":
+        print(f"stopped: {', '.join(stop_local_stack(settings)) or 'nothing'}")
+    print(
+        f"Azurite (Blob) http://127.0.0.1:{settings.local_blob_port}/devstoreaccount1: "
+        f"{'up' if azurite_up(settings) else 'down'}"
+    )
+    print(
+        f"Batch emulator http://127.0.0.1:{settings.local_batch_port} (account devbatchaccount1): "
+        f"{'up' if emulator_up(settings) else 'down'}"
+    )
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "run" and not 1 <= args.top <= 10_000:
+        print("topn: --top must be a whole number from 1 to 10000", file=sys.stderr)
+        return 2
+    try:
+        return _run(args) if args.command == "run" else _stack(args)
+    except SettingsError as e:
+        print(f"topn: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("topn: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # the flow failed: one clear message, no traceback, never a secret
+        from flows.local_stack import StackError
+        from flows.topn import TopnFailed
+        from tasks.storage import InputError
+
+        if not isinstance(e, TopnFailed | InputError | StackError | ValueError):
+            raise
+        print(f"topn: {redact(str(e))}", file=sys.stderr)
+        return 1

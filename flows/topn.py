@@ -1,0 +1,149 @@
+"""The `topn` flow: the classic Azure Batch "top N words" workload, each step a retryable Prefect task."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_table_artifact
+from prefect.runtime import flow_run
+from pydantic import Field
+
+from flows.result import FileResult, RunStats, TopnResult
+from tasks import batch, monitor, plan, storage
+from tasks.clients import blob_service
+from tasks.sas import SasIssuer, redact
+from tasks.settings import TopnSettings, load_settings
+from tasks.taskapp import build_taskapp
+
+
+class TopnFailed(RuntimeError):
+    """The run did not produce a result; the message says which files and why."""
+
+
+def _on_cancellation(flow, run, state) -> None:
+    """Cancelling the flow run terminates its Batch jobs (the runner calls this hook)."""
+    settings = load_settings()
+    for job_id in batch.jobs_of_flow_run(settings, str(run.id)):
+        batch.terminate_job.fn(settings, job_id, "TopnFlowRunCancelled")
+
+
+@flow(name="topn", on_cancellation=[_on_cancellation], log_prints=True)
+def topn(
+    paths: list[str] | None = None,
+    top: Annotated[int, Field(ge=1, le=10_000)] = 10,
+    blob_prefix: str | None = None,
+    run_id: Annotated[str | None, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")] = None,
+    delete_job: bool = True,
+    delete_pool: bool = False,
+    delete_uploads: bool = False,
+    delete_outputs: bool = False,
+) -> TopnResult:
+    """Counts words across files with Azure Batch: local `paths` (files or folders) are uploaded; or, with
+    `blob_prefix`, the blobs already in the input container are counted (what scheduled runs do)."""
+    if bool(paths) == (blob_prefix is not None):
+        raise ValueError("give either paths to upload or a blob_prefix already in the input container, not both")
+    settings = load_settings()  # bad settings fail here, before anything is created
+    log, started = get_run_logger(), time.monotonic()
+    expiry = datetime.now(UTC) + settings.job_timeout + settings.sas_margin
+
+    storage.ensure_containers(settings, [settings.app_container, settings.input_container, settings.output_container])
+    app_future = storage.upload_taskapp.submit(settings, build_taskapp(settings.local_dir / "cache"))
+    if paths:
+        inputs = storage.upload_inputs(settings, paths)
+    else:
+        inputs = storage.list_inputs(settings, settings.input_container, blob_prefix)
+    app = app_future.result()
+
+    job_id = plan.job_id(inputs, top, run_id)
+    layout = plan.Layout(job_id)
+    sas = SasIssuer(settings, blob_service(settings), expiry)
+    pool_id = batch.ensure_pool(settings, app, sas, expiry)
+    state = batch.prepare_job(settings, job_id, pool_id, str(flow_run.get_id() or ""))
+    files = {str(i): source for i, source in enumerate(inputs, start=1)}
+    added, watch = 0, None
+    if state != batch.JobState.DONE:
+        output_url = sas.container(settings.output_container, "cw")
+        tasks = [
+            plan.count_task(int(i), s, sas.blob_read(s.container, s.blob), output_url, layout, top, app.version)
+            for i, s in files.items()
+        ]
+        tasks.append(
+            plan.merge_task(
+                len(files), sas.container(settings.output_container, "rl"), output_url, layout, top, app.version
+            )
+        )
+        added = batch.add_tasks(settings, job_id, tasks)
+        watch = monitor.watch_job(settings, job_id, pool_id, len(tasks), expiry - settings.sas_margin)
+        if watch.ending != monitor.Ending.SUCCEEDED:
+            _fail(settings, job_id, watch, {i: s.name for i, s in files.items()}, delete_job)
+
+    outputs = storage.download_json(settings, [layout.top()] + [layout.result(i) for i in files])
+    merged = outputs[layout.top()]
+    result = TopnResult(
+        top=[tuple(p) for p in merged["top"]], words=merged["words"], distinct=merged["distinct"],
+        files_counted=merged["files"],
+        files=[FileResult(name=s.name, task_id=i, **{k: v for k, v in outputs[layout.result(i)].items() if k != "file"})
+               for i, s in files.items()],
+        stats=RunStats(job_id=job_id, pool_id=pool_id, files=len(files), bytes=sum(s.size for s in inputs),
+                       tasks_added=added, reused_job=state == batch.JobState.DONE, polls=watch.polls if watch else 0,
+                       seconds=round(time.monotonic() - started, 2)),
+    )  # fmt: skip
+    create_table_artifact(
+        [{"rank": r, "word": w, "count": n} for r, (w, n) in enumerate(result.top, 1)],
+        key="topn-result",
+        description=f"Top {top} words of {len(files)} files (job {job_id})",
+    )
+    _clean_up(
+        settings,
+        job_id,
+        pool_id,
+        inputs if paths else [],
+        layout,
+        delete_job,
+        delete_pool,
+        delete_uploads,
+        delete_outputs,
+    )
+    log.info("top %d of %d files in %.1f s:\n%s", top, len(files), result.stats.seconds, result.table())
+    return result
+
+
+def _fail(settings: TopnSettings, job_id: str, watch: monitor.Watch, names: dict[str, str], delete: bool) -> None:
+    batch.terminate_job(settings, job_id, f"Topn{watch.ending.title().replace(' ', '')}")
+    failures = monitor.collect_failures(settings, job_id, names)
+    lines = [f"job {job_id} {watch.ending}: {watch.completed} of {watch.total} tasks completed"]
+    if watch.detail:
+        lines.append(f"  {watch.detail}")
+    lines += [f.describe() for f in failures if f.task_id != plan.MERGE_ID or len(failures) == 1]
+    if delete:
+        batch.delete_job(settings, job_id)
+    raise TopnFailed(redact("\n".join(lines)))
+
+
+def _clean_up(
+    settings: TopnSettings,
+    job_id: str,
+    pool_id: str,
+    uploads: list[plan.InputBlob],
+    layout: plan.Layout,
+    delete_job: bool,
+    delete_pool: bool,
+    delete_uploads: bool,
+    delete_outputs: bool,
+) -> None:
+    if delete_job:
+        batch.delete_job(settings, job_id)
+    if delete_pool:
+        batch.delete_pool(settings, pool_id)
+    if delete_uploads and uploads:
+        storage.delete_blobs(settings, settings.input_container, [u.blob for u in uploads])
+    if delete_outputs:
+        names = storage.list_blob_names(settings, settings.output_container, f"{layout.job}/")
+        storage.delete_blobs(settings, settings.output_container, names)
+
+
+DEFAULT_SAMPLE = str(Path(__file__).resolve().parent.parent / "data" / "sample")

@@ -1,0 +1,210 @@
+"""Azure Batch steps: the pool, the job, its tasks, and their clean-up."""
+
+from __future__ import annotations
+
+import shlex
+import time
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from urllib.parse import parse_qs, urlsplit
+
+from azure.batch import models as m
+from azure.batch.models._models import BatchJobTerminateOptions  # not exported by SDK 15 (wire contract 0.5)
+from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
+from prefect import get_run_logger, task
+
+from tasks.clients import batch_client
+from tasks.plan import MERGE_ID
+from tasks.retry import AZURE_TASK
+from tasks.sas import SasIssuer
+from tasks.settings import TopnSettings
+from tasks.storage import TaskappBlobs
+
+VERSION_KEY = "topn-taskapp"
+FLOW_RUN_KEY = "prefect-flow-run"
+START_TASK_SAS_LIFETIME = timedelta(days=30)  # nodes joining later still need to fetch the wheel
+POLL = 1.0
+
+
+class JobState(StrEnum):
+    CREATED = "created"  # a new job
+    RESUMED = "resumed"  # still running from an earlier attempt of the same run
+    DONE = "done"  # finished successfully before: its outputs can be reused
+
+
+def _start_task(settings: TopnSettings, app: TaskappBlobs, sas: SasIssuer) -> m.BatchStartTask:
+    wheel_name = app.wheel.rsplit("/", 1)[-1]
+    return m.BatchStartTask(
+        command_line=shlex.join(["/bin/sh", "install-taskapp.sh", wheel_name, app.version]),
+        resource_files=[m.ResourceFile(http_url=sas.blob_read(settings.app_container, app.wheel), file_path=wheel_name),
+                        m.ResourceFile(http_url=sas.blob_read(settings.app_container, app.installer),
+                                       file_path="install-taskapp.sh")],
+        wait_for_success=True,
+        max_task_retry_count=2,
+    )  # fmt: skip
+
+
+def _sas_expiry(url: str) -> datetime | None:
+    expiry = parse_qs(urlsplit(url).query).get("se")
+    return datetime.fromisoformat(expiry[0].replace("Z", "+00:00")) if expiry else None
+
+
+def _pool_is_current(pool: m.BatchPool, version: str, needed_until: datetime) -> bool:
+    metadata = {item.name: item.value for item in pool.metadata or []}
+    files = pool.start_task.resource_files if pool.start_task else []
+    expiries = [_sas_expiry(f.http_url) for f in files if f.http_url]
+    return metadata.get(VERSION_KEY) == version and all(e and e > needed_until for e in expiries)
+
+
+@task(name="ensure-pool", **AZURE_TASK)
+def ensure_pool(settings: TopnSettings, app: TaskappBlobs, sas: SasIssuer, needed_until: datetime) -> str:
+    """Reuses the pool if it runs this task application version, else creates it (create_pool) with a start
+    task that installs the wheel. A stale pool with no active jobs is replaced."""
+    client, log = batch_client(settings), get_run_logger()
+    try:
+        pool = client.get_pool(settings.pool_id)
+    except ResourceNotFoundError:
+        pool = None
+    if pool is not None and pool.state == "active" and _pool_is_current(pool, app.version, needed_until):
+        log.info("reusing pool %s (%d nodes)", pool.id, pool.current_dedicated_nodes + pool.current_low_priority_nodes)
+        return pool.id
+    if pool is not None:
+        busy = [j.id for j in client.list_jobs(filter="state eq 'active'") if j.pool_info.pool_id == pool.id]
+        if busy:
+            raise RuntimeError(
+                f"pool {pool.id!r} runs another task application version (or its start task's access "
+                f"expires) and has active jobs {busy}: set TOPN_POOL_ID to another pool id"
+            )
+        log.info("replacing pool %s: it was made for another task application version", pool.id)
+        client.begin_delete_pool(pool.id, polling_interval=POLL).result()
+    starter = SasIssuer.for_lifetime(sas, START_TASK_SAS_LIFETIME)
+    options = m.BatchPoolCreateOptions(
+        id=settings.pool_id, vm_size=settings.vm_size,
+        virtual_machine_configuration=m.VirtualMachineConfiguration(
+            image_reference=m.BatchVmImageReference(publisher=settings.image_publisher, offer=settings.image_offer,
+                                                    sku=settings.image_sku, version="latest"),
+            node_agent_sku_id=settings.node_agent_sku_id),
+        target_dedicated_nodes=settings.dedicated_nodes, target_low_priority_nodes=settings.spot_nodes,
+        task_slots_per_node=settings.task_slots_per_node,
+        task_scheduling_policy=m.BatchTaskSchedulingPolicy(node_fill_type="spread"),
+        start_task=_start_task(settings, app, starter),
+        metadata=[m.BatchMetadataItem(name=VERSION_KEY, value=app.version)],
+    )  # fmt: skip
+    try:
+        client.create_pool(options)
+        log.info(
+            "created pool %s: %d dedicated + %d spot nodes of %s",
+            settings.pool_id,
+            settings.dedicated_nodes,
+            settings.spot_nodes,
+            settings.vm_size,
+        )
+    except ResourceExistsError:  # created meanwhile by a concurrent run: use it
+        pass
+    return settings.pool_id
+
+
+@task(name="prepare-job", **AZURE_TASK)
+def prepare_job(settings: TopnSettings, job_id: str, pool_id: str, flow_run_id: str) -> JobState:
+    """Creates the run's job (create_job), or picks up the one an earlier attempt of the same run left:
+    running → resumed; finished well → reused; failed or stopped → deleted and created anew."""
+    client, log = batch_client(settings), get_run_logger()
+    try:
+        job = client.get_job(job_id)
+    except ResourceNotFoundError:
+        job = None
+    if job is not None:
+        if job.state == "active":
+            log.info("resuming job %s", job_id)
+            return JobState.RESUMED
+        if job.state == "completed" and _succeeded(client, job_id):
+            log.info("job %s already finished: reusing its outputs", job_id)
+            return JobState.DONE
+        log.info("job %s ended without success before: starting it again", job_id)
+        if job.state != "deleting":
+            client.begin_delete_job(job_id, polling_interval=POLL).result()
+        else:
+            _wait_gone(client, job_id)
+    client.create_job(m.BatchJobCreateOptions(
+        id=job_id, pool_info=m.BatchPoolInfo(pool_id=pool_id), uses_task_dependencies=True,
+        constraints=m.BatchJobConstraints(max_wall_clock_time=settings.job_timeout,
+                                          max_task_retry_count=settings.max_task_retries),
+        # terminatejob is set once every task is in: a job without tasks would complete at once.
+        all_tasks_complete_mode="noaction",
+        metadata=[m.BatchMetadataItem(name=FLOW_RUN_KEY, value=flow_run_id)],
+    ))  # fmt: skip
+    log.info("created job %s on pool %s", job_id, pool_id)
+    return JobState.CREATED
+
+
+def _succeeded(client, job_id: str) -> bool:
+    try:
+        merge = client.get_task(job_id, MERGE_ID)
+    except ResourceNotFoundError:
+        return False
+    return merge.state == "completed" and merge.execution_info.result == "success"
+
+
+def _wait_gone(client, job_id: str) -> None:
+    while True:
+        try:
+            client.get_job(job_id)
+        except ResourceNotFoundError:
+            return
+        time.sleep(POLL)
+
+
+@task(name="add-tasks", **AZURE_TASK)
+def add_tasks(settings: TopnSettings, job_id: str, tasks: list[m.BatchTaskCreateOptions]) -> int:
+    """Adds the tasks not in the job yet (create_tasks, 100 per request, 4 in parallel), then lets the job
+    terminate itself once all are complete (update_job). Returns how many were added."""
+    client = batch_client(settings)
+    present = {t.id for t in client.list_tasks(job_id, select=["id"])}
+    missing = [t for t in tasks if t.id not in present]
+    if missing:
+        client.create_tasks(job_id, missing, max_concurrency=4)
+    client.update_job(job_id, m.BatchJobUpdateOptions(all_tasks_complete_mode="terminatejob"))
+    return len(missing)
+
+
+@task(name="terminate-job", **AZURE_TASK)
+def terminate_job(settings: TopnSettings, job_id: str, reason: str) -> None:
+    """Terminates the job if it is still active, killing its running tasks (begin_terminate_job)."""
+    client = batch_client(settings)
+    try:
+        if client.get_job(job_id).state in ("active", "disabled"):
+            client.begin_terminate_job(
+                job_id, BatchJobTerminateOptions(termination_reason=reason), polling_interval=POLL
+            ).result()
+    except ResourceNotFoundError:
+        pass
+    except ResourceExistsError:  # already terminating or completed
+        pass
+
+
+@task(name="delete-job", **AZURE_TASK)
+def delete_job(settings: TopnSettings, job_id: str) -> None:
+    """Deletes the job and its task files on the nodes (begin_delete_job)."""
+    try:
+        batch_client(settings).begin_delete_job(job_id, polling_interval=POLL).result()
+    except ResourceNotFoundError:
+        pass
+
+
+@task(name="delete-pool", **AZURE_TASK)
+def delete_pool(settings: TopnSettings, pool_id: str) -> None:
+    """Deletes the pool, releasing its nodes (begin_delete_pool)."""
+    try:
+        batch_client(settings).begin_delete_pool(pool_id, polling_interval=POLL).result()
+    except ResourceNotFoundError:
+        pass
+
+
+def jobs_of_flow_run(settings: TopnSettings, flow_run_id: str) -> list[str]:
+    """Active jobs created by one flow run (found through their metadata)."""
+    jobs = batch_client(settings).list_jobs(filter="state eq 'active'")
+    return [j.id for j in jobs if any(i.name == FLOW_RUN_KEY and i.value == flow_run_id for i in j.metadata or [])]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)

@@ -1,0 +1,39 @@
+"""Which failures are worth retrying: throttling, server errors and broken connections, never client errors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from azure.core.exceptions import HttpResponseError, ServiceRequestError, ServiceResponseError
+from prefect.tasks import exponential_backoff
+
+TRANSIENT_STATUS = {408, 429, 500, 502, 503, 504}
+
+
+def is_transient(error: BaseException | None) -> bool:
+    """True for errors a retry may cure: throttling, 5xx, timeouts and connection failures."""
+    if isinstance(error, (ServiceRequestError, ServiceResponseError, ConnectionError, TimeoutError)):
+        return True
+    if isinstance(error, HttpResponseError):
+        return error.status_code in TRANSIENT_STATUS
+    return False
+
+
+def retry_transient(task: Any, task_run: Any, state: Any) -> bool:
+    """Prefect `retry_condition_fn`: retry a failed task run only when its error is transient."""
+    error = state.data if isinstance(state.data, BaseException) else None
+    if error is None:
+        try:
+            state.result(raise_on_failure=True)
+        except BaseException as e:  # the failure itself, read back from the state
+            error = e
+    return is_transient(error)
+
+
+# Options shared by every task that calls Azure: exponential back-off with jitter, transient errors only.
+AZURE_TASK = {
+    "retries": 4,
+    "retry_delay_seconds": exponential_backoff(backoff_factor=2),
+    "retry_jitter_factor": 0.5,
+    "retry_condition_fn": retry_transient,
+}

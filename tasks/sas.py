@@ -1,0 +1,75 @@
+"""Shared access signatures, least privilege and expiring; and keeping them out of anything printed."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+from urllib.parse import quote
+
+from azure.storage.blob import (
+    BlobSasPermissions,
+    BlobServiceClient,
+    ContainerSasPermissions,
+    UserDelegationKey,
+    generate_blob_sas,
+    generate_container_sas,
+)
+
+from tasks.settings import TopnSettings
+
+_SIGNATURE = re.compile(r"(?i)(sig=)[^&\s'\"]+")
+
+
+def redact(text: str) -> str:
+    """`text` with every SAS signature replaced, safe for logs, errors and artifacts."""
+    return _SIGNATURE.sub(r"\1REDACTED", text)
+
+
+class SasIssuer:
+    """Issues SAS URLs that expire at one moment, signed by the account key or a user delegation key."""
+
+    def __init__(self, settings: TopnSettings, service: BlobServiceClient, expiry: datetime) -> None:
+        self._account, self._key = settings.storage_account
+        self._base = settings.blob_url
+        self.expiry = expiry
+        self._delegation: UserDelegationKey | None = None
+        if settings.use_entra_id and not settings.local:
+            start = datetime.now(UTC) - timedelta(minutes=5)
+            self._delegation = service.get_user_delegation_key(start, expiry)
+
+    @classmethod
+    def for_lifetime(cls, issuer: SasIssuer, lifetime: timedelta) -> SasIssuer:
+        """The same signer with another expiry (a user delegation key lives at most 7 days, so it keeps its own)."""
+        twin = object.__new__(cls)
+        twin.__dict__.update(issuer.__dict__)
+        if not issuer._delegation:
+            twin.expiry = datetime.now(UTC) + lifetime
+        return twin
+
+    def _signing(self) -> dict:
+        if self._delegation:
+            return {"user_delegation_key": self._delegation}
+        return {"account_key": self._key}
+
+    def blob_read(self, container: str, blob: str) -> str:
+        """Read one blob, nothing else."""
+        sas = generate_blob_sas(
+            self._account,
+            container,
+            blob,
+            permission=BlobSasPermissions(read=True),
+            expiry=self.expiry,
+            **self._signing(),
+        )
+        return f"{self._base}/{container}/{quote(blob, safe='/~')}?{sas}"
+
+    def container(self, container: str, permission: str) -> str:
+        """A container SAS: "cw" create and write only (outputs), "rl" read and list (gathering outputs)."""
+        sas = generate_container_sas(
+            self._account,
+            container,
+            permission=ContainerSasPermissions.from_string(permission),
+            expiry=self.expiry,
+            **self._signing(),
+        )
+        return f"{self._base}/{container}?{sas}"

@@ -1,0 +1,148 @@
+"""Every setting in one object: environment variables `TOPN_*` or a `.env` file.
+
+With no Azure endpoint set, everything points at the local stack (Azurite + the Batch emulator).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from datetime import timedelta
+from pathlib import Path
+from typing import Self
+
+from batch_emulator import DEV_ACCOUNT_KEY, DEV_ACCOUNT_NAME
+from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "TOPN_"
+AZURITE_ACCOUNT = "devstoreaccount1"
+AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+CONTAINER_NAME = r"^[a-z0-9]([a-z0-9]|-[a-z0-9]){2,62}$"  # Azure: 3-63 chars, no leading, trailing or double hyphen
+BATCH_ID = r"^[A-Za-z0-9_-]{1,64}$"
+
+
+class SettingsError(ValueError):
+    """Settings that cannot work, with what to change."""
+
+
+class TopnSettings(BaseSettings):
+    """Where topn runs (Azure or the local stack) and how its pool and job are shaped."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_file=".env", extra="ignore")
+
+    batch_endpoint: str | None = Field(None, description="https://<account>.<region>.batch.azure.com; unset: local")
+    batch_account_name: str | None = None
+    batch_account_key: SecretStr | None = None
+    storage_account_name: str | None = None
+    storage_account_key: SecretStr | None = None
+    storage_blob_endpoint: str | None = Field(None, description="default https://<account>.blob.core.windows.net")
+    use_entra_id: bool = Field(False, description="DefaultAzureCredential for Batch and Storage instead of keys")
+
+    local_batch_port: int = Field(10100, ge=1, le=65535)
+    local_blob_port: int = Field(10000, ge=1, le=65535)
+    local_dir: Path = Field(Path(".topn"), description="local stack state: Azurite data, node folders, logs")
+
+    app_container: str = Field("topn-app", pattern=CONTAINER_NAME)
+    input_container: str = Field("topn-input", pattern=CONTAINER_NAME)
+    output_container: str = Field("topn-output", pattern=CONTAINER_NAME)
+
+    pool_id: str = Field("topn", pattern=BATCH_ID)
+    vm_size: str = "standard_d2s_v3"
+    dedicated_nodes: int = Field(1, ge=0, le=1000)
+    spot_nodes: int = Field(0, ge=0, le=1000)
+    task_slots_per_node: int = Field(2, ge=1, le=256)
+    image_publisher: str = "canonical"
+    image_offer: str = "ubuntu-24_04-lts"
+    image_sku: str = "server"
+    node_agent_sku_id: str = "batch.node.ubuntu 24.04"
+
+    job_timeout: timedelta = Field(timedelta(hours=1), gt=timedelta(0), description="the job's maxWallClockTime")
+    sas_margin: timedelta = Field(timedelta(minutes=15), ge=timedelta(0))
+    max_task_retries: int = Field(1, ge=0, le=10)
+
+    @property
+    def local(self) -> bool:
+        """True when nothing points at Azure: the local stack is used."""
+        return self.batch_endpoint is None and self.storage_account_name is None
+
+    @model_validator(mode="after")
+    def _coherent(self) -> Self:
+        problems = []
+        if self.dedicated_nodes + self.spot_nodes == 0:
+            problems.append("TOPN_DEDICATED_NODES / TOPN_SPOT_NODES: the pool needs at least one node")
+        if not self.local:
+            needed = {"batch_endpoint": self.batch_endpoint, "storage_account_name": self.storage_account_name}
+            if not self.use_entra_id:
+                needed |= {
+                    "batch_account_name": self.batch_account_name,
+                    "batch_account_key": self.batch_account_key,
+                    "storage_account_key": self.storage_account_key,
+                }
+            if missing := [f"{ENV_PREFIX}{k.upper()}" for k, v in needed.items() if not v]:
+                problems.append(
+                    f"{', '.join(missing)}: needed to use Azure (or unset every TOPN_BATCH_* and "
+                    "TOPN_STORAGE_* setting to use the local stack)"
+                )
+            for name in ("batch_account_key", "storage_account_key"):
+                value = getattr(self, name)
+                if value and not _is_base64(value.get_secret_value()):
+                    problems.append(
+                        f"{ENV_PREFIX}{name.upper()}: not a Base64 account key; copy it from the "
+                        "account's Keys page in the Azure portal"
+                    )
+            if self.batch_endpoint and not self.batch_endpoint.startswith(("https://", "http://")):
+                problems.append(f"{ENV_PREFIX}BATCH_ENDPOINT: expected https://<account>.<region>.batch.azure.com")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    # ---- where things are ------------------------------------------------------------------------
+
+    @property
+    def batch_url(self) -> str:
+        return self.batch_endpoint.rstrip("/") if self.batch_endpoint else f"http://127.0.0.1:{self.local_batch_port}"
+
+    @property
+    def batch_account(self) -> tuple[str, str]:
+        if self.local:
+            return DEV_ACCOUNT_NAME, DEV_ACCOUNT_KEY
+        return (
+            self.batch_account_name or "",
+            self.batch_account_key.get_secret_value() if self.batch_account_key else "",
+        )
+
+    @property
+    def storage_account(self) -> tuple[str, str]:
+        if self.local:
+            return AZURITE_ACCOUNT, AZURITE_KEY
+        key = self.storage_account_key.get_secret_value() if self.storage_account_key else ""
+        return self.storage_account_name or "", key
+
+    @property
+    def blob_url(self) -> str:
+        if self.storage_blob_endpoint:
+            return self.storage_blob_endpoint.rstrip("/")
+        if self.local:
+            return f"http://127.0.0.1:{self.local_blob_port}/{AZURITE_ACCOUNT}"
+        return f"https://{self.storage_account_name}.blob.core.windows.net"
+
+
+def _is_base64(value: str) -> bool:
+    try:
+        return len(base64.b64decode(value, validate=True)) >= 16
+    except (binascii.Error, ValueError):
+        return False
+
+
+def load_settings(**overrides: object) -> TopnSettings:
+    """The settings, or one SettingsError naming each bad setting and how to fix it."""
+    try:
+        return TopnSettings(**overrides)
+    except ValidationError as e:
+        lines = []
+        for err in e.errors():
+            field = ".".join(str(p) for p in err["loc"])
+            name = f"{ENV_PREFIX}{field.upper()}: " if field else ""
+            lines.append(f"{name}{err['msg'].removeprefix('Value error, ')}")
+        raise SettingsError("bad settings: " + "; ".join(lines)) from None
