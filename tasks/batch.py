@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import shlex
 import time
 from datetime import UTC, datetime, timedelta
@@ -185,19 +186,15 @@ def terminate_job(settings: TopnSettings, job_id: str, reason: str) -> None:
 @task(name="delete-job", **AZURE_TASK)
 def delete_job(settings: TopnSettings, job_id: str) -> None:
     """Deletes the job and its task files on the nodes (begin_delete_job)."""
-    try:
+    with contextlib.suppress(ResourceNotFoundError):
         batch_client(settings).begin_delete_job(job_id, polling_interval=POLL).result()
-    except ResourceNotFoundError:
-        pass
 
 
 @task(name="delete-pool", **AZURE_TASK)
 def delete_pool(settings: TopnSettings, pool_id: str) -> None:
     """Deletes the pool, releasing its nodes (begin_delete_pool)."""
-    try:
+    with contextlib.suppress(ResourceNotFoundError):
         batch_client(settings).begin_delete_pool(pool_id, polling_interval=POLL).result()
-    except ResourceNotFoundError:
-        pass
 
 
 def jobs_of_flow_run(settings: TopnSettings, flow_run_id: str) -> list[str]:

@@ -96,8 +96,8 @@ def watch_job(settings: TopnSettings, job_id: str, pool_id: str, total: int, dea
         else:
             delay = min(delay * BACKOFF, MAX_DELAY)
 
-        def watch(ending: Ending, detail: str = "") -> Watch:
-            return Watch(ending, counts.completed, total, polls, time.monotonic() - started, detail)
+        def watch(ending: Ending, detail: str = "", done: int = counts.completed, polls: int = polls) -> Watch:
+            return Watch(ending, done, total, polls, time.monotonic() - started, detail)
 
         if counts.completed == total:
             return watch(Ending.SUCCEEDED if counts.failed == 0 else Ending.FAILED)

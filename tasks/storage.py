@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from concurrent.futures import ThreadPoolExecutor
@@ -38,10 +39,8 @@ def ensure_containers(settings: TopnSettings, names: list[str]) -> None:
     """Creates the containers that do not exist yet (BlobServiceClient.create_container)."""
     service = blob_service(settings)
     for name in dict.fromkeys(names):
-        try:
+        with contextlib.suppress(ResourceExistsError):
             service.create_container(name)
-        except ResourceExistsError:
-            pass
 
 
 @task(name="upload-taskapp", **AZURE_TASK)
