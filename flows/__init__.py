@@ -1,1 +1,16 @@
-"""The topn flow and the `topn` command."""
+"""The topn flow and the `topn` command.
+
+Importing this package turns Prefect telemetry off for everything it starts (shared/spec/local-stack.md),
+unless the user chose otherwise; it must happen before Prefect is imported.
+"""
+
+import os
+
+for _name, _value in (
+    ("DO_NOT_TRACK", "1"),
+    ("PREFECT_SERVER_ANALYTICS_ENABLED", "false"),
+    ("PREFECT_SERVER_UI_SHOW_PROMOTIONAL_CONTENT", "false"),
+    # Without PREFECT_API_URL each run starts a temporary server: slow machines need more than 20 s.
+    ("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120"),
+):
+    os.environ.setdefault(_name, _value)

@@ -2,15 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
-# No telemetry from anything this command starts (shared/spec/local-stack.md); set before Prefect is imported.
-for _name, _value in (("DO_NOT_TRACK", "1"), ("PREFECT_SERVER_ANALYTICS_ENABLED", "false"),
-                      ("PREFECT_SERVER_UI_SHOW_PROMOTIONAL_CONTENT", "false"),
-                      # Without PREFECT_API_URL each run starts a temporary server: slow machines need time.
-                      ("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")):  # fmt: skip
-    os.environ.setdefault(_name, _value)
-
 import argparse  # noqa: E402
 import sys  # noqa: E402
 
@@ -87,9 +78,10 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # the flow failed: one clear message, no traceback, never a secret
         from flows.local_stack import StackError
         from flows.topn import TopnFailed
+        from tasks.preflight import AccessError
         from tasks.storage import InputError
 
-        if not isinstance(e, TopnFailed | InputError | StackError | ValueError):
+        if not isinstance(e, TopnFailed | InputError | StackError | AccessError | ValueError):
             raise
         print(f"topn: {redact(str(e))}", file=sys.stderr)
         return 1

@@ -13,7 +13,7 @@ from prefect.runtime import flow_run
 from pydantic import Field
 
 from flows.result import FileResult, RunStats, TopnResult
-from tasks import batch, monitor, plan, storage
+from tasks import batch, monitor, plan, preflight, storage
 from tasks.clients import blob_service
 from tasks.sas import SasIssuer, redact
 from tasks.settings import TopnSettings, load_settings
@@ -50,6 +50,7 @@ def topn(
     log, started = get_run_logger(), time.monotonic()
     expiry = datetime.now(UTC) + settings.job_timeout + settings.sas_margin
 
+    preflight.check_access(settings)  # a bad key fails here, before anything is created
     storage.ensure_containers(settings, [settings.app_container, settings.input_container, settings.output_container])
     app_future = storage.upload_taskapp.submit(settings, build_taskapp(settings.local_dir / "cache"))
     if paths:
