@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import argparse  # noqa: E402
-import sys  # noqa: E402
+import argparse
+import sys
 
-from tasks.sas import redact  # noqa: E402
-from tasks.settings import SettingsError, load_settings  # noqa: E402
+from tasks.sas import redact
+from tasks.settings import SettingsError, load_settings
 
 
 def _parser() -> argparse.ArgumentParser:
