@@ -101,9 +101,16 @@ def watch_job(settings: TopnSettings, job_id: str, pool_id: str, total: int, dea
 
         if counts.completed == total:
             return watch(Ending.SUCCEEDED if counts.failed == 0 else Ending.FAILED)
-        if counts.failed and counts.running == 0 and _only_merge_waits(client, job_id):
-            return watch(Ending.FAILED)
-        if datetime.now(UTC) >= deadline or (counts.running == 0 and client.get_job(job_id).state == "completed"):
+        if counts.running == 0:  # nothing runs: the job may have ended, or be stuck
+            job = client.get_job(job_id)
+            if job.state in ("terminating", "completed"):
+                reason = job.execution_info.termination_reason or ""
+                if reason == "MaxWallClockTimeExpiry":
+                    return watch(Ending.TIMED_OUT, f"the job did not finish within {settings.job_timeout}")
+                return watch(Ending.FAILED, f"the job was terminated ({reason})")
+            if counts.failed and _only_merge_waits(client, job_id):
+                return watch(Ending.FAILED)
+        if datetime.now(UTC) >= deadline:
             _terminate(client, job_id, "TopnTimeLimit")
             return watch(Ending.TIMED_OUT, f"the job did not finish within {settings.job_timeout}")
         if _cancelled():

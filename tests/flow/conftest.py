@@ -1,0 +1,86 @@
+"""The real local stack for flow tests: a Prefect server, Azurite and the Batch emulator, once per session."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from batch_emulator.server import Emulator
+
+from tests.stack import Azurite, free_port, start_azurite, wait_for
+
+QUIET = {"DO_NOT_TRACK": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+         "PREFECT_SERVER_UI_SHOW_PROMOTIONAL_CONTENT": "false"}  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real `prefect server start` on loopback, with its own database; PREFECT_API_URL points at it."""
+    home = tmp_path_factory.mktemp("prefect-home")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/api"
+    env = {**os.environ, **QUIET, "PREFECT_HOME": str(home), "PREFECT_SERVER_API_PORT": str(port)}
+    env.pop("PREFECT_API_URL", None)
+    log = open(home / "server.log", "wb")  # noqa: SIM115 - open for the server's lifetime
+    server = subprocess.Popen([str(Path(sys.executable).with_name("prefect")), "server", "start", "--host",
+                               "127.0.0.1", "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT,
+                              start_new_session=True)  # fmt: skip
+
+    def healthy() -> bool:
+        assert server.poll() is None, (home / "server.log").read_text()
+        try:
+            return urllib.request.urlopen(f"{url}/health", timeout=2).status == 200
+        except OSError:
+            return False
+
+    wait_for(healthy, timeout=120, interval=0.5, what="prefect server")
+    from prefect.settings import PREFECT_API_URL, PREFECT_HOME, temporary_settings
+
+    os.environ.update({**QUIET, "PREFECT_API_URL": url, "PREFECT_HOME": str(home)})
+    with temporary_settings({PREFECT_API_URL: url, PREFECT_HOME: home}):
+        yield url
+        from prefect.logging.handlers import APILogHandler
+
+        APILogHandler.flush()  # before the server goes, not after
+    server.terminate()
+    server.wait(timeout=30)
+    log.close()
+
+
+@pytest.fixture(scope="session")
+def azurite() -> Iterator[Azurite]:
+    stack = start_azurite()
+    yield stack
+    stack.process.terminate()
+    stack.process.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]:
+    with Emulator(port=free_port(), data_dir=tmp_path_factory.mktemp("batch"), boot_seconds=0.05) as emu:
+        yield emu
+
+
+@pytest.fixture(scope="session")
+def stack_env(prefect_api: str, azurite: Azurite, emulator: Emulator, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """TOPN_* settings that point the flow at this session's local stack."""
+    env = {
+        "TOPN_LOCAL_BLOB_PORT": str(azurite.port),
+        "TOPN_LOCAL_BATCH_PORT": emulator.endpoint.rsplit(":", 1)[1],
+        "TOPN_LOCAL_DIR": str(tmp_path_factory.mktemp("topn")),
+        "TOPN_DEDICATED_NODES": "2",
+        "TOPN_TASK_SLOTS_PER_NODE": "4",
+    }
+    os.environ.update(env)
+    return env
+
+
+@pytest.fixture
+def settings_env(stack_env: dict, monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    """Per-test changes to TOPN_* settings, undone afterwards."""
+    return monkeypatch

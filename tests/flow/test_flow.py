@@ -1,0 +1,174 @@
+"""The topn flow end to end on the real local stack: Prefect server, Azurite, the Batch emulator."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from azure.batch import BatchClient
+from batch_emulator.server import Emulator
+from prefect.client.orchestration import get_client
+
+from flows.topn import TopnFailed, topn
+from tasks import plan
+from tasks.preflight import AccessError
+from tests.conftest import SAMPLE
+from tests.stack import Azurite
+from tests.taskapp.oracle import spec_counts
+
+FACT_SHEET = "sample/nasa-moon/180556main_ETM.Moon.ABCs.Fact.Sheet.txt"
+DICKENS = "sample/books/a-tale-of-two-cities.txt"
+
+
+def ranked(counts, n):
+    return sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:n]
+
+
+def test_sample_corpus_exact_figures(stack_env: dict, emulator: Emulator) -> None:
+    result = topn(paths=[str(SAMPLE)], top=5)
+    assert (result.files_counted, result.words, result.distinct) == (11, 196715, 12630)
+    assert result.top == [("the", 12495), ("and", 6396), ("of", 5858), ("to", 4678), ("a", 4111)]
+    files = {f.name: f for f in result.files}
+    assert len(files) == 11
+    assert (files[FACT_SHEET].words, files[FACT_SHEET].distinct) == (470, 246)
+    assert files[FACT_SHEET].top == [("the", 21), ("of", 14), ("moon", 12), ("and", 11), ("by", 9)]
+    assert (files[DICKENS].words, files[DICKENS].distinct, files[DICKENS].bytes) == (137389, 9853, 757223)
+    assert files[DICKENS].top == [("the", 8053), ("and", 4999), ("of", 4015), ("to", 3571), ("a", 2953)]
+    for path in SAMPLE.rglob("*.txt"):
+        expected = spec_counts(path.read_bytes())
+        got = files["sample/" + path.relative_to(SAMPLE).as_posix()]
+        assert (got.words, got.top) == (sum(expected.values()), ranked(expected, 5))
+    client = BatchClient(emulator.endpoint, emulator.credential())
+    assert result.stats.job_id not in [j.id for j in client.list_jobs()]  # deleted by default
+    assert client.get_pool(result.stats.pool_id).state == "active"  # kept by default
+
+    again = topn(paths=[str(SAMPLE)], top=5)  # the pool is reused, the uploads are not sent twice
+    assert again.top == result.top and again.stats.job_id == result.stats.job_id
+    assert [p.id for p in client.list_pools()].count(result.stats.pool_id) == 1
+
+
+def test_counts_blobs_already_in_storage(stack_env: dict, azurite: Azurite) -> None:
+    container = azurite.client().get_container_client("topn-input")
+    for path in SAMPLE.rglob("*.txt"):
+        container.upload_blob(f"scheduled/{path.name}", path.read_bytes(), overwrite=True)
+    result = topn(blob_prefix="scheduled/", top=3)
+    assert (result.files_counted, result.words, result.top) == (
+        11,
+        196715,
+        [("the", 12495), ("and", 6396), ("of", 5858)],
+    )
+
+
+def test_odd_file_names(stack_env: dict, tmp_path: Path) -> None:
+    names = [
+        "with space.txt",
+        "ünïcödé ✓.txt",
+        "$(touch pwned).txt",
+        'it\'s "quoted".txt',
+        "x" * 200 + ".txt",
+        "-starts-with-dash.txt",
+        "semi;colon&amp.txt",
+    ]
+    for i, name in enumerate(names):
+        (tmp_path / name).write_text(f"word{i} shared " * (i + 1))
+    result = topn(paths=[str(tmp_path)], top=2)
+    assert result.files_counted == len(names) and result.top[0] == ("shared", sum(range(1, len(names) + 1)))
+    assert sorted(f.name.split("/", 1)[1] for f in result.files) == sorted(names)
+    assert not Path("pwned").exists() and not (tmp_path / "pwned").exists()
+
+
+def test_bad_parameters_fail_before_anything(stack_env: dict) -> None:
+    with pytest.raises(ValueError, match="either paths"):
+        topn(paths=[str(SAMPLE)], blob_prefix="x/")
+    with pytest.raises(Exception, match="no such file"):
+        topn(paths=["/no/such/folder"])
+    with pytest.raises(Exception, match="top"):
+        topn(paths=[str(SAMPLE)], top=0)
+
+
+def poison(monkeypatch: pytest.MonkeyPatch, command: str, name: str = "poison") -> None:
+    """Makes the count task of any input whose name holds `name` run `command` instead."""
+    original = plan.count_task
+
+    def count_task(index, source, *args, **kwargs):
+        task = original(index, source, *args, **kwargs)
+        if name in source.name:
+            task.command_line = command
+        return task
+
+    monkeypatch.setattr(plan, "count_task", count_task)
+
+
+def test_a_failing_task_fails_the_flow_naming_its_file(settings_env, tmp_path: Path, emulator: Emulator) -> None:
+    (tmp_path / "good.txt").write_text("fine words")
+    (tmp_path / "poison.txt").write_text("bad words")
+    poison(settings_env, "/bin/sh -c 'echo \"cannot digest this file\" >&2; exit 3'")
+    with pytest.raises(TopnFailed) as e:
+        topn(paths=[str(tmp_path)], top=3, delete_job=False)
+    message = str(e.value)
+    assert "poison.txt" in message and "exit code 3" in message and "cannot digest this file" in message
+    assert "good.txt" not in message and "sig=" not in message.replace("sig=REDACTED", "")
+    job_id = message.split()[1]
+    job = BatchClient(emulator.endpoint, emulator.credential()).get_job(job_id)
+    assert job.state == "completed"  # terminated: the merge could never run
+
+
+def test_a_failing_start_task_fails_the_flow(settings_env, tmp_path: Path, emulator: Emulator) -> None:
+    broken = tmp_path / "install-taskapp.sh"
+    broken.write_text("echo 'python3 is missing on this image' >&2\nexit 1\n")
+    settings_env.setattr("tasks.taskapp.INSTALLER", broken)
+    settings_env.setenv("TOPN_POOL_ID", "broken-start")
+    (tmp_path / "in.txt").write_text("some words")
+    with pytest.raises(TopnFailed) as e:
+        topn(paths=[str(tmp_path / "in.txt")], top=3, delete_pool=True)
+    assert "start task failed" in str(e.value) and "python3 is missing on this image" in str(e.value)
+    BatchClient(emulator.endpoint, emulator.credential()).begin_delete_pool(
+        "broken-start", polling_interval=0.1
+    ).result()
+
+
+def test_time_limit_terminates_the_job(settings_env, tmp_path: Path, emulator: Emulator) -> None:
+    settings_env.setenv("TOPN_JOB_TIMEOUT", "PT3S")
+    (tmp_path / "poison-slow.txt").write_text("slow")
+    poison(settings_env, "/bin/sleep 60")
+    with pytest.raises(TopnFailed, match="timed out") as e:
+        topn(paths=[str(tmp_path)], top=3, delete_job=False)
+    job = BatchClient(emulator.endpoint, emulator.credential()).get_job(str(e.value).split()[1])
+    assert job.state == "completed"
+    assert job.execution_info.termination_reason in ("MaxWallClockTimeExpiry", "TopnTimeLimit")
+
+
+def test_bad_account_key_is_a_clear_error_and_creates_nothing(
+    settings_env, azurite: Azurite, emulator: Emulator
+) -> None:
+    client = BatchClient(emulator.endpoint, emulator.credential())
+    pools_before = sorted(p.id for p in client.list_pools())
+    for name, value in {"BATCH_ENDPOINT": emulator.endpoint, "BATCH_ACCOUNT_NAME": emulator.account,
+                        "BATCH_ACCOUNT_KEY": "d3Jvbmcta2V5LXdyb25nLWtleS13cm9uZw==",
+                        "STORAGE_ACCOUNT_NAME": "devstoreaccount1", "STORAGE_BLOB_ENDPOINT": azurite.blob_endpoint,
+                        "STORAGE_ACCOUNT_KEY": azurite.client().credential.account_key,
+                        "POOL_ID": "never-made", "APP_CONTAINER": "never-app", "INPUT_CONTAINER": "never-in",
+                        "OUTPUT_CONTAINER": "never-out"}.items():  # fmt: skip
+        settings_env.setenv(f"TOPN_{name}", value)
+    with pytest.raises(AccessError) as e:
+        topn(paths=[str(SAMPLE)], top=3)
+    assert "refused the credentials (403 AuthenticationFailed)" in str(e.value) and "TOPN_BATCH_ACCOUNT_KEY" in str(
+        e.value
+    )
+    assert "d3Jvbm" not in str(e.value)
+    assert sorted(p.id for p in client.list_pools()) == pools_before
+    names = {c.name for c in azurite.client().list_containers()}
+    assert not names & {"never-app", "never-in", "never-out"}
+
+
+def test_artifacts_are_published(stack_env: dict) -> None:
+    result = topn(paths=[str(SAMPLE / "nasa-moon")], top=4)
+    with get_client(sync_client=True) as client:
+        latest = client.read_artifacts()
+    keys = {a.key for a in latest}
+    assert "topn-result" in keys
+    table = next(a for a in latest if a.key == "topn-result")
+    rows = json.loads(table.data) if isinstance(table.data, str) else table.data
+    assert [(r["word"], r["count"]) for r in rows] == result.top
+    assert any(a.type == "progress" for a in latest)
