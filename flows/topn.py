@@ -1,7 +1,7 @@
 """The `topn` flow: the classic Azure Batch "top N words" workload, each step a retryable Prefect task."""
 
-from __future__ import annotations
-
+# No `from __future__ import annotations` here: Prefect builds its parameter model from these annotations
+# when a runner loads the flow, and string annotations of Annotated[...] cannot be resolved there.
 import time
 from datetime import UTC, datetime
 from pathlib import Path

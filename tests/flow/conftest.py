@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -46,7 +47,10 @@ def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield url
         from prefect.logging.handlers import APILogHandler
 
-        APILogHandler.flush()  # before the server goes, not after
+        for logger in [logging.getLogger(), *map(logging.getLogger, logging.root.manager.loggerDict)]:
+            for handler in logger.handlers:
+                if isinstance(handler, APILogHandler):
+                    handler.flush()  # before the server goes, not after
     server.terminate()
     server.wait(timeout=30)
     log.close()

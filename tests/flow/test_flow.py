@@ -9,6 +9,7 @@ import pytest
 from azure.batch import BatchClient
 from batch_emulator.server import Emulator
 from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
 from flows.topn import TopnFailed, topn
 from tasks import plan
@@ -50,6 +51,8 @@ def test_sample_corpus_exact_figures(stack_env: dict, emulator: Emulator) -> Non
 
 def test_counts_blobs_already_in_storage(stack_env: dict, azurite: Azurite) -> None:
     container = azurite.client().get_container_client("topn-input")
+    if not container.exists():
+        container.create_container()
     for path in SAMPLE.rglob("*.txt"):
         container.upload_blob(f"scheduled/{path.name}", path.read_bytes(), overwrite=True)
     result = topn(blob_prefix="scheduled/", top=3)
@@ -163,9 +166,11 @@ def test_bad_account_key_is_a_clear_error_and_creates_nothing(
 
 
 def test_artifacts_are_published(stack_env: dict) -> None:
-    result = topn(paths=[str(SAMPLE / "nasa-moon")], top=4)
+    state = topn(paths=[str(SAMPLE / "nasa-moon")], top=4, return_state=True)
+    result = state.result()
+    run = FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id]))
     with get_client(sync_client=True) as client:
-        latest = client.read_artifacts()
+        latest = client.read_artifacts(flow_run_filter=run)
     keys = {a.key for a in latest}
     assert "topn-result" in keys
     table = next(a for a in latest if a.key == "topn-result")

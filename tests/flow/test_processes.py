@@ -1,0 +1,156 @@
+"""The flow as users run it in processes: killed and resumed, cancelled, deployed and triggered."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from azure.batch import BatchClient
+from batch_emulator.server import Emulator
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+from tests.conftest import ROOT, SAMPLE
+from tests.stack import Azurite, wait_for
+from tests.taskapp.oracle import spec_counts
+
+BIN = Path(sys.executable).parent
+
+
+def corpus(folder: Path, files: int) -> Path:
+    """`files` small distinct texts built from the sample corpus."""
+    text = (SAMPLE / "nasa-moon" / "180556main_ETM.Moon.ABCs.Fact.Sheet.txt").read_text(encoding="utf-8")
+    folder.mkdir()
+    for i in range(files):
+        (folder / f"part-{i:03}.txt").write_text(f"{text}\nextra{i} " * (1 + i % 3), encoding="utf-8")
+    return folder
+
+
+def topn_process(*args: str, env: dict[str, str]) -> subprocess.Popen:
+    return subprocess.Popen([str(BIN / "topn"), "run", *args], env={**os.environ, **env}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=ROOT)  # fmt: skip
+
+
+def batch(emulator: Emulator) -> BatchClient:
+    return BatchClient(emulator.endpoint, emulator.credential())
+
+
+def job_of(emulator: Emulator, pool: str):
+    jobs = [j for j in batch(emulator).list_jobs() if j.pool_info.pool_id == pool]
+    return jobs[0] if jobs else None
+
+
+SLOW_POOL = {"TOPN_DEDICATED_NODES": "1", "TOPN_TASK_SLOTS_PER_NODE": "1"}
+
+
+def test_resume_after_the_flow_process_is_killed(stack_env: dict, emulator: Emulator, tmp_path: Path) -> None:
+    folder = corpus(tmp_path / "texts", 40)
+    env = {**SLOW_POOL, "TOPN_POOL_ID": "resume-pool"}
+    first = topn_process(str(folder), "--top", "3", "--keep-job", "--json", env=env)
+    client = batch(emulator)
+    job = wait_for(lambda: job_of(emulator, "resume-pool"), timeout=120, what="the job")
+    wait_for(lambda: client.get_job_task_counts(job.id).task_counts.completed >= 5, timeout=120, what="5 tasks")
+    first.send_signal(signal.SIGKILL)
+    first.communicate(timeout=30)
+    assert client.get_job_task_counts(job.id).task_counts.completed < 41  # really killed mid-way
+
+    second = topn_process(str(folder), "--top", "3", "--keep-job", "--json", env=env)
+    out, err = second.communicate(timeout=300)
+    assert second.returncode == 0, err[-3000:]
+    result = json.loads(out)
+    assert result["stats"]["job_id"] == job.id and result["stats"]["tasks_added"] == 0
+    tasks = list(client.list_tasks(job.id))
+    assert len(tasks) == 41 and all(t.execution_info.retry_count == 0 for t in tasks)
+    expected = Counter()
+    for path in folder.iterdir():
+        expected.update(spec_counts(path.read_bytes()))
+    assert result["top"] == [list(p) for p in sorted(expected.items(), key=lambda kv: (-kv[1], kv[0]))[:3]]
+    client.begin_delete_job(job.id, polling_interval=0.1).result()
+
+
+def test_cancelling_the_flow_run_terminates_the_job(stack_env: dict, emulator: Emulator, tmp_path: Path) -> None:
+    folder = corpus(tmp_path / "texts", 60)
+    run = topn_process(str(folder), "--top", "3", "--keep-job", env={**SLOW_POOL, "TOPN_POOL_ID": "cancel-pool"})
+    client = batch(emulator)
+    job = wait_for(lambda: job_of(emulator, "cancel-pool"), timeout=120, what="the job")
+    wait_for(lambda: client.get_job_task_counts(job.id).task_counts.completed >= 2, timeout=120, what="2 tasks")
+    flow_run_id = next(i.value for i in job.metadata if i.name == "prefect-flow-run")
+    cancel = subprocess.run([str(BIN / "prefect"), "flow-run", "cancel", flow_run_id], capture_output=True, text=True,
+                            timeout=120)  # fmt: skip
+    assert cancel.returncode == 0, cancel.stdout + cancel.stderr
+    ended = wait_for(
+        lambda: (j := client.get_job(job.id)).state == "completed" and j, timeout=60, what="the job to be terminated"
+    )
+    assert ended.execution_info.termination_reason == "TopnFlowRunCancelled"
+    assert client.get_job_task_counts(job.id).task_counts.completed < 61
+    _, err = run.communicate(timeout=120)
+    assert run.returncode != 0 and "cancelled" in err
+    client.begin_delete_job(job.id, polling_interval=0.1).result()
+
+
+def test_deployment_runs_on_a_real_prefect_server(stack_env: dict, azurite: Azurite, prefect_api: str) -> None:
+    container = azurite.client().get_container_client("topn-input")
+    if not container.exists():
+        container.create_container()
+    for path in SAMPLE.rglob("*.txt"):
+        container.upload_blob(f"deploy/{path.name}", path.read_bytes(), overwrite=True)
+    serve = subprocess.Popen([sys.executable, "-m", "deployments.serve"], cwd=ROOT, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True, start_new_session=True,
+                             env={**os.environ, "PREFECT_RUNNER_POLL_FREQUENCY": "1"})  # fmt: skip
+    try:
+
+        def deployed() -> bool:
+            with get_client(sync_client=True) as client:
+                try:
+                    return bool(client.read_deployment_by_name("topn/default"))
+                except Exception:
+                    return False
+
+        wait_for(deployed, timeout=120, interval=0.5, what="deployment topn/default")
+        run = subprocess.run([str(BIN / "prefect"), "deployment", "run", "topn/default", "-p", "blob_prefix=deploy/",
+                              "-p", "top=5", "--watch", "--watch-timeout", "300"], capture_output=True, text=True,
+                             timeout=400, cwd=ROOT)  # fmt: skip
+        if run.returncode != 0:
+            os.killpg(serve.pid, signal.SIGTERM)
+            pytest.fail(run.stdout[-2000:] + serve.communicate(timeout=60)[1][-6000:])
+        flow_run_id = next(w for w in run.stdout.split() if w.count("-") == 4 and len(w) == 36)
+        with get_client(sync_client=True) as client:
+            flow_run = client.read_flow_run(flow_run_id)
+            artifacts = client.read_artifacts(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run.id])))
+        assert flow_run.state.is_completed()
+        table = next(a for a in artifacts if a.key == "topn-result")
+        rows = json.loads(table.data) if isinstance(table.data, str) else table.data
+        assert [(r["word"], r["count"]) for r in rows] == [
+            ("the", 12495),
+            ("and", 6396),
+            ("of", 5858),
+            ("to", 4678),
+            ("a", 4111),
+        ]
+        assert any(a.type == "progress" for a in artifacts)
+    finally:
+        os.killpg(serve.pid, signal.SIGTERM)
+        serve.communicate(timeout=60)
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "message"),
+    [
+        (["--top", "0"], {}, "--top must be a whole number from 1 to 10000"),
+        (["/no/such/path"], {}, "no such file or folder"),
+        ([], {"TOPN_BATCH_ENDPOINT": "https://x.westeurope.batch.azure.com"}, "TOPN_STORAGE_ACCOUNT_NAME"),
+        ([], {"TOPN_JOB_TIMEOUT": "soon"}, "TOPN_JOB_TIMEOUT"),
+    ],
+)
+def test_command_errors_are_one_clear_line(stack_env: dict, args: list[str], env: dict, message: str) -> None:
+    proc = topn_process(*args, env=env)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode in (1, 2) and out == ""
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("topn: ") and message in last, err[-2000:]
