@@ -177,3 +177,14 @@ def test_artifacts_are_published(stack_env: dict) -> None:
     rows = json.loads(table.data) if isinstance(table.data, str) else table.data
     assert [(r["word"], r["count"]) for r in rows] == result.top
     assert any(a.type == "progress" for a in latest)
+
+
+def test_logs_hold_no_keys_or_signatures(stack_env: dict, caplog: pytest.LogCaptureFixture, tmp_path: Path) -> None:
+    from tasks.settings import AZURITE_KEY, load_settings
+
+    (tmp_path / "a.txt").write_text("alpha beta")
+    with caplog.at_level("DEBUG"):
+        topn(paths=[str(tmp_path)], top=2)
+    text = caplog.text
+    assert text and "sig=" not in text.replace("sig=REDACTED", "")
+    assert AZURITE_KEY not in text and load_settings().batch_account[1] not in text

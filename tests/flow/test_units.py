@@ -1,0 +1,113 @@
+"""Pure parts of the flow, without any service: retries, redaction, naming, commands, settings."""
+
+from __future__ import annotations
+
+import shlex
+
+import pytest
+from azure.core.exceptions import ClientAuthenticationError, HttpResponseError, ServiceRequestError
+from prefect.states import Failed
+
+from tasks import plan
+from tasks.retry import is_transient, retry_transient
+from tasks.sas import redact
+from tasks.settings import SettingsError, load_settings
+
+
+class _Response:
+    def __init__(self, status: int) -> None:
+        self.status_code, self.reason, self.headers = status, "x", {}
+
+    def text(self) -> str:
+        return ""
+
+
+def http_error(status: int) -> HttpResponseError:
+    error = HttpResponseError(message=f"status {status}")
+    error.status_code = status
+    return error
+
+
+@pytest.mark.parametrize(("error", "transient"), [
+    (http_error(429), True), (http_error(500), True), (http_error(503), True), (http_error(504), True),
+    (http_error(400), False), (http_error(403), False), (http_error(404), False), (http_error(409), False),
+    (ServiceRequestError("connection refused"), True), (ConnectionResetError(), True), (TimeoutError(), True),
+    (ClientAuthenticationError("bad key"), False), (ValueError("bad parameter"), False),
+])  # fmt: skip
+def test_only_transient_errors_are_retried(error: BaseException, transient: bool) -> None:
+    assert is_transient(error) is transient
+    assert retry_transient(None, None, Failed(data=error)) is transient
+
+
+def test_redaction() -> None:
+    url = "http://h/c/b.txt?se=2026&sp=r&sig=abc%2Bdef%3D&sv=1 and 'https://x?sig=Z9'"
+    assert redact(url) == "http://h/c/b.txt?se=2026&sp=r&sig=REDACTED&sv=1 and 'https://x?sig=REDACTED'"
+
+
+def test_local_names_are_safe_and_short() -> None:
+    assert plan.local_name("folder/with space ü.txt") == "with space ü.txt"
+    assert plan.local_name("a\nb\x00c\\d.txt") == "d.txt"
+    long = plan.local_name("x" * 300 + ".txt")
+    assert len(long.encode()) <= 150 and long.endswith(".txt") and long != plan.local_name("x" * 299 + ".txt")
+    assert plan.local_name("é" * 200).encode().__len__() <= 150
+    assert plan.local_name("..") == "input.."
+
+
+def blob(name: str, version: str = "v1") -> plan.InputBlob:
+    return plan.InputBlob(name, "in", f"uploads/{version}/{name}", 10, version)
+
+
+def test_job_ids_are_deterministic_per_inputs_and_n() -> None:
+    a = [blob("a.txt"), blob("b.txt")]
+    assert plan.job_id(a, 10) == plan.job_id(list(reversed(a)), 10)
+    assert plan.job_id(a, 10) != plan.job_id(a, 11)
+    assert plan.job_id(a, 10) != plan.job_id([blob("a.txt", "v2"), blob("b.txt")], 10)
+    assert plan.job_id(a, 10, "mine") == "mine"
+    assert len(plan.job_id(a, 10)) <= 64
+
+
+def test_file_names_never_reach_a_shell_unquoted() -> None:
+    layout = plan.Layout("job")
+    nasty = blob("$(touch pwned); rm -rf ~ 'x' \"y\".txt")
+    task = plan.count_task(7, nasty, "http://in?sig=s", "http://out?sig=s", layout, 5, "v")
+    argv = shlex.split(task.command_line)
+    assert argv[:2] == ["/bin/sh", "-c"] and argv[-1] == "input/" + nasty.local_name
+    assert "$(touch" not in argv[2] and task.id == "7"
+    merge = plan.merge_task(40, "http://c?sig=s", "http://out?sig=s", layout, 5, "v")
+    assert merge.depends_on.task_id_ranges[0].start == 1 and merge.depends_on.task_id_ranges[0].end == 40
+
+
+@pytest.mark.parametrize(("overrides", "needle"), [
+    ({"batch_endpoint": "https://a.b.batch.azure.com"}, "TOPN_STORAGE_ACCOUNT_NAME"),
+    ({"batch_endpoint": "ftp://x", "storage_account_name": "s", "batch_account_name": "a",
+      "batch_account_key": "a2V5a2V5a2V5a2V5a2V5a2V5", "storage_account_key": "a2V5a2V5a2V5a2V5a2V5a2V5"},
+     "TOPN_BATCH_ENDPOINT"),
+    ({"batch_endpoint": "https://x", "storage_account_name": "s", "batch_account_name": "a",
+      "batch_account_key": "not base64!", "storage_account_key": "a2V5a2V5a2V5a2V5a2V5a2V5"}, "TOPN_BATCH_ACCOUNT_KEY"),
+    ({"dedicated_nodes": 0}, "at least one node"),
+    ({"task_slots_per_node": 0}, "TOPN_TASK_SLOTS_PER_NODE"),
+    ({"input_container": "Bad_Name"}, "TOPN_INPUT_CONTAINER"),
+    ({"job_timeout": "soon"}, "TOPN_JOB_TIMEOUT"),
+])  # fmt: skip
+def test_bad_settings_name_the_variable(overrides: dict, needle: str) -> None:
+    with pytest.raises(SettingsError) as e:
+        load_settings(**overrides)
+    assert needle in str(e.value)
+    assert "not base64!" not in str(e.value)
+
+
+def test_local_stack_is_the_default() -> None:
+    settings = load_settings()
+    assert settings.local and settings.batch_url.startswith("http://127.0.0.1:")
+    assert (
+        repr(
+            load_settings(
+                batch_endpoint="https://a",
+                storage_account_name="s",
+                batch_account_name="a",
+                batch_account_key="c2VjcmV0c2VjcmV0c2VjcmV0",
+                storage_account_key="c2VjcmV0c2VjcmV0c2VjcmV0",
+            )
+        ).count("c2VjcmV0")
+        == 0
+    )  # secrets never show in a repr
