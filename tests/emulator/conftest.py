@@ -8,17 +8,9 @@ from azure.batch import BatchClient
 from azure.batch import models as m
 from batch_emulator.server import Emulator
 
-from tests.stack import Azurite, start_azurite, wait_for
+from tests.stack import wait_for
 
 _ids = itertools.count(1)
-
-
-@pytest.fixture(scope="session")
-def azurite() -> Iterator[Azurite]:
-    stack = start_azurite()
-    yield stack
-    stack.process.terminate()
-    stack.process.wait(timeout=10)
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from batch_emulator.server import Emulator
 
-from tests.stack import Azurite, free_port, start_azurite, wait_for
+from tests.stack import Azurite, free_port, wait_for
 
 QUIET = {"DO_NOT_TRACK": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
          "PREFECT_SERVER_UI_SHOW_PROMOTIONAL_CONTENT": "false"}  # fmt: skip
@@ -54,14 +54,6 @@ def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     server.terminate()
     server.wait(timeout=30)
     log.close()
-
-
-@pytest.fixture(scope="session")
-def azurite() -> Iterator[Azurite]:
-    stack = start_azurite()
-    yield stack
-    stack.process.terminate()
-    stack.process.wait(timeout=10)
 
 
 @pytest.fixture(scope="session")

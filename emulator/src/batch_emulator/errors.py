@@ -51,3 +51,12 @@ def not_found(kind: str, ident: str) -> BatchError:
 
 def exists(kind: str, ident: str) -> BatchError:
     return BatchError(409, f"{kind}Exists", f"The specified {kind.lower()} already exists.", **{f"{kind}Id": ident})
+
+
+def being_deleted(kind: str, ident: str) -> BatchError:
+    return BatchError(
+        409,
+        f"{kind}BeingDeleted",
+        f"The specified {kind.lower()} has been marked for deletion and is being reclaimed.",
+        **{f"{kind}Id": ident},
+    )

@@ -17,11 +17,18 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from batch_emulator import validation, wire
-from batch_emulator.errors import BatchError, exists, invalid, not_found
+from batch_emulator.errors import BatchError, being_deleted, exists, invalid, not_found
 from batch_emulator.models import Job, Node, Pool, Task
 from batch_emulator.node import Outcome, TaskRun, environment, failure
 
 MAX_TASKS_PER_COLLECTION = 100
+
+
+def _ensure_new(table: dict, kind: str, ident: str) -> None:
+    """Ids are unique without regard to case; one being deleted cannot be reused yet."""
+    existing = table.get(ident.lower())
+    if existing is not None:
+        raise being_deleted(kind, ident) if existing.state == "deleting" else exists(kind, ident)
 
 
 class BatchService:
@@ -44,18 +51,9 @@ class BatchService:
     def create_pool(self, body: dict) -> Pool:
         validation.pool(body)
         with self.lock:
-            key = body["id"].lower()
-            if key in self.pools:
-                if self.pools[key].state == "deleting":
-                    raise BatchError(
-                        409,
-                        "PoolBeingDeleted",
-                        "The specified pool has been marked for deletion and is being reclaimed.",
-                        PoolId=body["id"],
-                    )
-                raise exists("Pool", body["id"])
+            _ensure_new(self.pools, "Pool", body["id"])
             pool = Pool(body["id"], body, "active")
-            self.pools[key] = pool
+            self.pools[pool.id.lower()] = pool
             self._resize(pool)
             return pool
 
@@ -102,12 +100,7 @@ class BatchService:
     def _active_pool(self, pool_id: str) -> Pool:
         pool = self.pool(pool_id)
         if pool.state == "deleting":
-            raise BatchError(
-                409,
-                "PoolBeingDeleted",
-                "The specified pool has been marked for deletion and is being reclaimed.",
-                PoolId=pool.id,
-            )
+            raise being_deleted("Pool", pool.id)
         return pool
 
     def _set_allocation(self, pool: Pool, state: str) -> None:
@@ -260,13 +253,9 @@ class BatchService:
     def create_job(self, body: dict) -> Job:
         validation.job(body)
         with self.lock:
-            key = body["id"].lower()
-            if key in self.jobs:
-                if self.jobs[key].state == "deleting":
-                    raise BatchError(409, "JobBeingDeleted", "The specified job is being deleted.", JobId=body["id"])
-                raise exists("Job", body["id"])
+            _ensure_new(self.jobs, "Job", body["id"])
             job = Job(body["id"], body, "active", pool_id=body["poolInfo"]["poolId"])
-            self.jobs[key] = job
+            self.jobs[job.id.lower()] = job
             limit = validation.duration(body.get("constraints") or {}, "maxWallClockTime")
             if limit < wire.INFINITE:
                 self._later(limit.total_seconds(), self._job_deadline, job)
@@ -320,14 +309,14 @@ class BatchService:
                     JobId=job.id,
                 )
             if job.state == "deleting":
-                raise BatchError(409, "JobBeingDeleted", "The specified job is being deleted.", JobId=job.id)
+                raise being_deleted("Job", job.id)
             self._terminate(job, reason or "UserTerminate")
 
     def delete_job(self, job_id: str) -> None:
         with self.lock:
             job = self.job(job_id)
             if job.state == "deleting":
-                raise BatchError(409, "JobBeingDeleted", "The specified job is being deleted.", JobId=job.id)
+                raise being_deleted("Job", job.id)
             job.set_state("deleting")
             runs = [t.run for t in job.tasks.values() if t.run]
         for run in runs:
