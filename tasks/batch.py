@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import shlex
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from urllib.parse import parse_qs, urlsplit
@@ -69,6 +70,10 @@ def ensure_pool(settings: TopnSettings, app: TaskappBlobs, sas: SasIssuer, neede
     if pool is not None and pool.state == "active" and _pool_is_current(pool, app.version, needed_until):
         log.info("reusing pool %s (%d nodes)", pool.id, pool.current_dedicated_nodes + pool.current_low_priority_nodes)
         return pool.id
+    if pool is not None and pool.state == "deleting":
+        log.info("pool %s is being deleted: waiting for it to go", pool.id)
+        _wait_gone(client.get_pool, pool.id)
+        pool = None
     if pool is not None:
         busy = [j.id for j in client.list_jobs(filter="state eq 'active'") if j.pool_info.pool_id == pool.id]
         if busy:
@@ -125,7 +130,7 @@ def prepare_job(settings: TopnSettings, job_id: str, pool_id: str, flow_run_id: 
         if job.state != "deleting":
             client.begin_delete_job(job_id, polling_interval=POLL).result()
         else:
-            _wait_gone(client, job_id)
+            _wait_gone(client.get_job, job_id)
     client.create_job(m.BatchJobCreateOptions(
         id=job_id, pool_info=m.BatchPoolInfo(pool_id=pool_id), uses_task_dependencies=True,
         constraints=m.BatchJobConstraints(max_wall_clock_time=settings.job_timeout,
@@ -146,10 +151,11 @@ def _succeeded(client, job_id: str) -> bool:
     return merge.state == "completed" and merge.execution_info.result == "success"
 
 
-def _wait_gone(client, job_id: str) -> None:
+def _wait_gone(get: Callable[[str], object], ident: str) -> None:
+    """Waits until a pool or job being deleted is gone (get_pool / get_job answer 404)."""
     while True:
         try:
-            client.get_job(job_id)
+            get(ident)
         except ResourceNotFoundError:
             return
         time.sleep(POLL)
