@@ -75,7 +75,7 @@ def test_resume_after_the_flow_process_is_killed(stack_env: dict, emulator: Emul
 
 
 def test_cancelling_the_flow_run_terminates_the_job(stack_env: dict, emulator: Emulator, tmp_path: Path) -> None:
-    folder = corpus(tmp_path / "texts", 60)
+    folder = corpus(tmp_path / "texts", 150)
     run = topn_process(str(folder), "--top", "3", "--keep-job", env={**SLOW_POOL, "TOPN_POOL_ID": "cancel-pool"})
     client = batch(emulator)
     job = wait_for(lambda: job_of(emulator, "cancel-pool"), timeout=120, what="the job")
@@ -88,7 +88,7 @@ def test_cancelling_the_flow_run_terminates_the_job(stack_env: dict, emulator: E
         lambda: (j := client.get_job(job.id)).state == "completed" and j, timeout=60, what="the job to be terminated"
     )
     assert ended.execution_info.termination_reason == "TopnFlowRunCancelled"
-    assert client.get_job_task_counts(job.id).task_counts.completed < 61
+    assert client.get_job_task_counts(job.id).task_counts.completed < 151
     _, err = run.communicate(timeout=120)
     assert run.returncode != 0 and "cancelled" in err
     client.begin_delete_job(job.id, polling_interval=0.1).result()
