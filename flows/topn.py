@@ -98,6 +98,12 @@ def topn(
         key="topn-result",
         description=f"Top {top} words of {len(files)} files (job {job_id})",
     )
+    create_table_artifact(
+        [{"file": f.name, "words": f.words, "distinct": f.distinct, "skipped": f.skipped or "",
+          "top word": f"{f.top[0][0]} ({f.top[0][1]})" if f.top else ""} for f in result.files],
+        key="topn-files",
+        description=f"Each file of job {job_id}",
+    )  # fmt: skip
     _clean_up(
         settings,
         job_id,

@@ -177,6 +177,10 @@ def test_artifacts_are_published(stack_env: dict) -> None:
     rows = json.loads(table.data) if isinstance(table.data, str) else table.data
     assert [(r["word"], r["count"]) for r in rows] == result.top
     assert any(a.type == "progress" for a in latest)
+    per_file = next((a for a in latest if a.key == "topn-files"), None)
+    assert per_file, [(a.key, a.type) for a in latest]
+    files = json.loads(per_file.data) if isinstance(per_file.data, str) else per_file.data
+    assert sorted(r["file"] for r in files) == sorted(f.name for f in result.files) and len(files) == 10
 
 
 def test_logs_hold_no_keys_or_signatures(stack_env: dict, caplog: pytest.LogCaptureFixture, tmp_path: Path) -> None:
