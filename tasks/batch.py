@@ -6,7 +6,7 @@ import contextlib
 import shlex
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from enum import StrEnum
 from urllib.parse import parse_qs, urlsplit
 
@@ -207,7 +207,3 @@ def jobs_of_flow_run(settings: TopnSettings, flow_run_id: str) -> list[str]:
     """Active jobs created by one flow run (found through their metadata)."""
     jobs = batch_client(settings).list_jobs(filter="state eq 'active'")
     return [j.id for j in jobs if any(i.name == FLOW_RUN_KEY and i.value == flow_run_id for i in j.metadata or [])]
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)

@@ -46,20 +46,6 @@ def parse_duration(text: str) -> timedelta:
         return INFINITE
 
 
-def format_duration(d: timedelta) -> str:
-    if d >= INFINITE:
-        return INFINITE_WIRE
-    seconds = d.total_seconds()
-    days, rest = divmod(seconds, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
-    out = f"P{int(days)}D" if days else "P"
-    time = (f"{int(hours)}H" if hours else "") + (f"{int(minutes)}M" if minutes else "")
-    if secs or not (days or time):
-        time += f"{secs:g}S"
-    return out + ("T" + time if time else "")
-
-
 _ETAGS = itertools.count(int.from_bytes(os.urandom(5)) << 16)
 
 

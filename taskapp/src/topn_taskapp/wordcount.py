@@ -35,14 +35,6 @@ def normalise(text: str) -> str:
     return unicodedata.normalize("NFC", text).casefold().replace("\u2019", "'")
 
 
-def decode_line(line: bytes) -> str:
-    """UTF-8, or Windows-1252 with undefined bytes as U+FFFD when the line is not UTF-8 (spec 1.3)."""
-    try:
-        return line.decode("utf-8")
-    except UnicodeDecodeError:
-        return line.decode("cp1252", "replace")
-
-
 def top_n(counts: Counter[str], n: int) -> list[tuple[str, int]]:
     """The n most frequent words, ties broken by the word in code-point order (spec 3)."""
     return heapq.nsmallest(n, counts.items(), key=lambda kv: (-kv[1], kv[0]))
