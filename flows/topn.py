@@ -9,7 +9,7 @@ from typing import Annotated
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
-from prefect.runtime import flow_run
+from prefect.runtime import flow_run as current_run
 from pydantic import Field
 
 from flows.result import FileResult, RunStats, TopnResult
@@ -24,10 +24,10 @@ class TopnFailed(RuntimeError):
     """The run did not produce a result; the message says which files and why."""
 
 
-def _on_cancellation(flow, run, state) -> None:
-    """Cancelling the flow run terminates its Batch jobs (the runner calls this hook)."""
+def _on_cancellation(flow: object, flow_run: object, state: object) -> None:
+    """Cancelling the flow run terminates its Batch jobs. The runner calls this hook, by keyword."""
     settings = load_settings()
-    for job_id in batch.jobs_of_flow_run(settings, str(run.id)):
+    for job_id in batch.jobs_of_flow_run(settings, str(flow_run.id)):
         batch.terminate_job.fn(settings, job_id, "TopnFlowRunCancelled")
 
 
@@ -63,7 +63,7 @@ def topn(
     layout = plan.Layout(job_id)
     sas = SasIssuer(settings, blob_service(settings), expiry)
     pool_id = batch.ensure_pool(settings, app, sas, expiry)
-    state = batch.prepare_job(settings, job_id, pool_id, str(flow_run.get_id() or ""))
+    state = batch.prepare_job(settings, job_id, pool_id, str(current_run.get_id() or ""))
     files = {str(i): source for i, source in enumerate(inputs, start=1)}
     added, watch = 0, None
     if state != batch.JobState.DONE:

@@ -94,15 +94,19 @@ def test_cancelling_the_flow_run_terminates_the_job(stack_env: dict, emulator: E
     client.begin_delete_job(job.id, polling_interval=0.1).result()
 
 
-def test_deployment_runs_on_a_real_prefect_server(stack_env: dict, azurite: Azurite, prefect_api: str) -> None:
+def test_deployment_runs_on_a_real_prefect_server(
+    stack_env: dict, azurite: Azurite, emulator: Emulator, tmp_path: Path
+) -> None:
     container = azurite.client().get_container_client("topn-input")
     if not container.exists():
         container.create_container()
     for path in SAMPLE.rglob("*.txt"):
         container.upload_blob(f"deploy/{path.name}", path.read_bytes(), overwrite=True)
-    serve = subprocess.Popen([sys.executable, "-m", "deployments.serve"], cwd=ROOT, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.PIPE, text=True, start_new_session=True,
-                             env={**os.environ, "PREFECT_RUNNER_POLL_FREQUENCY": "1"})  # fmt: skip
+    serve_log = open(tmp_path / "serve.log", "w")  # noqa: SIM115 - for the serve process's lifetime
+    serve = subprocess.Popen([sys.executable, "-m", "deployments.serve"], cwd=ROOT, stdout=serve_log,
+                             stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                             env={**os.environ, **SLOW_POOL, "TOPN_POOL_ID": "deploy-pool",
+                                  "PREFECT_RUNNER_POLL_FREQUENCY": "1"})  # fmt: skip
     try:
 
         def deployed() -> bool:
@@ -116,9 +120,7 @@ def test_deployment_runs_on_a_real_prefect_server(stack_env: dict, azurite: Azur
         run = subprocess.run([str(BIN / "prefect"), "deployment", "run", "topn/default", "-p", "blob_prefix=deploy/",
                               "-p", "top=5", "--watch", "--watch-timeout", "300"], capture_output=True, text=True,
                              timeout=400, cwd=ROOT)  # fmt: skip
-        if run.returncode != 0:
-            os.killpg(serve.pid, signal.SIGTERM)
-            pytest.fail(run.stdout[-2000:] + serve.communicate(timeout=60)[1][-6000:])
+        assert run.returncode == 0, run.stdout[-2000:] + (tmp_path / "serve.log").read_text()[-6000:]
         flow_run_id = next(w for w in run.stdout.split() if w.count("-") == 4 and len(w) == 36)
         with get_client(sync_client=True) as client:
             flow_run = client.read_flow_run(flow_run_id)
@@ -134,9 +136,38 @@ def test_deployment_runs_on_a_real_prefect_server(stack_env: dict, azurite: Azur
             ("a", 4111),
         ]
         assert any(a.type == "progress" for a in artifacts)
+
+        # Cancelling a deployment run: the runner stops the flow process, and the job is terminated.
+        for path in corpus(tmp_path / "slow", 150).iterdir():
+            container.upload_blob(f"deploy-slow/{path.name}", path.read_bytes(), overwrite=True)
+        started = subprocess.run([str(BIN / "prefect"), "deployment", "run", "topn/default", "-p",
+                                  "blob_prefix=deploy-slow/"], capture_output=True, text=True, timeout=120)  # fmt: skip
+        slow_id = next(w for w in started.stdout.split() if w.count("-") == 4 and len(w) == 36)
+        client = batch(emulator)
+
+        def slow_job():
+            for job in client.list_jobs():
+                if any(i.value == slow_id for i in job.metadata or []):
+                    return job
+            return None
+
+        job = wait_for(slow_job, timeout=180, what="the slow run's job")
+        wait_for(lambda: client.get_job_task_counts(job.id).task_counts.completed >= 2, timeout=120, what="2 tasks")
+        cancel = subprocess.run([str(BIN / "prefect"), "flow-run", "cancel", slow_id], capture_output=True, text=True,
+                                timeout=120)  # fmt: skip
+        assert cancel.returncode == 0, cancel.stdout + cancel.stderr
+        ended = wait_for(
+            lambda: (j := client.get_job(job.id)).state == "completed" and j,
+            timeout=90,
+            what="the cancelled run's job to be terminated",
+        )
+        served = (tmp_path / "serve.log").read_text()[-8000:]
+        assert ended.execution_info.termination_reason == "TopnFlowRunCancelled", served
+        assert client.get_job_task_counts(job.id).task_counts.completed < 151
     finally:
         os.killpg(serve.pid, signal.SIGTERM)
-        serve.communicate(timeout=60)
+        serve.wait(timeout=60)
+        serve_log.close()
 
 
 @pytest.mark.parametrize(
