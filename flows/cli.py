@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 
 from tasks.sas import redact
 from tasks.settings import SettingsError, load_settings
+
+
+def _batch_id(value: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", value):
+        raise argparse.ArgumentTypeError("a Batch job id has 1 to 64 letters, digits, hyphens and underscores")
+    return value
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -16,7 +23,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("paths", nargs="*", metavar="PATH", help="files or folders to upload and count")
     run.add_argument("--top", type=int, default=10, metavar="N", help="how many words (1-10000, default 10)")
     run.add_argument("--prefix", metavar="PREFIX", help="count the blobs under PREFIX in the input container instead")
-    run.add_argument("--run-id", help="the Batch job id to use (default: derived from the inputs, so re-runs resume)")
+    run.add_argument(
+        "--run-id", type=_batch_id, help="the Batch job id to use (default: derived from the inputs, so re-runs resume)"
+    )
     run.add_argument("--json", action="store_true", help="print the whole result as JSON")
     run.add_argument("--keep-job", action="store_true", help="keep the Batch job afterwards")
     run.add_argument("--delete-pool", action="store_true", help="delete the pool afterwards (default: keep it)")
@@ -30,11 +39,13 @@ def _parser() -> argparse.ArgumentParser:
 def _run(args: argparse.Namespace) -> int:
     from flows.local_stack import ensure_local_stack
     from flows.topn import DEFAULT_SAMPLE, topn
+    from tasks.storage import expand_paths
 
     settings = load_settings()
+    paths = args.paths or ([] if args.prefix is not None else [DEFAULT_SAMPLE])
+    expand_paths(paths)  # a missing path fails here, before any service starts
     if settings.local:
         ensure_local_stack(settings)
-    paths = args.paths or ([] if args.prefix is not None else [DEFAULT_SAMPLE])
     result = topn(paths=paths or None, top=args.top, blob_prefix=args.prefix, run_id=args.run_id,
                   delete_job=not args.keep_job, delete_pool=args.delete_pool, delete_uploads=args.delete_uploads,
                   delete_outputs=args.delete_outputs)  # fmt: skip
@@ -76,12 +87,14 @@ def main(argv: list[str] | None = None) -> int:
         print("topn: interrupted", file=sys.stderr)
         return 130
     except Exception as e:  # the flow failed: one clear message, no traceback, never a secret
+        from prefect.exceptions import ParameterTypeError
+
         from flows.local_stack import StackError
         from flows.topn import TopnFailed
         from tasks.preflight import AccessError
         from tasks.storage import InputError
 
-        if not isinstance(e, TopnFailed | InputError | StackError | AccessError | ValueError):
+        if not isinstance(e, TopnFailed | InputError | StackError | AccessError | ParameterTypeError | ValueError):
             raise
         print(f"topn: {redact(str(e))}", file=sys.stderr)
         return 1
