@@ -9,13 +9,13 @@ from datetime import UTC, datetime
 from enum import StrEnum
 
 from azure.batch import BatchClient
-from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
+from azure.core.exceptions import HttpResponseError
 from prefect import get_run_logger, task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.client.orchestration import get_client
 from prefect.runtime import flow_run
 
-from tasks.batch import BatchJobTerminateOptions
+from tasks import batch
 from tasks.clients import batch_client
 from tasks.plan import MERGE_ID
 from tasks.sas import redact
@@ -111,10 +111,10 @@ def watch_job(settings: TopnSettings, job_id: str, pool_id: str, total: int, dea
             if counts.failed and _only_merge_waits(client, job_id):
                 return watch(Ending.FAILED)
         if datetime.now(UTC) >= deadline:
-            _terminate(client, job_id, "TopnTimeLimit")
+            batch.terminate_job.fn(settings, job_id, "TopnTimeLimit")
             return watch(Ending.TIMED_OUT, f"the job did not finish within {settings.job_timeout}")
         if _cancelled():
-            _terminate(client, job_id, "TopnFlowRunCancelled")
+            batch.terminate_job.fn(settings, job_id, "TopnFlowRunCancelled")
             return watch(Ending.CANCELLED, "the flow run was cancelled")
         if counts.running == 0 and delay >= MAX_DELAY / 2 and (why := _start_task_failure(client, pool_id)):
             return watch(Ending.START_TASK_FAILED, why)
@@ -124,16 +124,6 @@ def watch_job(settings: TopnSettings, job_id: str, pool_id: str, total: int, dea
 def _only_merge_waits(client: BatchClient, job_id: str) -> bool:
     waiting = [t.id for t in client.list_tasks(job_id, filter="state eq 'active' or state eq 'running'", select=["id"])]
     return waiting in ([], [MERGE_ID])
-
-
-def _terminate(client: BatchClient, job_id: str, reason: str) -> None:
-    try:
-        client.begin_terminate_job(
-            job_id, BatchJobTerminateOptions(termination_reason=reason), polling_interval=1
-        ).result()
-    except (ResourceNotFoundError, HttpResponseError) as e:
-        if getattr(e, "status_code", None) not in (404, 409):
-            raise
 
 
 def _tail(download, size) -> str:

@@ -28,22 +28,16 @@ def _explain(service: str, url: str, settings_hint: str, error: Exception) -> Ac
 @task(name="check-access", **{**AZURE_TASK, "retries": 2})
 def check_access(settings: TopnSettings) -> None:
     """One cheap authenticated read each from Batch (list_pools) and Storage (list_containers)."""
-    try:
-        next(iter(batch_client(settings).list_pools(max_results=1, select=["id"])), None)
-    except (ClientAuthenticationError, HttpResponseError, ServiceRequestError) as e:
-        if isinstance(e, HttpResponseError) and (e.status_code or 0) >= 500:
-            raise
-        raise _explain(
-            "Azure Batch",
-            settings.batch_url,
-            "TOPN_BATCH_ENDPOINT, TOPN_BATCH_ACCOUNT_NAME and TOPN_BATCH_ACCOUNT_KEY",
-            e,
-        ) from None
-    try:
-        next(iter(blob_service(settings).list_containers(results_per_page=1)), None)
-    except (ClientAuthenticationError, HttpResponseError, ServiceRequestError) as e:
-        if isinstance(e, HttpResponseError) and (e.status_code or 0) >= 500:
-            raise
-        raise _explain(
-            "Azure Storage", settings.blob_url, "TOPN_STORAGE_ACCOUNT_NAME and TOPN_STORAGE_ACCOUNT_KEY", e
-        ) from None
+    probes = [
+        ("Azure Batch", settings.batch_url, "TOPN_BATCH_ENDPOINT, TOPN_BATCH_ACCOUNT_NAME and TOPN_BATCH_ACCOUNT_KEY",
+         lambda: batch_client(settings).list_pools(max_results=1, select=["id"])),
+        ("Azure Storage", settings.blob_url, "TOPN_STORAGE_ACCOUNT_NAME and TOPN_STORAGE_ACCOUNT_KEY",
+         lambda: blob_service(settings).list_containers(results_per_page=1)),
+    ]  # fmt: skip
+    for service, url, hint, first_page in probes:
+        try:
+            next(iter(first_page()), None)
+        except (ClientAuthenticationError, HttpResponseError, ServiceRequestError) as e:
+            if isinstance(e, HttpResponseError) and (e.status_code or 0) >= 500:
+                raise  # transient: retried
+            raise _explain(service, url, hint, e) from None

@@ -236,15 +236,16 @@ class BatchService:
                 node.set_state("leavingpool")
         for run in runs:
             run.cancel("requeue")
-        self._wait_idle(nodes)
+        self._wait_until(lambda: not any(n.running or n.start_run for n in nodes))
         for node in nodes:
             shutil.rmtree(node.root, ignore_errors=True)
 
-    def _wait_idle(self, nodes: list[Node], timeout: float = 30) -> None:
+    def _wait_until(self, done: Callable[[], bool], timeout: float = 30) -> None:
+        """Waits (outside the lock, checking under it) until killed processes have reported back."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             with self.lock:
-                if not any(n.running or n.start_run for n in nodes):
+                if done():
                     return
             time.sleep(0.02)
 
@@ -300,17 +301,7 @@ class BatchService:
 
     def terminate_job(self, job_id: str, reason: str | None) -> None:
         with self.lock:
-            job = self.job(job_id)
-            if job.state in ("completed", "terminating"):
-                raise BatchError(
-                    409,
-                    "JobCompleted" if job.state == "completed" else "JobBeingTerminated",
-                    f"The specified job is already {job.state}.",
-                    JobId=job.id,
-                )
-            if job.state == "deleting":
-                raise being_deleted("Job", job.id)
-            self._terminate(job, reason or "UserTerminate")
+            self._terminate(self._active_job(job_id), reason or "UserTerminate")
 
     def delete_job(self, job_id: str) -> None:
         with self.lock:
@@ -324,12 +315,7 @@ class BatchService:
         self._background(self._reclaim_job, job)
 
     def _reclaim_job(self, job: Job) -> None:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            with self.lock:
-                if not any(t.run for t in job.tasks.values()):
-                    break
-            time.sleep(0.02)
+        self._wait_until(lambda: not any(t.run for t in job.tasks.values()))
         with self.lock:
             nodes = {t.last_node for t in job.tasks.values() if t.last_node}
             if self.jobs.get(job.id.lower()) is job:
