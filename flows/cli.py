@@ -61,7 +61,7 @@ def _stack(args: argparse.Namespace) -> int:
         started = ensure_local_stack(settings)
         print(f"started: {', '.join(started) or 'nothing (already running)'}")
     elif args.action == "stop":
-        print(f"stopped: {', '.join(stop_local_stack(settings)) or 'nothing'}")
+        print("\n".join(stop_local_stack(settings)) or "nothing to stop")
     print(
         f"Azurite (Blob) http://127.0.0.1:{settings.local_blob_port}/devstoreaccount1: "
         f"{'up' if azurite_up(settings) else 'down'}"

@@ -5,6 +5,7 @@ They outlive a `topn run`, as Azure does, so a run that died can be resumed; `to
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -98,18 +99,47 @@ def ensure_local_stack(settings: TopnSettings) -> list[str]:
     return started
 
 
-def stop_local_stack(settings: TopnSettings) -> list[str]:
-    """Stops the services `ensure_local_stack` started (SIGTERM; the emulator kills its task processes)."""
+def stop_local_stack(settings: TopnSettings, grace: float = 15) -> list[str]:
+    """Stops the services `ensure_local_stack` started: SIGTERM, then after `grace` s SIGKILL of the whole group.
+
+    Returns one line per service saying how it ended. A pid file whose process is gone, or is no longer
+    the service (its pid reused), is only removed: never signal a process topn did not start.
+    """
     home = settings.local_dir.resolve()
-    stopped = []
-    for name in ("batch-emulator", "azurite"):
+    said = []
+    for name, marker in (("batch-emulator", b"batch_emulator"), ("azurite", b"azurite")):
         pid_file = home / f"{name}.pid"
         if not pid_file.exists():
             continue
         try:
-            os.kill(int(pid_file.read_text()), signal.SIGTERM)
-            stopped.append(name)
-        except (ProcessLookupError, ValueError):
-            pass
+            pid = int(pid_file.read_text())
+        except ValueError:
+            pid = 0
+        if pid > 0 and _alive(pid, marker):
+            said.append(f"{name} {_terminate(pid, marker, grace)}")
         pid_file.unlink()
-    return stopped
+    return said
+
+
+def _alive(pid: int, marker: bytes) -> bool:
+    """Whether `pid` is a live (not zombie) process whose command line holds `marker`."""
+    try:
+        if marker not in Path(f"/proc/{pid}/cmdline").read_bytes():
+            return False
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _terminate(pid: int, marker: bytes, grace: float) -> str:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while _alive(pid, marker):
+        if time.monotonic() > deadline:
+            # Started with its own session, so its process group is the service and whatever it started.
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+            return f"did not stop within {grace:.0f} s of SIGTERM: killed (SIGKILL to its process group)"
+        time.sleep(0.1)
+    return "stopped"

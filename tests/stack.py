@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import socket
 import subprocess
 import tempfile
@@ -20,6 +23,12 @@ AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1
 
 T = TypeVar("T")
 
+# Every process a test starts (directly or through one it started) inherits this marker, so the
+# session's end can find any that was left behind (tests/conftest.py).
+SESSION_MARKER = "TOPN_TEST_SESSION"
+os.environ[SESSION_MARKER] = f"{os.getpid()}-{time.time_ns()}"
+_started: list[subprocess.Popen] = []
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -27,7 +36,39 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_for(check: Callable[[], T], timeout: float = 30, interval: float = 0.05, what: str = "condition") -> T:
+def spawn(argv: list[str], **popen: object) -> subprocess.Popen:
+    """Starts a process in its own process group, remembered so that the session can always kill it."""
+    process = subprocess.Popen(argv, start_new_session=True, **popen)
+    _started.append(process)
+    return process
+
+
+def stop(process: subprocess.Popen, sig: int = signal.SIGTERM, grace: float = 60) -> None:
+    """Signals a process started by `spawn`, then kills its whole group: what it left behind goes too."""
+    with contextlib.suppress(ProcessLookupError):
+        if process.poll() is None:
+            os.killpg(process.pid, sig)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(timeout=grace)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    if process in _started:  # done: its pid (and group id) may now be reused by others
+        _started.remove(process)
+
+
+def running_started() -> set[subprocess.Popen]:
+    """The processes `spawn` started that `stop` has not ended yet."""
+    return set(_started)
+
+
+def stop_all_started() -> None:
+    """Kills every process group `spawn` started, however its test ended."""
+    for process in list(_started):
+        stop(process, signal.SIGKILL)
+
+
+def wait_for(check: Callable[[], T], timeout: float = 120, interval: float = 0.05, what: str = "condition") -> T:
     """Polls `check` until it returns something truthy; fails the test after `timeout` seconds."""
     deadline = time.monotonic() + timeout
     while True:
@@ -69,7 +110,7 @@ class Azurite:
 def start_azurite() -> Azurite:
     port = free_port()
     workdir = tempfile.mkdtemp(prefix="azurite-")  # in-memory mode still writes a debug-free workspace here
-    process = subprocess.Popen(
+    process = spawn(
         [str(ROOT / "node_modules" / ".bin" / "azurite-blob"), "--blobHost", "127.0.0.1", "--blobPort", str(port),
          "--inMemoryPersistence", "--silent", "--disableTelemetry", "--skipApiVersionCheck"],
         cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
@@ -81,5 +122,9 @@ def start_azurite() -> Azurite:
         with socket.socket() as s:
             return s.connect_ex(("127.0.0.1", port)) == 0
 
-    wait_for(ready, timeout=60, what="Azurite to listen")
+    try:
+        wait_for(ready, timeout=120, what="Azurite to listen")
+    except BaseException:
+        stop(process)
+        raise
     return Azurite(process, port)

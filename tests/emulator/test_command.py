@@ -6,7 +6,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -18,15 +17,21 @@ from batch_emulator.errors import BatchError
 from batch_emulator.service import BatchService
 
 from tests.emulator.conftest import make_job, make_pool
-from tests.stack import free_port, wait_for
+from tests.stack import free_port, spawn, wait_for
 
 
 def start(*args: str) -> tuple[subprocess.Popen, str]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "batch_emulator", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
+    proc = spawn([sys.executable, "-m", "batch_emulator", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                 text=True)  # fmt: skip
     banner = [proc.stdout.readline() for _ in range(5)]
     return proc, "".join(banner)
+
+
+def alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
 
 
 def test_command_prints_where_and_how_then_stops_cleanly(tmp_path: Path) -> None:
@@ -45,13 +50,9 @@ def test_command_prints_where_and_how_then_stops_cleanly(tmp_path: Path) -> None
         pid = int(wait_for(lambda: pid_file.exists() and pid_file.read_text().strip(), what="task to start"))
     finally:
         proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=30)
+        out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0 and "stopped" in out and err == ""
-    wait_for(
-        lambda: not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2],
-        timeout=5,
-        what="the task process to be killed",
-    )
+    wait_for(lambda: not alive(pid), what="the task process to be killed")
 
 
 def test_command_listens_on_loopback_only_by_default() -> None:
@@ -63,7 +64,7 @@ def test_command_listens_on_loopback_only_by_default() -> None:
         assert f"00000000:{port:04X}" not in listening  # not 0.0.0.0
     finally:
         proc.send_signal(signal.SIGINT)
-        proc.communicate(timeout=30)
+        proc.communicate(timeout=120)
     assert proc.returncode == 0
 
 
@@ -75,7 +76,7 @@ def test_busy_port_is_one_clear_error() -> None:
             [sys.executable, "-m", "batch_emulator", "--port", str(s.getsockname()[1])],
             capture_output=True,
             text=True,
-            timeout=30,
+            timeout=120,
         )
     assert proc.returncode == 1 and proc.stderr.count("\n") == 1 and "cannot listen" in proc.stderr
 
@@ -89,8 +90,8 @@ POOL = {
 
 
 @pytest.fixture
-def service():
-    svc = BatchService(Path(tempfile.mkdtemp()), "a", boot_seconds=0.01)
+def service(tmp_path: Path):
+    svc = BatchService(tmp_path, "a", boot_seconds=0.01)
     yield svc
     svc.close()
 
@@ -117,5 +118,5 @@ def test_being_deleted_conflicts(service: BatchService) -> None:
 
 def test_console_script_is_installed() -> None:
     script = Path(sys.executable).with_name("azure-batch-emulator")
-    proc = subprocess.run([script, "--help"], capture_output=True, text=True, timeout=30)
+    proc = subprocess.run([script, "--help"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and "--data-dir" in proc.stdout and "loopback" in proc.stdout

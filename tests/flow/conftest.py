@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from batch_emulator.server import Emulator
 
-from tests.stack import Azurite, free_port, wait_for
+from tests.stack import Azurite, free_port, spawn, stop, wait_for
 
 QUIET = {"DO_NOT_TRACK": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
          "PREFECT_SERVER_UI_SHOW_PROMOTIONAL_CONTENT": "false"}  # fmt: skip
@@ -28,32 +28,32 @@ def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     env = {**os.environ, **QUIET, "PREFECT_HOME": str(home), "PREFECT_SERVER_API_PORT": str(port)}
     env.pop("PREFECT_API_URL", None)
     log = open(home / "server.log", "wb")  # noqa: SIM115 - open for the server's lifetime
-    server = subprocess.Popen([str(Path(sys.executable).with_name("prefect")), "server", "start", "--host",
-                               "127.0.0.1", "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT,
-                              start_new_session=True)  # fmt: skip
+    server = spawn([str(Path(sys.executable).with_name("prefect")), "server", "start", "--host", "127.0.0.1",
+                    "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
 
     def healthy() -> bool:
         assert server.poll() is None, (home / "server.log").read_text()
         try:
-            return urllib.request.urlopen(f"{url}/health", timeout=2).status == 200
+            return urllib.request.urlopen(f"{url}/health", timeout=5).status == 200
         except OSError:
             return False
 
-    wait_for(healthy, timeout=120, interval=0.5, what="prefect server")
-    from prefect.settings import PREFECT_API_URL, PREFECT_HOME, temporary_settings
+    try:
+        wait_for(healthy, timeout=240, interval=0.5, what="prefect server")
+        from prefect.settings import PREFECT_API_URL, PREFECT_HOME, temporary_settings
 
-    os.environ.update({**QUIET, "PREFECT_API_URL": url, "PREFECT_HOME": str(home)})
-    with temporary_settings({PREFECT_API_URL: url, PREFECT_HOME: home}):
-        yield url
-        from prefect.logging.handlers import APILogHandler
+        os.environ.update({**QUIET, "PREFECT_API_URL": url, "PREFECT_HOME": str(home)})
+        with temporary_settings({PREFECT_API_URL: url, PREFECT_HOME: home}):
+            yield url
+            from prefect.logging.handlers import APILogHandler
 
-        for logger in [logging.getLogger(), *map(logging.getLogger, logging.root.manager.loggerDict)]:
-            for handler in logger.handlers:
-                if isinstance(handler, APILogHandler):
-                    handler.flush()  # before the server goes, not after
-    server.terminate()
-    server.wait(timeout=30)
-    log.close()
+            for logger in [logging.getLogger(), *map(logging.getLogger, logging.root.manager.loggerDict)]:
+                for handler in logger.handlers:
+                    if isinstance(handler, APILogHandler):
+                        handler.flush()  # before the server goes, not after
+    finally:
+        stop(server)
+        log.close()
 
 
 @pytest.fixture(scope="session")

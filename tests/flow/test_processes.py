@@ -17,7 +17,7 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
 from tests.conftest import ROOT, SAMPLE
-from tests.stack import Azurite, wait_for
+from tests.stack import Azurite, spawn, stop, wait_for
 from tests.taskapp.oracle import spec_counts
 
 BIN = Path(sys.executable).parent
@@ -33,8 +33,8 @@ def corpus(folder: Path, files: int) -> Path:
 
 
 def topn_process(*args: str, env: dict[str, str]) -> subprocess.Popen:
-    return subprocess.Popen([str(BIN / "topn"), "run", *args], env={**os.environ, **env}, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, cwd=ROOT)  # fmt: skip
+    return spawn([str(BIN / "topn"), "run", *args], env={**os.environ, **env}, stdout=subprocess.PIPE,
+                 stderr=subprocess.PIPE, text=True, cwd=ROOT)  # fmt: skip
 
 
 def batch(emulator: Emulator) -> BatchClient:
@@ -103,9 +103,8 @@ def test_deployment_runs_on_a_real_prefect_server(
     for path in SAMPLE.rglob("*.txt"):
         container.upload_blob(f"deploy/{path.name}", path.read_bytes(), overwrite=True)
     serve_log = open(tmp_path / "serve.log", "w")  # noqa: SIM115 - for the serve process's lifetime
-    serve = subprocess.Popen([sys.executable, "-m", "deployments.serve"], cwd=ROOT, stdout=serve_log,
-                             stderr=subprocess.STDOUT, text=True, start_new_session=True,
-                             env={**os.environ, **SLOW_POOL, "TOPN_POOL_ID": "deploy-pool",
+    serve = spawn([sys.executable, "-m", "deployments.serve"], cwd=ROOT, stdout=serve_log, stderr=subprocess.STDOUT,
+                  text=True, env={**os.environ, **SLOW_POOL, "TOPN_POOL_ID": "deploy-pool",
                                   "PREFECT_RUNNER_POLL_FREQUENCY": "1"})  # fmt: skip
     try:
 
@@ -165,8 +164,7 @@ def test_deployment_runs_on_a_real_prefect_server(
         assert ended.execution_info.termination_reason == "TopnFlowRunCancelled", served
         assert client.get_job_task_counts(job.id).task_counts.completed < 151
     finally:
-        os.killpg(serve.pid, signal.SIGTERM)
-        serve.wait(timeout=60)
+        stop(serve)
         serve_log.close()
 
 

@@ -7,19 +7,19 @@ split like a POSIX shell would but never run through one (contract 7.3).
 
 from __future__ import annotations
 
-import contextlib
 import glob
 import os
 import re
 import shlex
-import signal
 import subprocess
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
 from batch_emulator import storage, wire
+from batch_emulator.processes import ProcessTable, kill_group
 
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 _WILDCARD = re.compile(r"[*?\[]")
@@ -75,9 +75,11 @@ class TaskRun:
         env: dict[str, str],
         resource_files: list[dict],
         output_files: list[dict],
+        processes: ProcessTable,
         max_wall_clock: timedelta = wire.INFINITE,
     ) -> None:
         self.command_line, self.task_dir, self.env = command_line, task_dir, env
+        self.processes = processes
         self.resource_files, self.output_files = resource_files, output_files
         self.max_wall_clock = max_wall_clock
         self._lock = threading.Lock()
@@ -89,13 +91,13 @@ class TaskRun:
         with self._lock:
             self.cancelled = self.cancelled or reason
             if self._process and self._process.poll() is None:
-                _kill_group(self._process)
+                kill_group(self._process.pid)
 
     def run(self) -> Outcome:
         start = wire.now()
         wd = self.task_dir / "wd"
         wd.mkdir(parents=True, exist_ok=True)
-        problem = fetch_resource_files(self.resource_files, wd)
+        problem = fetch_resource_files(self.resource_files, wd, lambda: self.cancelled is not None)
         if self.cancelled:
             return Outcome(self.cancelled, start, wire.now())
         if problem:
@@ -121,14 +123,8 @@ class TaskRun:
                 if self.cancelled:
                     return self.cancelled, None, None
                 try:
-                    self._process = subprocess.Popen(
-                        argv,
-                        cwd=wd,
-                        env=self.env,
-                        stdin=subprocess.DEVNULL,
-                        stdout=out,
-                        stderr=err,
-                        start_new_session=True,
+                    self._process = self.processes.spawn(
+                        argv, cwd=wd, env=self.env, stdin=subprocess.DEVNULL, stdout=out, stderr=err
                     )
                 except OSError as e:
                     return (
@@ -140,12 +136,16 @@ class TaskRun:
                             f"{argv[0]}: {e.strerror or e}",
                         ),
                     )
+                if self._process is None:  # the emulator is shutting down
+                    self.cancelled = self.cancelled or "requeue"
+                    return self.cancelled, None, None
             limit = self.max_wall_clock.total_seconds() if self.max_wall_clock < wire.INFINITE else None
             try:
                 code = self._process.wait(timeout=limit)
             except subprocess.TimeoutExpired:
-                _kill_group(self._process)
+                kill_group(self._process.pid)
                 code = self._process.wait()
+                self.processes.release(self._process)
                 return (
                     "timeout",
                     _exit_code(code),
@@ -155,7 +155,7 @@ class TaskRun:
                         "The task was ended because it exceeded its maximum wall clock time.",
                     ),
                 )
-            _kill_group(self._process)  # what the command left running in the background dies with it
+            self.processes.release(self._process)  # what the command left running in the background dies with it
         return "exit", _exit_code(code), None
 
     def _upload(self, exit_code: int | None) -> dict | None:
@@ -181,11 +181,6 @@ class TaskRun:
 
 def _exit_code(code: int) -> int:
     return 128 - code if code < 0 else code  # killed by signal N: 128 + N, as a shell reports it
-
-
-def _kill_group(process: subprocess.Popen) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(process.pid, signal.SIGKILL)
 
 
 def matched_outputs(pattern: str, path: str | None, task_dir: Path, env: dict[str, str]) -> list[tuple[Path, str]]:
@@ -220,9 +215,11 @@ def _upload_failure(error: OSError, container_url: str, task_dir: Path) -> dict:
     return failure("usererror", code, message)
 
 
-def fetch_resource_files(files: list[dict], wd: Path) -> dict | None:
+def fetch_resource_files(files: list[dict], wd: Path, cancelled: Callable[[], bool] = lambda: False) -> dict | None:
     """Downloads resource files into the working directory; the failureInfo of the first that fails."""
     for rf in files:
+        if cancelled():
+            return None
         url = rf.get("httpUrl") or rf["storageContainerUrl"]
         try:
             if rf.get("httpUrl"):
@@ -232,6 +229,8 @@ def fetch_resource_files(files: list[dict], wd: Path) -> dict | None:
                 names = storage.list_blobs(url, rf.get("blobPrefix") or "")
                 targets = [(storage.blob_url(url, n), folder / n) for n in names]
             for source, dest in targets:
+                if cancelled():
+                    return None
                 storage.download(source, dest)
                 os.chmod(dest, int(str(rf.get("fileMode") or "0770"), 8))
         except OSError as e:

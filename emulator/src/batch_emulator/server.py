@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import tempfile
 import threading
+import time
 import uuid
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -55,17 +57,25 @@ class Emulator:
         return AzureNamedKeyCredential(self.account, self.key)
 
     def start(self) -> Emulator:
-        self._thread = threading.Thread(target=self.httpd.serve_forever, name="batch-emulator", daemon=True)
+        self._thread = threading.Thread(
+            target=self.httpd.serve_forever, args=(0.1,), name="batch-emulator", daemon=True
+        )  # a short poll interval: stop() waits for it
         self._thread.start()
         return self
 
-    def stop(self) -> None:
-        """Stops serving, kills every task process and removes a temporary data folder."""
-        self.httpd.shutdown()
+    def stop(self, timeout: float = 10) -> bool:
+        """Kills every task process, stops serving and removes a temporary data folder, within about `timeout` s.
+
+        True if every node thread ended in that time (one may still sit in a hanging download).
+        """
+        self.service.processes.close()  # first: nothing a node is about to start may outlive us
+        if self._thread:
+            self.httpd.shutdown()
         self.httpd.server_close()
-        self.service.close()
+        finished = self.service.close(timeout)
         if self._tmp:
             self._tmp.cleanup()
+        return finished
 
     def __enter__(self) -> Emulator:
         return self.start()
@@ -186,9 +196,17 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
-    stop = threading.Event()
+    signals: list[int] = []
+
+    def on_signal(signum: int, _frame: object) -> None:
+        # Runs in the main thread between two bytecodes: it must take no lock the main thread may hold.
+        signals.append(signum)
+        if len(signals) > 1:  # a second signal: no more waiting
+            emulator.service.processes.kill_all_now()
+            os._exit(128 + signum)
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+        signal.signal(sig, on_signal)
     emulator.start()
     print(
         f"Azure Batch emulator listening at {emulator.endpoint}\n"
@@ -196,7 +214,11 @@ def main(argv: list[str] | None = None) -> int:
         f"  data folder:  {emulator.data_dir}\n  request counts: {emulator.endpoint}/_emulator/stats",
         flush=True,
     )
-    stop.wait()
-    emulator.stop()
+    # A timed sleep, not Event.wait(): the kernel may deliver the signal to any thread, and Python runs
+    # the handler only when the main thread next executes bytecode.
+    while not signals:
+        time.sleep(0.1)
+    emulator.stop(timeout=5)
     print("Azure Batch emulator stopped", flush=True)
-    return 0
+    # Node threads may still sit in a network read; their processes are dead, so they must not delay the exit.
+    os._exit(0)

@@ -13,13 +13,15 @@ import traceback
 import zlib
 from collections import Counter
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_futures
 from pathlib import Path
 
 from batch_emulator import validation, wire
 from batch_emulator.errors import BatchError, being_deleted, exists, invalid, not_found
 from batch_emulator.models import Job, Node, Pool, Task
 from batch_emulator.node import Outcome, TaskRun, environment, failure
+from batch_emulator.processes import ProcessTable
 
 MAX_TASKS_PER_COLLECTION = 100
 
@@ -44,7 +46,9 @@ class BatchService:
         self.scheduler_seconds = 0.0
         # Threads are reused: starting one per task costs more than scheduling it.
         self._workers = ThreadPoolExecutor(max_workers=4096, thread_name_prefix="batch-node")
+        self._work: set[Future] = set()
         self._closed = False
+        self.processes = ProcessTable()
 
     # ---- pools and nodes -------------------------------------------------------------------------
 
@@ -181,6 +185,7 @@ class BatchService:
                 environment(node.root, task_dir, settings),
                 start.get("resourceFiles") or [],
                 [],
+                self.processes,
             )
             with self.lock:
                 if node not in node.pool.nodes:
@@ -465,6 +470,8 @@ class BatchService:
 
     def _schedule(self) -> None:
         """Places ready tasks on free node slots, higher job priority first."""
+        if self._closed:
+            return
         began = time.thread_time()  # CPU of this thread only: waiting for the GIL is not scheduling
         jobs = sorted(
             (j for j in self.jobs.values() if j.state == "active" and j.ready),
@@ -511,6 +518,7 @@ class BatchService:
             environment(node.root, task_dir, settings),
             task.spec.get("resourceFiles") or [],
             task.spec.get("outputFiles") or [],
+            self.processes,
             task.wall_clock,
         )
         self._background(self._execute, task, node, task.run)
@@ -605,8 +613,12 @@ class BatchService:
     # ---- threads ---------------------------------------------------------------------------------
 
     def _background(self, target: Callable, *args: object) -> None:
-        if not self._closed:
-            self._workers.submit(self._guarded, target, *args)
+        with self.lock:
+            if self._closed:
+                return
+            future = self._workers.submit(self._guarded, target, *args)
+            self._work.add(future)
+        future.add_done_callback(self._work.discard)
 
     @staticmethod
     def _guarded(target: Callable, *args: object) -> None:
@@ -622,12 +634,19 @@ class BatchService:
         timer.daemon = True
         timer.start()
 
-    def close(self) -> None:
-        """Kills every task and start task process, and waits for their threads."""
+    def close(self, timeout: float = 10) -> bool:
+        """Kills every task and start task process, then waits up to `timeout` s for the node threads.
+
+        The process table is closed first: a process that an attempt is about to start cannot start
+        any more, so none can escape. True if every node thread ended in time.
+        """
+        self.processes.close()
         with self.lock:
             self._closed = True
             runs = [t.run for j in self.jobs.values() for t in j.tasks.values() if t.run]
             runs += [n.start_run for p in self.pools.values() for n in p.nodes if n.start_run]
+            work = list(self._work)
         for run in runs:
             run.cancel("requeue")
-        self._workers.shutdown(wait=True, cancel_futures=True)
+        self._workers.shutdown(wait=False, cancel_futures=True)
+        return not wait_futures(work, timeout=timeout).not_done
