@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import re
 import sys
 
 from tasks.sas import redact
-from tasks.settings import SettingsError, load_settings
+from tasks.settings import SettingsError, TopnSettings, load_settings
 
 
 def _batch_id(value: str) -> str:
@@ -36,12 +37,39 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _run(args: argparse.Namespace) -> int:
+class _WithoutTraceback(logging.Formatter):
+    """Formats as `inner` does, minus tracebacks: the terminal gets one line per failure (the run's logs,
+    written by Prefect's API handler, keep the whole traceback)."""
+
+    def __init__(self, inner: logging.Formatter | None) -> None:
+        super().__init__()
+        self.inner = inner or logging.Formatter()
+
+    def format(self, record: logging.LogRecord) -> str:
+        saved = record.exc_info, record.exc_text, record.stack_info
+        record.exc_info = record.exc_text = record.stack_info = None
+        try:
+            return self.inner.format(record)
+        finally:
+            record.exc_info, record.exc_text, record.stack_info = saved
+
+
+def _quiet_tracebacks_in_terminal() -> None:
+    from prefect.logging.handlers import PrefectConsoleHandler
+
+    for logger in [logging.getLogger(), *map(logging.getLogger, list(logging.root.manager.loggerDict))]:
+        for handler in getattr(logger, "handlers", []):
+            if isinstance(handler, PrefectConsoleHandler) and not isinstance(handler.formatter, _WithoutTraceback):
+                handler.setFormatter(_WithoutTraceback(handler.formatter))
+
+
+def _run(args: argparse.Namespace, settings: TopnSettings) -> int:
     from flows.local_stack import ensure_local_stack
     from flows.topn import DEFAULT_SAMPLE, topn
     from tasks.storage import expand_paths
 
-    settings = load_settings()
+    _quiet_tracebacks_in_terminal()
+
     paths = args.paths or ([] if args.prefix is not None else [DEFAULT_SAMPLE])
     expand_paths(paths)  # a missing path fails here, before any service starts
     if settings.local:
@@ -53,10 +81,9 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _stack(args: argparse.Namespace) -> int:
+def _stack(args: argparse.Namespace, settings: TopnSettings) -> int:
     from flows.local_stack import azurite_up, emulator_up, ensure_local_stack, stop_local_stack
 
-    settings = load_settings()
     if args.action == "start":
         started = ensure_local_stack(settings)
         print(f"started: {', '.join(started) or 'nothing (already running)'}")
@@ -78,8 +105,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "run" and not 1 <= args.top <= 10_000:
         print("topn: --top must be a whole number from 1 to 10000", file=sys.stderr)
         return 2
+    settings = None
     try:
-        return _run(args) if args.command == "run" else _stack(args)
+        settings = load_settings()
+        return _run(args, settings) if args.command == "run" else _stack(args, settings)
     except SettingsError as e:
         print(f"topn: {e}", file=sys.stderr)
         return 2
@@ -87,14 +116,22 @@ def main(argv: list[str] | None = None) -> int:
         print("topn: interrupted", file=sys.stderr)
         return 130
     except Exception as e:  # the flow failed: one clear message, no traceback, never a secret
-        from prefect.exceptions import ParameterTypeError
+        from flows.errors import explain
 
-        from flows.local_stack import StackError
-        from flows.topn import TopnFailed
-        from tasks.preflight import AccessError
-        from tasks.storage import InputError
-
-        if not isinstance(e, TopnFailed | InputError | StackError | AccessError | ParameterTypeError | ValueError):
+        message = str(e) if isinstance(e, _expected_errors()) else explain(e, settings)
+        if message is None:
             raise
-        print(f"topn: {redact(str(e))}", file=sys.stderr)
+        print(f"topn: {redact(message)}", file=sys.stderr)
         return 1
+
+
+def _expected_errors() -> tuple[type[BaseException], ...]:
+    from prefect.exceptions import ParameterTypeError
+
+    from flows.local_stack import StackError
+    from flows.topn import TopnFailed
+    from tasks.batch import PoolConflict
+    from tasks.preflight import AccessError
+    from tasks.storage import InputError
+
+    return TopnFailed, InputError, StackError, AccessError, PoolConflict, ParameterTypeError, ValueError

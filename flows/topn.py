@@ -12,6 +12,7 @@ from prefect.artifacts import create_table_artifact
 from prefect.runtime import flow_run as current_run
 from pydantic import Field
 
+from flows.crashes import ensure_crash_detection
 from flows.result import FileResult, RunStats, TopnResult
 from tasks import batch, monitor, plan, preflight, storage
 from tasks.clients import blob_service
@@ -48,6 +49,7 @@ def topn(
         raise ValueError("give either paths to upload or a blob_prefix already in the input container, not both")
     settings = load_settings()  # bad settings fail here, before anything is created
     log, started = get_run_logger(), time.monotonic()
+    ensure_crash_detection()
     expiry = datetime.now(UTC) + settings.job_timeout + settings.sas_margin
 
     preflight.check_access(settings)  # a bad key fails here, before anything is created
@@ -67,20 +69,30 @@ def topn(
     files = {str(i): source for i, source in enumerate(inputs, start=1)}
     added, watch = 0, None
     if state != batch.JobState.DONE:
+        # Files counted by an earlier attempt of the same inputs are not counted again. An explicit run id
+        # may name other inputs than last time, so only a derived one (a hash of the inputs) trusts storage.
+        finished = storage.finished_tasks(settings, layout) if run_id is None else set()
+        todo = [i for i in files if i not in finished]
         output_url = sas.container(settings.output_container, "cw")
         tasks = [
-            plan.count_task(int(i), s, sas.blob_read(s.container, s.blob), output_url, layout, top, app.version)
-            for i, s in files.items()
-        ]
+            plan.count_task(int(i), files[i], sas.blob_read(files[i].container, files[i].blob), output_url, layout,
+                            top, app.version)
+            for i in todo
+        ]  # fmt: skip
         tasks.append(
             plan.merge_task(
-                len(files), sas.container(settings.output_container, "rl"), output_url, layout, top, app.version
+                [int(i) for i in todo],
+                sas.container(settings.output_container, "rl"),
+                output_url,
+                layout,
+                top,
+                app.version,
             )
         )
-        added = batch.add_tasks(settings, job_id, tasks)
-        watch = monitor.watch_job(settings, job_id, pool_id, len(tasks), expiry - settings.sas_margin)
+        added, total = batch.add_tasks(settings, job_id, tasks)
+        watch = monitor.watch_job(settings, job_id, pool_id, total, expiry - settings.sas_margin)
         if watch.ending != monitor.Ending.SUCCEEDED:
-            _fail(settings, job_id, watch, {i: s.name for i, s in files.items()}, delete_job)
+            _fail(settings, job_id, watch, {i: s.name for i, s in files.items()}, delete_job, run_id is None)
 
     outputs = storage.download_json(settings, [layout.top()] + [layout.result(i) for i in files])
     merged = outputs[layout.top()]
@@ -119,13 +131,17 @@ def topn(
     return result
 
 
-def _fail(settings: TopnSettings, job_id: str, watch: monitor.Watch, names: dict[str, str], delete: bool) -> None:
+def _fail(
+    settings: TopnSettings, job_id: str, watch: monitor.Watch, names: dict[str, str], delete: bool, resumable: bool
+) -> None:
     batch.terminate_job(settings, job_id, f"Topn{watch.ending.title().replace(' ', '')}")
     failures = monitor.collect_failures(settings, job_id, names)
     lines = [f"job {job_id} {watch.ending}: {watch.completed} of {watch.total} tasks completed"]
     if watch.detail:
         lines.append(f"  {watch.detail}")
     lines += [f.describe() for f in failures if f.task_id != plan.MERGE_ID or len(failures) == 1]
+    if resumable:
+        lines.append("  files counted so far are kept: running the same command again counts only the others")
     if delete:
         batch.delete_job(settings, job_id)
     raise TopnFailed(redact("\n".join(lines)))

@@ -23,9 +23,20 @@ from tasks.settings import TopnSettings
 from tasks.storage import TaskappBlobs
 
 VERSION_KEY = "topn-taskapp"
+OWNER_KEY, OWNER = "created-by", "topn"  # the mark on pools topn created: only those may it replace or delete
 FLOW_RUN_KEY = "prefect-flow-run"
 START_TASK_SAS_LIFETIME = timedelta(days=30)  # nodes joining later still need to fetch the wheel
 POLL = 1.0
+
+
+class PoolConflict(RuntimeError):
+    """The pool id is taken by a pool topn may not use or replace; the message names the setting to change."""
+
+
+def _is_ours(pool: m.BatchPool) -> bool:
+    """Pools topn created carry its mark (earlier versions marked them with the task application version only)."""
+    metadata = {item.name: item.value for item in pool.metadata or []}
+    return metadata.get(OWNER_KEY) == OWNER or VERSION_KEY in metadata
 
 
 class JobState(StrEnum):
@@ -67,6 +78,11 @@ def ensure_pool(settings: TopnSettings, app: TaskappBlobs, sas: SasIssuer, neede
         pool = client.get_pool(settings.pool_id)
     except ResourceNotFoundError:
         pool = None
+    if pool is not None and not _is_ours(pool):
+        raise PoolConflict(
+            f"pool {pool.id!r} exists and was not created by topn: it is left untouched; "
+            "set TOPN_POOL_ID to another pool id"
+        )
     if pool is not None and pool.state == "active" and _pool_is_current(pool, app.version, needed_until):
         log.info("reusing pool %s (%d nodes)", pool.id, pool.current_dedicated_nodes + pool.current_low_priority_nodes)
         return pool.id
@@ -77,7 +93,7 @@ def ensure_pool(settings: TopnSettings, app: TaskappBlobs, sas: SasIssuer, neede
     if pool is not None:
         busy = [j.id for j in client.list_jobs(filter="state eq 'active'") if j.pool_info.pool_id == pool.id]
         if busy:
-            raise RuntimeError(
+            raise PoolConflict(
                 f"pool {pool.id!r} runs another task application version (or its start task's access "
                 f"expires) and has active jobs {busy}: set TOPN_POOL_ID to another pool id"
             )
@@ -94,7 +110,8 @@ def ensure_pool(settings: TopnSettings, app: TaskappBlobs, sas: SasIssuer, neede
         task_slots_per_node=settings.task_slots_per_node,
         task_scheduling_policy=m.BatchTaskSchedulingPolicy(node_fill_type="spread"),
         start_task=_start_task(settings, app, starter),
-        metadata=[m.BatchMetadataItem(name=VERSION_KEY, value=app.version)],
+        metadata=[m.BatchMetadataItem(name=VERSION_KEY, value=app.version),
+                  m.BatchMetadataItem(name=OWNER_KEY, value=OWNER)],
     )  # fmt: skip
     try:
         client.create_pool(options)
@@ -162,16 +179,17 @@ def _wait_gone(get: Callable[[str], object], ident: str) -> None:
 
 
 @task(name="add-tasks", **AZURE_TASK)
-def add_tasks(settings: TopnSettings, job_id: str, tasks: list[m.BatchTaskCreateOptions]) -> int:
+def add_tasks(settings: TopnSettings, job_id: str, tasks: list[m.BatchTaskCreateOptions]) -> tuple[int, int]:
     """Adds the tasks not in the job yet (create_tasks, 100 per request, 4 in parallel), then lets the job
-    terminate itself once all are complete (update_job). Returns how many were added."""
+    terminate itself once all are complete (update_job). Returns how many were added, and how many the
+    job now holds."""
     client = batch_client(settings)
     present = {t.id for t in client.list_tasks(job_id, select=["id"])}
     missing = [t for t in tasks if t.id not in present]
     if missing:
         client.create_tasks(job_id, missing, max_concurrency=4)
     client.update_job(job_id, m.BatchJobUpdateOptions(all_tasks_complete_mode="terminatejob"))
-    return len(missing)
+    return len(missing), len(present | {t.id for t in tasks})
 
 
 @task(name="terminate-job", **AZURE_TASK)
@@ -198,9 +216,13 @@ def delete_job(settings: TopnSettings, job_id: str) -> None:
 
 @task(name="delete-pool", **AZURE_TASK)
 def delete_pool(settings: TopnSettings, pool_id: str) -> None:
-    """Deletes the pool, releasing its nodes (begin_delete_pool)."""
+    """Deletes the pool, releasing its nodes (begin_delete_pool), if topn created it."""
+    client = batch_client(settings)
     with contextlib.suppress(ResourceNotFoundError):
-        batch_client(settings).begin_delete_pool(pool_id, polling_interval=POLL).result()
+        if not _is_ours(client.get_pool(pool_id)):
+            get_run_logger().warning("pool %s was not created by topn: not deleting it", pool_id)
+            return
+        client.begin_delete_pool(pool_id, polling_interval=POLL).result()
 
 
 def jobs_of_flow_run(settings: TopnSettings, flow_run_id: str) -> list[str]:

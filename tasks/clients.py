@@ -2,13 +2,57 @@
 
 from __future__ import annotations
 
+import random
 from functools import cache
+from typing import Any
 
 from azure.batch import BatchClient
 from azure.core.credentials import AzureNamedKeyCredential, TokenCredential
-from azure.storage.blob import BlobServiceClient
+from azure.core.pipeline.policies import RetryPolicy
+from azure.storage.blob import BlobServiceClient, ExponentialRetry
 
 from tasks.settings import TopnSettings
+
+# Both SDKs retry transient failures themselves: this many times, waiting FIRST_BACKOFF s, then twice as
+# long each time up to MAX_BACKOFF, with full jitter (so retries from many workers do not come in waves),
+# or as long as a Retry-After header says (capped too). The worst case is about 30 s of waiting per call.
+# Prefect task retries (tasks/retry.py) sit on top only for what the SDKs may not retry themselves.
+RETRIES, FIRST_BACKOFF, MAX_BACKOFF = 6, 0.5, 8.0
+
+
+def backoff(attempt: int, retry_after: float | None = None) -> float:
+    """Seconds to wait before retry number `attempt` (1, 2, ...)."""
+    if retry_after is not None:
+        return min(max(retry_after, 0.0), MAX_BACKOFF)
+    return random.uniform(0.5, 1.0) * min(MAX_BACKOFF, FIRST_BACKOFF * 2 ** (attempt - 1))
+
+
+class BatchRetry(RetryPolicy):
+    """azure-core's retry (idempotent methods, and 5xx or Retry-After for POST and PATCH) with our back-off."""
+
+    def __init__(self) -> None:
+        super().__init__(retry_total=RETRIES, retry_backoff_factor=FIRST_BACKOFF, retry_backoff_max=MAX_BACKOFF)
+
+    def get_backoff_time(self, settings: dict[str, Any]) -> float:
+        return backoff(len(settings["history"]))
+
+
+class StorageRetry(ExponentialRetry):
+    """The Storage SDK's retry (its default waits 15 s and more) with our back-off, honouring Retry-After."""
+
+    def __init__(self) -> None:
+        super().__init__(retry_total=RETRIES)
+
+    def get_backoff_time(self, settings: dict[str, Any]) -> float:
+        history = settings["history"]
+        response = history[-1].http_response if history else None
+        header = response.headers.get("Retry-After") if response is not None else None
+        try:
+            retry_after = float(header) if header else None
+        except ValueError:  # an HTTP date: rare from Storage; the exponential back-off is fine
+            retry_after = None
+        return backoff(settings["count"] + 1, retry_after)
+
 
 # azure-storage-blob 12.31 speaks a newer service version than Azurite accepts (shared/spec/local-stack.md).
 AZURITE_API_VERSION = "2025-11-05"
@@ -24,13 +68,15 @@ def _entra_credential() -> TokenCredential:
 def batch_client(settings: TopnSettings) -> BatchClient:
     """A BatchClient for the configured account: Shared Key, or Entra ID when use_entra_id is set."""
     if settings.use_entra_id and not settings.local:
-        return BatchClient(settings.batch_url, _entra_credential())
-    return BatchClient(settings.batch_url, AzureNamedKeyCredential(*settings.batch_account))
+        return BatchClient(settings.batch_url, _entra_credential(), retry_policy=BatchRetry())
+    return BatchClient(settings.batch_url, AzureNamedKeyCredential(*settings.batch_account), retry_policy=BatchRetry())
 
 
 def blob_service(settings: TopnSettings) -> BlobServiceClient:
     """A BlobServiceClient for the configured storage account (Azurite when local)."""
-    extra = {"api_version": AZURITE_API_VERSION} if settings.local else {}
+    extra: dict[str, Any] = {"retry_policy": StorageRetry()}
+    if settings.local:
+        extra["api_version"] = AZURITE_API_VERSION
     if settings.use_entra_id and not settings.local:
         return BlobServiceClient(settings.blob_url, credential=_entra_credential(), **extra)
     name, key = settings.storage_account

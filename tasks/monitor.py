@@ -9,7 +9,8 @@ from datetime import UTC, datetime
 from enum import StrEnum
 
 from azure.batch import BatchClient
-from azure.core.exceptions import HttpResponseError
+from azure.batch import models as m
+from azure.core.exceptions import HttpResponseError, ResourceExistsError
 from prefect import get_run_logger, task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.client.orchestration import get_client
@@ -18,11 +19,17 @@ from prefect.runtime import flow_run
 from tasks import batch
 from tasks.clients import batch_client
 from tasks.plan import MERGE_ID
+from tasks.retry import is_transient
 from tasks.sas import redact
 from tasks.settings import TopnSettings
 
 FIRST_DELAY, MAX_DELAY, BACKOFF = 0.5, 10.0, 1.5
 STDERR_TAIL = 2048
+# Failures outside the task's own program (storage or network on the node): the task runs again in place,
+# up to MAX_RECOVERIES times each. Its own non-zero exit is Batch's to retry (maxTaskRetryCount), not ours.
+RECOVERABLE = {"BlobDownloadMiscError", "BlobDownloadTimedOut", "ResourceContainerListMiscError", "FileUploadMiscError"}
+MAX_RECOVERIES = 3
+OUTAGE_LIMIT = 600.0  # how long the watch keeps polling through an unreachable Batch service, in seconds
 
 
 class Ending(StrEnum):
@@ -41,6 +48,7 @@ class Watch:
     polls: int
     seconds: float
     detail: str = ""
+    recovered: int = 0  # task runs started again after a failure that was not the task's own
 
 
 def _cancelled() -> bool:
@@ -72,53 +80,114 @@ def _start_task_failure(client: BatchClient, pool_id: str) -> str | None:
     )
 
 
+@dataclass
+class _Seen:
+    """What the watch saw last, and how long it waits before the next look."""
+
+    counts: tuple[int, int, int] | None = None
+    delay: float = FIRST_DELAY
+    polls: int = 0
+
+    def update(self, counts: tuple[int, int, int]) -> bool:
+        changed, self.counts = counts != self.counts, counts
+        self.delay = FIRST_DELAY if changed else min(self.delay * BACKOFF, MAX_DELAY)
+        return changed
+
+
 @task(name="watch-job")
 def watch_job(settings: TopnSettings, job_id: str, pool_id: str, total: int, deadline: datetime) -> Watch:
     """Polls get_job_task_counts until the job ends, backing off while nothing changes; publishes a progress
-    artifact; terminates the job at the deadline or when the flow run is cancelled."""
+    artifact; runs again in place (reactivate_task) tasks that failed for a reason not their own; terminates
+    the job at the deadline or when the flow run is cancelled. Keeps polling through a Batch outage."""
     client, log = batch_client(settings), get_run_logger()
     artifact = create_progress_artifact(0.0, description=f"Batch job {job_id}: tasks completed")
-    started, delay, polls, last = time.monotonic(), FIRST_DELAY, 0, None
+    started, seen, outage = time.monotonic(), _Seen(), None
+    recoveries: dict[str, int] = {}
     while True:
-        polls += 1
-        counts = client.get_job_task_counts(job_id).task_counts
-        now = (counts.completed, counts.running, counts.failed)
-        if now != last:
-            update_progress_artifact(artifact, 100.0 * counts.completed / total)
-            log.info(
-                "%d of %d tasks completed (%d running, %d failed)",
-                counts.completed,
-                total,
-                counts.running,
-                counts.failed,
-            )
-            delay, last = FIRST_DELAY, now
+        seen.polls += 1
+        try:
+            ending = _poll(client, settings, job_id, pool_id, total, deadline, recoveries, artifact, seen)
+        except Exception as e:
+            if not is_transient(e) or time.monotonic() - (outage := outage or time.monotonic()) > OUTAGE_LIMIT:
+                raise
+            log.warning("Batch did not answer (%s): still watching", redact(str(e)).splitlines()[0])
+            seen.delay = min(seen.delay * BACKOFF, MAX_DELAY)
         else:
-            delay = min(delay * BACKOFF, MAX_DELAY)
+            outage = None
+            if ending:
+                kind, detail, done = ending
+                seconds = time.monotonic() - started
+                return Watch(kind, done, total, seen.polls, seconds, detail, sum(recoveries.values()))
+        time.sleep(seen.delay)
 
-        def watch(ending: Ending, detail: str = "", done: int = counts.completed, polls: int = polls) -> Watch:
-            return Watch(ending, done, total, polls, time.monotonic() - started, detail)
 
-        if counts.completed == total:
-            return watch(Ending.SUCCEEDED if counts.failed == 0 else Ending.FAILED)
-        if counts.running == 0:  # nothing runs: the job may have ended, or be stuck
-            job = client.get_job(job_id)
-            if job.state in ("terminating", "completed"):
-                reason = job.execution_info.termination_reason or ""
-                if reason == "MaxWallClockTimeExpiry":
-                    return watch(Ending.TIMED_OUT, f"the job did not finish within {settings.job_timeout}")
-                return watch(Ending.FAILED, f"the job was terminated ({reason})")
-            if counts.failed and _only_merge_waits(client, job_id):
-                return watch(Ending.FAILED)
-        if datetime.now(UTC) >= deadline:
-            batch.terminate_job.fn(settings, job_id, "TopnTimeLimit")
-            return watch(Ending.TIMED_OUT, f"the job did not finish within {settings.job_timeout}")
-        if _cancelled():
-            batch.terminate_job.fn(settings, job_id, "TopnFlowRunCancelled")
-            return watch(Ending.CANCELLED, "the flow run was cancelled")
-        if counts.running == 0 and delay >= MAX_DELAY / 2 and (why := _start_task_failure(client, pool_id)):
-            return watch(Ending.START_TASK_FAILED, why)
-        time.sleep(delay)
+def _poll(
+    client: BatchClient,
+    settings: TopnSettings,
+    job_id: str,
+    pool_id: str,
+    total: int,
+    deadline: datetime,
+    recoveries: dict[str, int],
+    artifact: object,
+    seen: _Seen,
+) -> tuple[Ending, str, int] | None:
+    """One look at the job: how it ended (ending, detail, tasks completed), or None while it runs."""
+    counts = client.get_job_task_counts(job_id).task_counts
+    if counts.failed and _recover(client, job_id, recoveries):
+        seen.update((-1, -1, -1))  # something changed: look again soon
+        return None
+    if seen.update((counts.completed, counts.running, counts.failed)):
+        update_progress_artifact(artifact, 100.0 * counts.completed / total)
+        get_run_logger().info("%d of %d tasks completed (%d running, %d failed)", counts.completed, total,
+                              counts.running, counts.failed)  # fmt: skip
+    if counts.completed == total:
+        return (Ending.SUCCEEDED if counts.failed == 0 else Ending.FAILED), "", counts.completed
+    if counts.running == 0:  # nothing runs: the job may have ended, or be stuck
+        job = client.get_job(job_id)
+        if job.state in ("terminating", "completed"):
+            reason = job.execution_info.termination_reason or ""
+            if reason == "MaxWallClockTimeExpiry":
+                return Ending.TIMED_OUT, f"the job did not finish within {settings.job_timeout}", counts.completed
+            return Ending.FAILED, f"the job was terminated ({reason})", counts.completed
+        if counts.failed and _only_merge_waits(client, job_id):
+            return Ending.FAILED, "", counts.completed
+    if datetime.now(UTC) >= deadline:
+        batch.terminate_job.fn(settings, job_id, "TopnTimeLimit")
+        return Ending.TIMED_OUT, f"the job did not finish within {settings.job_timeout}", counts.completed
+    if _cancelled():
+        batch.terminate_job.fn(settings, job_id, "TopnFlowRunCancelled")
+        return Ending.CANCELLED, "the flow run was cancelled", counts.completed
+    if counts.running == 0 and seen.delay >= MAX_DELAY / 2 and (why := _start_task_failure(client, pool_id)):
+        return Ending.START_TASK_FAILED, why, counts.completed
+    return None
+
+
+def _recover(client: BatchClient, job_id: str, recoveries: dict[str, int]) -> int:
+    """Runs again, in place, each failed task whose failure was not its own (reactivate_task), within its
+    budget; returns how many. The job, and every task that finished, stay as they are."""
+    again = 0
+    failed = client.list_tasks(job_id, filter="executionInfo/result eq 'failure'", select=["id", "executionInfo"])
+    for failed_task in failed:
+        tid, ran = failed_task.id, failed_task.execution_info
+        info = ran.failure_info if ran else None
+        if info is None or not _not_its_own(info) or recoveries.get(tid, 0) >= MAX_RECOVERIES:
+            continue
+        try:
+            client.reactivate_task(job_id, tid)
+        except ResourceExistsError:  # 409: already active again, or the job is ending
+            continue
+        recoveries[tid] = recoveries.get(tid, 0) + 1
+        again += 1
+        get_run_logger().warning("task %s failed (%s: %s): running it again (%d of %d)", tid, info.code,
+                                 redact(info.message or ""), recoveries[tid], MAX_RECOVERIES)  # fmt: skip
+    return again
+
+
+def _not_its_own(info: m.BatchTaskFailureInfo) -> bool:
+    """A failure of storage, the network or the node rather than of the task's program."""
+    category = str(info.category or "").lower()
+    return info.code in RECOVERABLE or (category == "servererror" and info.code != "TaskEnded")
 
 
 def _only_merge_waits(client: BatchClient, job_id: str) -> bool:

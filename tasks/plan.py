@@ -118,10 +118,22 @@ def count_task(
     )  # fmt: skip
 
 
+def id_ranges(ids: list[int]) -> list[m.BatchTaskIdRange]:
+    """Task ids as the fewest ranges: "1".."N" is one range, whatever N; gaps (finished files) split it."""
+    ranges: list[m.BatchTaskIdRange] = []
+    for i in sorted(ids):
+        if ranges and ranges[-1].end == i - 1:
+            ranges[-1].end = i
+        else:
+            ranges.append(m.BatchTaskIdRange(start=i, end=i))
+    return ranges
+
+
 def merge_task(
-    count: int, counts_url: str, output_url: str, layout: Layout, top: int, version: str
+    waits_for: list[int], counts_url: str, output_url: str, layout: Layout, top: int, version: str
 ) -> m.BatchTaskCreateOptions:
-    """The task summing every file's full counts; it runs only when all count tasks succeeded."""
+    """The task summing every file's full counts; it runs only when the count tasks `waits_for` succeeded
+    (the others finished in an earlier attempt: their counts are in storage already)."""
     script = (f'd="$AZ_BATCH_NODE_SHARED_DIR/topn-taskapp/{version}"; '
               f'exec "$d/run" merge --top "$1" --output top.json counts/*/counts/*.counts')  # fmt: skip
     return m.BatchTaskCreateOptions(
@@ -132,5 +144,5 @@ def merge_task(
                                        file_path="counts")],
         output_files=[_output(output_url, "top.json", layout.top(), "tasksuccess"),
                       *_log_outputs(output_url, layout, MERGE_ID)],
-        depends_on=m.BatchTaskDependencies(task_id_ranges=[m.BatchTaskIdRange(start=1, end=count)]),
+        depends_on=m.BatchTaskDependencies(task_id_ranges=id_ranges(waits_for)) if waits_for else None,
     )  # fmt: skip

@@ -30,10 +30,13 @@ def retry_transient(task: Any, task_run: Any, state: Any) -> bool:
     return is_transient(error)
 
 
-# Options shared by every task that calls Azure: exponential back-off with jitter, transient errors only.
+# Options shared by every task that calls Azure. The SDK clients retry each request (tasks/clients.py);
+# a Prefect retry runs the whole task again, for what the SDKs may not retry themselves (a POST whose answer
+# was lost, a 429 from Storage) or after they gave up. Every task is written to be run again safely, so two
+# retries soon after are enough: they multiply the SDK's attempts only in an outage, never in normal faults.
 AZURE_TASK = {
-    "retries": 4,
-    "retry_delay_seconds": exponential_backoff(backoff_factor=2),
+    "retries": 2,
+    "retry_delay_seconds": exponential_backoff(backoff_factor=1),
     "retry_jitter_factor": 0.5,
     "retry_condition_fn": retry_transient,
 }

@@ -13,7 +13,7 @@ from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from prefect import get_run_logger, task
 
 from tasks.clients import blob_service
-from tasks.plan import InputBlob, upload_blob_name
+from tasks.plan import InputBlob, Layout, upload_blob_name
 from tasks.retry import AZURE_TASK
 from tasks.settings import TopnSettings
 from tasks.taskapp import TaskappFiles
@@ -61,21 +61,27 @@ def expand_paths(paths: list[str]) -> list[tuple[Path, str]]:
     named relative to the folder's parent; a file its own name."""
     found: list[tuple[Path, str]] = []
     for raw in paths:
-        path = Path(raw).expanduser()
-        if path.is_file():
-            found.append((path, path.name))
-        elif path.is_dir():
-            files = sorted(p for p in path.rglob("*") if p.is_file() and not p.is_symlink())
-            if not files:
-                raise InputError(f"the folder {raw!r} holds no files to count")
-            found += [(p, p.relative_to(path.parent).as_posix()) for p in files]
-        else:
-            raise InputError(f"cannot read {raw!r}: no such file or folder")
+        try:
+            found += _expand(raw)
+        except OSError as e:  # e.g. a name longer than the file system allows
+            raise InputError(f"cannot read {raw!r}: {e.strerror or e}") from None
     names = [name for _, name in found]
     if len(set(names)) != len(names):
         duplicate = next(n for n in names if names.count(n) > 1)
         raise InputError(f"two inputs are both called {duplicate!r}: give each file once")
     return found
+
+
+def _expand(raw: str) -> list[tuple[Path, str]]:
+    path = Path(raw).expanduser()
+    if path.is_file():
+        return [(path, path.name)]
+    if not path.is_dir():
+        raise InputError(f"cannot read {raw!r}: no such file or folder")
+    files = sorted(p for p in path.rglob("*") if p.is_file() and not p.is_symlink())
+    if not files:
+        raise InputError(f"the folder {raw!r} holds no files to count")
+    return [(p, p.relative_to(path.parent).as_posix()) for p in files]
 
 
 def _sha256(path: Path) -> str:
@@ -123,6 +129,26 @@ def list_inputs(settings: TopnSettings, container: str, prefix: str) -> list[Inp
     if not inputs:
         raise InputError(f"no blobs in container {container!r} under the prefix {prefix!r}")
     return sorted(inputs, key=lambda i: i.name)
+
+
+@task(name="find-finished", **AZURE_TASK)
+def finished_tasks(settings: TopnSettings, layout: Layout) -> set[str]:
+    """Count tasks whose outputs (result and counts) are both in storage already, from an earlier attempt
+    of the same run: they are not run again (two list_blobs calls, 5,000 names a page)."""
+    container = blob_service(settings).get_container_client(settings.output_container)
+
+    def ids(prefix: str, suffix: str) -> set[str]:
+        names = container.list_blobs(name_starts_with=prefix)
+        return {b.name[len(prefix) : -len(suffix)] for b in names if b.name.endswith(suffix)}
+
+    try:
+        done = ids(f"{layout.job}/results/", ".json") & ids(layout.counts_prefix(), ".counts")
+    except ResourceNotFoundError:  # no output container yet
+        return set()
+    if done:
+        get_run_logger().info("%d files were counted by an earlier attempt of this run: not counting them again",
+                              len(done))  # fmt: skip
+    return done
 
 
 @task(name="download-json", **AZURE_TASK)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -39,8 +40,10 @@ def build_taskapp(cache: Path) -> TaskappFiles:
     wheels = sorted(out.glob("*.whl"))
     if not wheels:
         out.mkdir(parents=True, exist_ok=True)
+        # uv_build finds its binary on PATH: the environment's bin folder, even when it is not activated.
+        env = {**os.environ, "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
         subprocess.run([sys.executable, "-c", "import sys, uv_build; uv_build.build_wheel(sys.argv[1])", str(out)],
-                       cwd=SOURCE, check=True, capture_output=True, timeout=300)  # fmt: skip
+                       cwd=SOURCE, check=True, capture_output=True, timeout=300, env=env)  # fmt: skip
         wheels = sorted(out.glob("*.whl"))
     digest = hashlib.sha256(wheels[0].read_bytes() + INSTALLER.read_bytes()).hexdigest()
     return TaskappFiles(wheels[0], INSTALLER, digest[:16])

@@ -1,16 +1,31 @@
-"""Pure functions: Shared Key against the contract's golden vectors (4.3), durations, $filter."""
+"""Shared Key against the contract's golden vectors (4.3) and the request time, durations, $filter;
+the date check and the stats reset through SDK 15 and plain HTTP."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+import json
+import urllib.error
+import urllib.request
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
+from azure.batch import BatchClient
+from azure.core.exceptions import HttpResponseError
 from batch_emulator import odata, wire
 from batch_emulator.auth import SharedKeyAuth, sign, string_to_sign
 from batch_emulator.errors import BatchError
+from batch_emulator.server import Emulator
 
 KEY = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="
 DATE = "Thu, 02 Jan 2025 03:04:05 GMT"
+THEN = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)  # DATE as the emulator's clock: the vectors are on time
+
+
+def at_then(accept_bearer: bool = False) -> SharedKeyAuth:
+    return SharedKeyAuth("devaccount", KEY, accept_bearer, now=lambda: THEN)
+
+
 SDK15_JSON = "application/json; odata=minimalmetadata"
 
 VECTORS = [
@@ -32,9 +47,7 @@ VECTORS = [
 def test_golden_vectors(method: str, path: str, query: str, headers: dict, signature: str) -> None:
     headers = {**headers, "ocp-date": DATE}
     assert sign(KEY, string_to_sign(method, path, query, headers, "devaccount")) == signature
-    SharedKeyAuth("devaccount", KEY).check(
-        method, path, query, {**headers, "Authorization": f"SharedKey devaccount:{signature}"}
-    )
+    at_then().check(method, path, query, {**headers, "Authorization": f"SharedKey devaccount:{signature}"})
 
 
 def test_query_names_keep_their_case() -> None:
@@ -55,13 +68,96 @@ def test_query_names_keep_their_case() -> None:
 def test_bad_credentials(authorization: str, status: int, code: str) -> None:
     headers = {"ocp-date": DATE, "Authorization": authorization}
     with pytest.raises(BatchError) as e:
-        SharedKeyAuth("devaccount", KEY).check("GET", "/pools", "api-version=1&x=2", headers)
+        at_then().check("GET", "/pools", "api-version=1&x=2", headers)
     assert (e.value.status, e.value.code) == (status, code)
     assert "ODJ0" not in str(e.value.values)  # the signature presented is never echoed
+    assert "skew" not in str(e.value.values)
 
 
 def test_bearer_when_accepted() -> None:
-    SharedKeyAuth("a", KEY, accept_bearer=True).check("GET", "/pools", "", {"Authorization": "Bearer x.y.z"})
+    at_then(accept_bearer=True).check("GET", "/pools", "", {"Authorization": "Bearer x.y.z"})  # no date: none to check
+    with pytest.raises(BatchError) as e:
+        at_then(accept_bearer=True).check("GET", "/pools", "", {"Authorization": "Bearer x", "ocp-date": "x"})
+    assert (e.value.status, e.value.code) == (403, "AuthenticationFailed")
+
+
+def signed(headers: dict[str, str], path: str = "/pools", query: str = "api-version=1") -> dict[str, str]:
+    signature = sign(KEY, string_to_sign("GET", path, query, headers, "devaccount"))
+    return {**headers, "Authorization": f"SharedKey devaccount:{signature}"}
+
+
+@pytest.mark.parametrize(
+    ("headers", "accepted"),
+    [
+        ({"ocp-date": wire.rfc1123(THEN - timedelta(minutes=10))}, True),
+        ({"ocp-date": wire.rfc1123(THEN + timedelta(minutes=14, seconds=59))}, True),
+        ({"Date": wire.rfc1123(THEN)}, True),  # no ocp-date: the signed Date header counts
+        ({"ocp-date": wire.rfc1123(THEN), "Date": "Mon, 01 Jan 2024 00:00:00 GMT"}, True),  # ocp-date wins
+        ({"ocp-date": wire.rfc1123(THEN - timedelta(minutes=16))}, False),
+        ({"ocp-date": wire.rfc1123(THEN + timedelta(minutes=16))}, False),
+        ({"ocp-date": "Mon, 01 Jan 2024 00:00:00 GMT"}, False),
+        ({"ocp-date": "Tue, 01 Jan 2030 00:00:00 GMT"}, False),
+        ({"ocp-date": "yesterday"}, False),
+        ({}, False),
+    ],
+)
+def test_request_time(headers: dict[str, str], accepted: bool) -> None:
+    if accepted:
+        at_then().check("GET", "/pools", "api-version=1", signed(headers))
+        return
+    with pytest.raises(BatchError) as e:
+        at_then().check("GET", "/pools", "api-version=1", signed(headers))
+    assert (e.value.status, e.value.code) == (403, "AuthenticationFailed")
+    assert "date" in e.value.values["AuthenticationErrorDetail"].lower()
+
+
+@pytest.mark.parametrize("when", [datetime(2024, 1, 1, tzinfo=UTC), datetime(2030, 1, 1, tzinfo=UTC)])
+def test_sdk_requests_out_of_time_are_refused(client: BatchClient, when: datetime) -> None:
+    with pytest.raises(HttpResponseError) as e:
+        list(client.list_pools(ocp_date=when))  # SDK 15 signs the ocp-date it is given
+    assert (e.value.status_code, e.value.error.code) == (403, "AuthenticationFailed")
+    detail = {d.code: d.message for d in e.value.error.details}["AuthenticationErrorDetail"]
+    assert "outside the allowed skew of 15 minutes" in detail
+
+
+def test_sdk_request_ten_minutes_off_is_accepted(client: BatchClient) -> None:
+    list(client.list_pools(ocp_date=wire.now() - timedelta(minutes=10)))
+    list(client.list_pools(ocp_date=wire.now() + timedelta(minutes=10)))
+
+
+def test_stats_reset_needs_the_account_key(tmp_path: Path) -> None:
+    with Emulator(data_dir=tmp_path) as emu:
+        client = BatchClient(emu.endpoint, emu.credential())
+        list(client.list_pools())
+        path = "/_emulator/stats/reset"
+
+        def reset(headers: dict[str, str]) -> int:
+            request = urllib.request.Request(emu.endpoint + path, method="POST", headers=headers)
+            try:
+                with urllib.request.urlopen(request) as response:
+                    return response.status
+            except urllib.error.HTTPError as e:
+                assert json.load(e)["code"] == "AuthenticationFailed"
+                return e.code
+
+        def total() -> int:
+            return json.load(urllib.request.urlopen(emu.endpoint + "/_emulator/stats"))["total"]  # open to all
+
+        now = {"ocp-date": wire.rfc1123(wire.now())}
+        signature = sign(emu.key, string_to_sign("POST", path, "", now, emu.account))
+        wrong = sign(KEY, string_to_sign("POST", path, "", now, emu.account))
+        stale = {"ocp-date": "Mon, 01 Jan 2024 00:00:00 GMT"}
+        stale_signature = sign(emu.key, string_to_sign("POST", path, "", stale, emu.account))
+        for headers in ({}, now, {**now, "Authorization": "Bearer x"},
+                        {**now, "Authorization": f"SharedKey {emu.account}:{wrong}"},
+                        {**stale, "Authorization": f"SharedKey {emu.account}:{stale_signature}"}):  # fmt: skip
+            assert reset(headers) == 403
+        assert total() == 1
+        assert reset({**now, "Authorization": f"SharedKey {emu.account}:{signature}"}) == 204
+        assert total() == 0
+        health = json.load(urllib.request.urlopen(emu.endpoint + "/_emulator/health"))
+        assert health["status"] == "ok"
+        client.close()
 
 
 @pytest.mark.parametrize(

@@ -212,6 +212,48 @@ def test_terminate_task(client: BatchClient, uid: str) -> None:
     assert done.execution_info.result == "failure" and done.execution_info.failure_info.code == "TaskEnded"
 
 
+def test_reactivate_task(client: BatchClient, uid: str, tmp_path) -> None:
+    make_pool(client, uid, nodes=1, slots=2)
+    make_job(client, uid, uid, uses_task_dependencies=True)
+    tries, gate = tmp_path / "tries", tmp_path / "gate"  # attempts 1-3 fail, the 4th succeeds; 3+ wait for the gate
+    flaky = (f"/bin/sh -c 'echo x >> {tries}; n=$(wc -l < {tries}); "
+             f"[ $n -lt 3 ] || while [ ! -e {gate} ]; do sleep 0.02; done; test $n -ge 4'")  # fmt: skip
+    retry_once = m.BatchTaskConstraints(max_task_retry_count=1)
+    after = m.BatchTaskDependencies(task_ids=["flaky"])
+    client.create_tasks(
+        uid,
+        [task("flaky", flaky, constraints=retry_once), task("after", depends_on=after), task("ok"),
+         task("long", "/bin/sleep 60")],
+    )  # fmt: skip
+    info = wait_task(client, uid, "flaky").execution_info
+    assert (info.result, info.retry_count, info.failure_info.code) == ("failure", 1, "FailureExitCode")
+    wait_task(client, uid, "ok")
+    wait_for(lambda: client.get_task(uid, "long").state == "running", what="long to run")
+    refusals = {"ok": (409, "TaskSucceeded"), "long": (409, "TaskNotCompleted"), "nope": (404, "TaskNotFound")}
+    for task_id, expected in refusals.items():
+        with pytest.raises(HttpResponseError) as e:
+            client.reactivate_task(uid, task_id)
+        assert (e.value.status_code, e.value.error.code) == expected
+    assert client.get_task(uid, "after").state == "active"  # blocked by the failure
+    client.reactivate_task(uid, "flaky")
+    again = client.get_task(uid, "flaky")
+    assert again.state in ("active", "running")
+    assert (again.execution_info.retry_count, again.execution_info.exit_code, again.execution_info.failure_info) == (
+        0, None, None,
+    )  # fmt: skip
+    gate.touch()
+    info = wait_task(client, uid, "flaky").execution_info  # 3rd attempt fails, its retry (the 4th) succeeds
+    assert (info.result, info.retry_count, info.exit_code, info.failure_info) == ("success", 1, 0, None)
+    assert tries.read_text() == "x\n" * 4
+    assert wait_task(client, uid, "after").execution_info.result == "success"  # its dependency now satisfied
+    counts = client.get_job_task_counts(uid).task_counts
+    assert (counts.succeeded, counts.failed, counts.running) == (3, 0, 1)
+    client.begin_terminate_job(uid, BatchJobTerminateOptions(termination_reason="x"), polling_interval=0.05).result()
+    with pytest.raises(HttpResponseError) as e:
+        client.reactivate_task(uid, "long")  # failed (TaskEnded), but its job is completed
+    assert (e.value.status_code, e.value.error.code) == (409, "JobCompleted")
+
+
 def test_request_counts_and_unknown_routes(emulator: Emulator, client: BatchClient, uid: str) -> None:
     before = json.load(urllib.request.urlopen(f"{emulator.endpoint}/_emulator/stats"))["requests"]
     make_job(client, uid, "p")

@@ -73,8 +73,15 @@ def test_file_names_never_reach_a_shell_unquoted() -> None:
     argv = shlex.split(task.command_line)
     assert argv[:2] == ["/bin/sh", "-c"] and argv[-1] == "input/" + nasty.local_name
     assert "$(touch" not in argv[2] and task.id == "7"
-    merge = plan.merge_task(40, "http://c?sig=s", "http://out?sig=s", layout, 5, "v")
-    assert merge.depends_on.task_id_ranges[0].start == 1 and merge.depends_on.task_id_ranges[0].end == 40
+    merge = plan.merge_task(list(range(1, 41)), "http://c?sig=s", "http://out?sig=s", layout, 5, "v")
+    assert [(r.start, r.end) for r in merge.depends_on.task_id_ranges] == [(1, 40)]
+
+
+def test_the_merge_waits_only_for_files_not_finished_before() -> None:
+    ranges = plan.id_ranges([9, 1, 2, 3, 5, 6, 10])
+    assert [(r.start, r.end) for r in ranges] == [(1, 3), (5, 6), (9, 10)]
+    merge = plan.merge_task([], "http://c?sig=s", "http://out?sig=s", plan.Layout("job"), 5, "v")
+    assert merge.depends_on is None
 
 
 @pytest.mark.parametrize(("overrides", "needle"), [

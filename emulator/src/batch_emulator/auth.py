@@ -1,14 +1,20 @@
-"""Shared Key verification, exactly as both SDKs sign (shared/spec/batch-wire-contract.md 4.1-4.2)."""
+"""Shared Key verification, exactly as both SDKs sign (shared/spec/batch-wire-contract.md 4.1-4.2),
+and the request time check: Azure refuses a request dated more than 15 minutes from its clock."""
 
 from __future__ import annotations
 
 import base64
 import hashlib
 import hmac
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
 from urllib.parse import parse_qs
 
+from batch_emulator import wire
 from batch_emulator.errors import BatchError
+
+MAX_CLOCK_SKEW = timedelta(minutes=15)
 
 _SIGNED_HEADERS = (
     "content-encoding", "content-language", "content-length", "content-md5", "content-type", "date",
@@ -42,18 +48,22 @@ def sign(key: str, text: str) -> str:
 
 
 class SharedKeyAuth:
-    """Checks the Authorization header of a request against one account."""
+    """Checks the Authorization header and the request time of a request against one account."""
 
-    def __init__(self, account: str, key: str, accept_bearer: bool = False) -> None:
-        self.account, self._key, self._accept_bearer = account, key, accept_bearer
+    def __init__(
+        self, account: str, key: str, accept_bearer: bool = False, now: Callable[[], datetime] = wire.now
+    ) -> None:
+        self.account, self._key, self._accept_bearer, self._now = account, key, accept_bearer, now
 
     def check(self, method: str, path: str, query: str, headers: Mapping[str, str]) -> None:
         header = headers.get("Authorization") or headers.get("authorization") or ""
         scheme, _, credential = header.partition(" ")
         if scheme == "Bearer" and credential:
-            if self._accept_bearer:
-                return
-            raise _failed("Bearer tokens are not accepted: start the emulator with --accept-bearer.")
+            if not self._accept_bearer:
+                raise failed("Bearer tokens are not accepted: start the emulator with --accept-bearer.")
+            if _date_header(headers) is not None:  # the SDKs send none with a token; one that is sent must be right
+                self.check_time(headers)
+            return
         if scheme != "SharedKey" or ":" not in credential:
             raise BatchError(
                 401 if not header else 400,
@@ -62,18 +72,50 @@ class SharedKeyAuth:
             )
         account, _, signature = credential.partition(":")
         if account != self.account:
-            raise _failed(f"Unknown account {account!r}: this emulator serves {self.account!r}.")
+            raise failed(f"Unknown account {account!r}: this emulator serves {self.account!r}.")
+        self.check_time(headers)
         for doc_variant in (False, True):
             expected = sign(self._key, string_to_sign(method, path, query, headers, account, doc_variant))
             if hmac.compare_digest(expected, signature):
                 return
-        raise _failed(
+        raise failed(
             "The MAC signature found in the HTTP request is not the same as any computed signature: "
             "check the account key."
         )
 
+    def check_time(self, headers: Mapping[str, str]) -> None:
+        """The signed `ocp-date` (both SDKs send it), else `Date`, must be within 15 minutes of our clock:
+        a captured request cannot be replayed later."""
+        found = _date_header(headers)
+        if found is None:
+            raise failed("The request has no ocp-date or Date header: its time cannot be checked.")
+        name, value = found
+        try:
+            stamp = parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            stamp = None
+        if stamp is None:
+            raise failed(f"The {name} header {value!r} is not an RFC 1123 date.")
+        now = self._now()
+        stamp = stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)
+        if abs(now - stamp) > MAX_CLOCK_SKEW:
+            raise failed(
+                f"The request time ({name}: {value}) is too {'old' if stamp < now else 'far in the future'}: "
+                f"it is outside the allowed skew of {MAX_CLOCK_SKEW.seconds // 60} minutes from the server "
+                f"time ({wire.rfc1123(now)})."
+            )
 
-def _failed(detail: str) -> BatchError:
+
+def _date_header(headers: Mapping[str, str]) -> tuple[str, str] | None:
+    """(name, value) of the request time header: `ocp-date` wins over `Date`, as the REST docs say."""
+    lowered = {k.lower(): v for k, v in headers.items() if v}
+    for name in ("ocp-date", "date"):
+        if name in lowered:
+            return name, lowered[name]
+    return None
+
+
+def failed(detail: str) -> BatchError:
     return BatchError(
         403,
         "AuthenticationFailed",

@@ -6,6 +6,7 @@ import collections
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import ClassVar
 from urllib.parse import quote
 
 from batch_emulator import wire
@@ -24,6 +25,11 @@ class Entity:
     etag: str = field(default_factory=wire.new_etag)
     modified: datetime = field(default_factory=wire.now)
 
+    changes: ClassVar[int] = 0  # grows on every change of any entity: what tells the state saver to save
+
+    def __post_init__(self) -> None:
+        Entity.changes += 1
+
     def set_state(self, state: str) -> None:
         if state != self.state:
             self.previous_state, self.previous_state_time = self.state, self.state_time
@@ -32,6 +38,7 @@ class Entity:
 
     def touch(self) -> None:
         self.etag, self.modified = wire.new_etag(), wire.now()
+        Entity.changes += 1
 
     def _common(self, url: str) -> dict:
         out = {

@@ -103,7 +103,8 @@ class TaskRun:
         if problem:
             return Outcome("preprocessing", start, wire.now(), failure=problem)
         kind, code, problem = self._execute(wd)
-        if kind == "exit" and not self.cancelled and (upload_problem := self._upload(code)):
+        upload_problem = self._upload(code) if kind == "exit" and not self.cancelled else None
+        if upload_problem and not self.cancelled:  # an upload cut off by a cancel ends as the cancel says
             return Outcome("upload", start, wire.now(), code, upload_problem)
         return Outcome(self.cancelled or kind, start, wire.now(), code, problem)
 
@@ -161,6 +162,8 @@ class TaskRun:
     def _upload(self, exit_code: int | None) -> dict | None:
         log = self.task_dir / "fileuploadout.txt"
         for spec in self.output_files:
+            if self.cancelled:
+                return None
             condition = spec["uploadOptions"]["uploadCondition"].lower()
             if (condition == "tasksuccess" and exit_code != 0) or (condition == "taskfailure" and exit_code == 0):
                 continue
@@ -169,7 +172,7 @@ class TaskRun:
                 for source, name in matched_outputs(
                     spec["filePattern"], container.get("path"), self.task_dir, self.env
                 ):
-                    storage.upload(container["containerUrl"], name, source)
+                    storage.upload(container["containerUrl"], name, source, lambda: self.cancelled is not None)
                     with open(log, "a", encoding="utf-8") as f:
                         f.write(
                             f"uploaded {source} to {storage.shown(storage.blob_url(container['containerUrl'], name))}\n"
@@ -226,15 +229,15 @@ def fetch_resource_files(files: list[dict], wd: Path, cancelled: Callable[[], bo
                 targets = [(url, wd / rf["filePath"])]
             else:
                 folder = wd / (rf.get("filePath") or "")
-                names = storage.list_blobs(url, rf.get("blobPrefix") or "")
+                names = storage.list_blobs(url, rf.get("blobPrefix") or "", cancelled)
                 targets = [(storage.blob_url(url, n), folder / n) for n in names]
             for source, dest in targets:
                 if cancelled():
                     return None
-                storage.download(source, dest)
+                storage.download(source, dest, cancelled)
                 os.chmod(dest, int(str(rf.get("fileMode") or "0770"), 8))
-        except OSError as e:
-            return _resource_failure(e, url, container="httpUrl" not in rf)
+        except OSError as e:  # storage retried what was transient; this failure stands
+            return None if cancelled() else _resource_failure(e, url, container="httpUrl" not in rf)
     return None
 
 
@@ -244,10 +247,8 @@ def _resource_failure(error: OSError, url: str, container: bool) -> dict:
         code = ("ResourceContainer" if container else "Blob") + ("AccessDenied" if status == 403 else "NotFound")
         category = "usererror"
     else:
-        code, category = (
-            ("ResourceContainerListMiscError" if container else "BlobDownloadMiscError"),
-            "servererror",
-        )
+        kind = "TimedOut" if storage.timed_out(error) else "MiscError"
+        code, category = ("ResourceContainerList" if container else "BlobDownload") + kind, "servererror"
     message = f"Downloading resource file {storage.shown(url)} failed: {_reason(error)}"
     return failure(category, code, message, FilePath=storage.shown(url))
 

@@ -37,6 +37,11 @@ class ProcessTable:
             kill_group(process.pid)
             self._groups.discard(process.pid)
 
+    def groups(self) -> list[int]:
+        """The process groups running now (saved with the state, so a restart can kill what a crash left)."""
+        with self._lock:
+            return sorted(self._groups)
+
     def close(self) -> None:
         """No process starts from now on; every one that started is killed with its group."""
         with self._lock:

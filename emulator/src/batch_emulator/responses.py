@@ -227,6 +227,13 @@ def terminate_task(svc: BatchService, req: Request, job_id: str, task_id: str) -
     return Response(204)
 
 
+def reactivate_task(svc: BatchService, req: Request, job_id: str, task_id: str) -> Response:
+    with svc.lock:  # the entity headers of the task as reactivated, not as the scheduler may change it next
+        task = svc.reactivate_task(job_id, task_id)
+        url = f"{req.base_url}/jobs/{quote(task.job.id)}/tasks/{quote(task.id)}"
+        return Response(204, headers={**entity_headers(task), "DataServiceId": url})
+
+
 def _task_files_root(svc: BatchService, req: Request, job_id: str, task_id: str) -> tuple[Path | None, str]:
     with svc.lock:
         task = svc.task(job_id, task_id)

@@ -16,13 +16,17 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from batch_emulator import responses, urls
+from batch_emulator import persistence, responses, urls
 from batch_emulator.accounts import DEV_ACCOUNT_KEY, DEV_ACCOUNT_NAME
-from batch_emulator.auth import SharedKeyAuth
+from batch_emulator.auth import SharedKeyAuth, failed
 from batch_emulator.errors import BatchError
 from batch_emulator.service import BatchService
 
 MAX_BODY_BYTES = 1_000_000  # what SDK 15 documents for a task collection; larger bodies get 413
+
+
+class StateError(RuntimeError):
+    """The saved state in the data folder cannot be read."""
 
 
 class Emulator:
@@ -50,6 +54,16 @@ class Emulator:
         self.endpoint = f"http://{host}:{self.httpd.server_address[1]}"
         self.service = BatchService(self.data_dir, account, self.endpoint + "/", boot_seconds)
         self._thread: threading.Thread | None = None
+        self._saver: persistence.Saver | None = None
+        if data_dir:  # a folder of the user's: the state lives there, across restarts
+            state = self.data_dir / persistence.STATE_FILE
+            try:
+                persistence.restore(self.service, state)
+            except (ValueError, KeyError, TypeError) as e:
+                self.httpd.server_close()
+                raise StateError(f"cannot read the saved state {state}: {e}; move it away to start empty") from None
+            self.service.resume()
+            self._saver = persistence.Saver(self.service, state)
 
     def credential(self):
         from azure.core.credentials import AzureNamedKeyCredential
@@ -57,6 +71,8 @@ class Emulator:
         return AzureNamedKeyCredential(self.account, self.key)
 
     def start(self) -> Emulator:
+        if self._saver:
+            self._saver.start()
         self._thread = threading.Thread(
             target=self.httpd.serve_forever, args=(0.1,), name="batch-emulator", daemon=True
         )  # a short poll interval: stop() waits for it
@@ -73,6 +89,8 @@ class Emulator:
             self.httpd.shutdown()
         self.httpd.server_close()
         finished = self.service.close(timeout)
+        if self._saver:
+            self._saver.stop()
         if self._tmp:
             self._tmp.cleanup()
         return finished
@@ -119,6 +137,14 @@ class Emulator:
         if path == "/_emulator/stats" and req.method == "GET":
             return responses.stats(self.service, self.counts)
         if path == "/_emulator/stats/reset" and req.method == "POST":
+            # It changes state: only the account's Shared Key may do it (reading stats and health stays open).
+            header = req.headers.get("Authorization") or req.headers.get("authorization") or ""
+            try:
+                if not header.startswith("SharedKey ") or ":" not in header:
+                    raise failed("Resetting the request counts needs the account's Shared Key signature.")
+                self.auth.check(req.method, path, urlsplit(req.raw_path).query, req.headers)
+            except BatchError as e:  # always a 403 AuthenticationFailed here
+                return responses.Response(e.status, e.body(req.origin))
             self.counts.clear()
             return responses.Response(204)
         if path == "/_emulator/health":
@@ -180,7 +206,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="azure-batch-emulator", description="A local Azure Batch service.")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1, loopback only)")
     parser.add_argument("--port", type=int, default=10100, help="port (default 10100; 0 picks a free one)")
-    parser.add_argument("--data-dir", type=Path, help="where nodes keep their folders (default: a temporary one)")
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        help="where the state and the nodes' folders are kept, across restarts (default: a temporary folder)",
+    )
     parser.add_argument("--account", default=DEV_ACCOUNT_NAME, help=f"account name (default {DEV_ACCOUNT_NAME})")
     parser.add_argument("--key", default=DEV_ACCOUNT_KEY, help="account key, Base64 (default: the development key)")
     parser.add_argument("--boot-seconds", type=float, default=0.2, help="how long a node takes to start (0.2)")
@@ -195,6 +225,9 @@ def main(argv: list[str] | None = None) -> int:
             f"azure-batch-emulator: cannot listen on {args.host}:{args.port}: {e.strerror or e}",
             file=sys.stderr,
         )
+        return 1
+    except StateError as e:
+        print(f"azure-batch-emulator: {e}", file=sys.stderr)
         return 1
     signals: list[int] = []
 

@@ -188,7 +188,8 @@ class BatchService:
                 self.processes,
             )
             with self.lock:
-                if node not in node.pool.nodes:
+                # Once closing, a run registered now would escape close()'s cancelling: it never starts.
+                if node not in node.pool.nodes or self._closed:
                     return
                 node.start_run = run
             outcome = run.run()
@@ -408,7 +409,12 @@ class BatchService:
         task = Task(body["id"], body, "active", job=job)
         job.tasks[key] = task
         job.open_tasks += 1
-        depends = body.get("dependsOn") or {}
+        self._queue(task)
+        return task
+
+    def _queue(self, task: Task) -> None:
+        """Puts an active task in its job's ready queue, or has it wait for the dependencies not yet met."""
+        job, depends = task.job, task.spec.get("dependsOn") or {}
         ids = {d.lower() for d in depends.get("taskIds") or []}
         for r in depends.get("taskIdRanges") or []:
             ids.update(str(i) for i in range(r["start"], r["end"] + 1))
@@ -419,7 +425,26 @@ class BatchService:
                 job.waiting.setdefault(dep, []).append(task)
         if not task.pending:
             job.ready.append(task)
-        return task
+
+    def resume(self) -> None:
+        """After `persistence.restore`: queues rebuilt from the tasks' states, time limits armed again,
+        and every node booting again (its start task runs again), as after a reboot on Azure."""
+        with self.lock:
+            for job in self.jobs.values():
+                job.open_tasks = sum(t.state != "completed" for t in job.tasks.values())
+                for task in sorted(job.tasks.values(), key=lambda t: t.created):
+                    if task.state == "active":
+                        self._queue(task)
+                limit = validation.duration(job.spec.get("constraints") or {}, "maxWallClockTime")
+                if job.state == "active" and limit < wire.INFINITE:
+                    self._later((job.created + limit - wire.now()).total_seconds(), self._job_deadline, job)
+                self._check_all_complete(job)
+            for pool in self.pools.values():
+                for node in pool.nodes:
+                    node.set_state("starting")
+                    self._later(self.boot_seconds / 2, self._boot, node)
+                self._set_allocation(pool, "resizing")
+                self._later(self.boot_seconds / 2, self._allocated, pool)
 
     def task(self, job_id: str, task_id: str) -> Task:
         task = self.job(job_id).tasks.get(task_id.lower())
@@ -451,6 +476,26 @@ class BatchService:
             else:
                 self._complete(task, Outcome("terminated", wire.now(), wire.now()))
                 self._schedule()
+
+    def reactivate_task(self, job_id: str, task_id: str) -> Task:
+        """A failed task runs again: active, its retry count 0, its exit code and failure forgotten."""
+        with self.lock:
+            task = self.task(job_id, task_id)
+            job = self._active_job(task.job.id)  # completed, terminating or deleting jobs refuse it
+            if task.state != "completed":
+                raise BatchError(409, "TaskNotCompleted", "The specified task is not completed.", TaskId=task.id)
+            if task.result == "success":
+                raise BatchError(409, "TaskSucceeded", "The specified task completed successfully.", TaskId=task.id)
+            task.retry_count, task.last_retry_time = 0, None
+            task.start_time = task.end_time = task.exit_code = task.failure_info = None
+            task.set_state("active")
+            job.open_tasks += 1
+            # Dependents of a failed task still wait for it (job.waiting); a task terminated while
+            # blocked keeps waiting for what is still pending.
+            if not task.pending:
+                job.ready.append(task)
+            self._schedule()
+            return task
 
     def task_counts(self, job_id: str) -> dict:
         with self.lock:

@@ -1,15 +1,33 @@
-"""Blob Storage over plain HTTP with SAS URLs, as a node agent uses it (Azurite or Azure alike)."""
+"""Blob Storage over plain HTTP with SAS URLs, as a node agent uses it (Azurite or Azure alike).
+
+Like the Batch node agent, every transfer is retried after a transient failure (5xx, 408, 429, a
+refused, reset or dropped connection, a cut-short body, a timeout), with capped exponential back-off
+and full jitter, for at most RETRY_BUDGET seconds; any other failure (403, 404, 409, ...) stands at once.
+"""
 
 from __future__ import annotations
 
+import http.client
+import os
+import random
 import shutil
+import time
 import urllib.error
 import urllib.request
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 from urllib.parse import quote, urlencode, urlsplit, urlunsplit
 
-TIMEOUT = 60
+T = TypeVar("T")
+
+TIMEOUT = 60  # seconds one connect or read may take
+RETRY_FIRST = 0.2  # seconds: the first back-off, doubling with each attempt ...
+RETRY_CAP = 5.0  # ... up to this
+RETRY_AFTER_CAP = 30.0  # the longest Retry-After a server gets honoured
+RETRY_BUDGET = 60.0  # seconds all attempts of one transfer may take; read at each call, so tests can lower it
+_POLL = 0.05  # how often a back-off looks whether its transfer was cancelled
 
 
 def shown(url: str) -> str:
@@ -22,13 +40,85 @@ def blob_url(container_url: str, name: str) -> str:
     return urlunsplit(parts._replace(path=parts.path.rstrip("/") + "/" + quote(name, safe="/~")))
 
 
-def download(url: str, dest: Path) -> None:
+def transient(error: BaseException) -> bool:
+    """Whether trying the same request again may work."""
+    if isinstance(error, urllib.error.HTTPError):
+        return error.code in (408, 429) or error.code >= 500
+    if isinstance(error, urllib.error.URLError):  # connect failures come wrapped; `reason` may be a string
+        error = error.reason  # type: ignore[assignment]
+    # RemoteDisconnected (closed before answering) is a ConnectionError; socket.timeout is TimeoutError.
+    return isinstance(error, (ConnectionError, TimeoutError, http.client.IncompleteRead))
+
+
+def timed_out(error: BaseException) -> bool:
+    return isinstance(getattr(error, "reason", None) or error, TimeoutError)
+
+
+def with_retries(fn: Callable[[], T], cancelled: Callable[[], bool] = lambda: False) -> T:
+    """`fn()`, tried again after transient failures until it works, RETRY_BUDGET s pass or `cancelled()`.
+
+    The failure that stands is raised, always as an OSError (http.client's errors are not all one), so
+    callers map it to a failureInfo with one `except OSError`.
+    """
+    deadline = time.monotonic() + RETRY_BUDGET
+    attempt = 0
+    while True:
+        try:
+            return fn()
+        except (OSError, http.client.HTTPException) as e:
+            error = e
+        delay = _retry_after(error)
+        if isinstance(error, urllib.error.HTTPError):
+            error.close()  # its connection; the status and headers stay readable
+        if delay is None:
+            delay = random.uniform(0, min(RETRY_CAP, RETRY_FIRST * 2 ** min(attempt, 16)))
+        attempt += 1
+        left = deadline - time.monotonic()  # the last attempt comes at the deadline, not before it
+        if not transient(error) or left <= 0 or not _sleep(min(delay, left), cancelled):
+            if isinstance(error, OSError):
+                raise error
+            raise ConnectionError(f"{type(error).__name__}: {error}") from error
+
+
+def _retry_after(error: BaseException) -> float | None:
+    if not isinstance(error, urllib.error.HTTPError) or error.headers is None:
+        return None
+    try:
+        return min(max(0.0, float(error.headers.get("Retry-After") or "")), RETRY_AFTER_CAP)
+    except ValueError:  # absent, or an HTTP date: the usual back-off applies
+        return None
+
+
+def _sleep(seconds: float, cancelled: Callable[[], bool]) -> bool:
+    """Waits `seconds`, but False as soon as the transfer is cancelled (a task ended, the emulator stops)."""
+    end = time.monotonic() + seconds
+    while not cancelled():
+        left = end - time.monotonic()
+        if left <= 0:
+            return True
+        time.sleep(min(_POLL, left))
+    return False
+
+
+def download(url: str, dest: Path, cancelled: Callable[[], bool] = lambda: False) -> None:
+    """Downloads under a temporary name, renamed when complete: a file at `dest` is never a partial one."""
     dest.parent.mkdir(parents=True, exist_ok=True)
-    with urllib.request.urlopen(url, timeout=TIMEOUT) as response, open(dest, "wb") as out:
-        shutil.copyfileobj(response, out, 1 << 20)
+    part = dest.with_name(f".{dest.name}.part")
+
+    def attempt() -> None:
+        with urllib.request.urlopen(url, timeout=TIMEOUT) as response, open(part, "wb") as out:
+            shutil.copyfileobj(response, out, 1 << 20)
+            if response.length:  # read in pieces, http.client ends a cut-short body quietly
+                raise http.client.IncompleteRead(b"", response.length)
+        os.replace(part, dest)
+
+    try:
+        with_retries(attempt, cancelled)
+    finally:
+        part.unlink(missing_ok=True)
 
 
-def list_blobs(container_url: str, prefix: str = "") -> list[str]:
+def list_blobs(container_url: str, prefix: str = "", cancelled: Callable[[], bool] = lambda: False) -> list[str]:
     """Names of the blobs in a container (SAS URL with list permission), following continuation markers."""
     names: list[str] = []
     marker = ""
@@ -41,22 +131,32 @@ def list_blobs(container_url: str, prefix: str = "") -> list[str]:
             **({"marker": marker} if marker else {}),
         }
         url = urlunsplit(parts._replace(query="&".join(filter(None, [parts.query, urlencode(query)]))))
-        with urllib.request.urlopen(url, timeout=TIMEOUT) as response:
-            root = ET.fromstring(response.read())
+        try:
+            root = ET.fromstring(with_retries(lambda u=url: _read(u), cancelled))
+        except ET.ParseError as e:  # an OSError, so that it fails the task instead of its node thread
+            raise OSError(f"the blob list is not valid XML: {e}") from e
         names += [n.text or "" for n in root.iter("Name")]
         marker = root.findtext("NextMarker") or ""
         if not marker:
             return names
 
 
-def upload(container_url: str, name: str, source: Path) -> None:
-    with open(source, "rb") as body:
-        request = urllib.request.Request(
-            blob_url(container_url, name), data=body, method="PUT",
-            headers={"x-ms-blob-type": "BlockBlob", "Content-Length": str(source.stat().st_size),
-                     "Content-Type": "application/octet-stream"},
-        )  # fmt: skip
-        urllib.request.urlopen(request, timeout=TIMEOUT).close()
+def _read(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=TIMEOUT) as response:
+        return response.read()  # a cut-short body raises IncompleteRead when read whole
+
+
+def upload(container_url: str, name: str, source: Path, cancelled: Callable[[], bool] = lambda: False) -> None:
+    def attempt() -> None:
+        with open(source, "rb") as body:  # opened again for each attempt: a retry sends the whole file
+            request = urllib.request.Request(
+                blob_url(container_url, name), data=body, method="PUT",
+                headers={"x-ms-blob-type": "BlockBlob", "Content-Length": str(source.stat().st_size),
+                         "Content-Type": "application/octet-stream"},
+            )  # fmt: skip
+            urllib.request.urlopen(request, timeout=TIMEOUT).close()
+
+    with_retries(attempt, cancelled)
 
 
 def http_status(error: BaseException) -> int | None:

@@ -36,6 +36,7 @@ ROUTES: list[tuple[str, str, Callable, str]] = [
     ("GET", f"/jobs/{_ID}/tasks/{_ID}", r.get_task, "get_task"),
     ("DELETE", f"/jobs/{_ID}/tasks/{_ID}", r.delete_task, "delete_task"),
     ("POST", f"/jobs/{_ID}/tasks/{_ID}/terminate", r.terminate_task, "terminate_task"),
+    ("POST", f"/jobs/{_ID}/tasks/{_ID}/reactivate", r.reactivate_task, "reactivate_task"),
     ("GET", f"/jobs/{_ID}/tasks/{_ID}/files", r.list_task_files, "list_task_files"),
     ("GET", f"/jobs/{_ID}/tasks/{_ID}/files/{_REST}", r.get_task_file, "download_task_file"),
     ("HEAD", f"/jobs/{_ID}/tasks/{_ID}/files/{_REST}", r.get_task_file, "get_task_file_properties"),
