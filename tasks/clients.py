@@ -8,6 +8,7 @@ from typing import Any
 
 from azure.batch import BatchClient
 from azure.core.credentials import AzureNamedKeyCredential, TokenCredential
+from azure.core.exceptions import HttpResponseError
 from azure.core.pipeline.policies import RetryPolicy
 from azure.storage.blob import BlobServiceClient, ExponentialRetry
 
@@ -37,19 +38,43 @@ class BatchRetry(RetryPolicy):
         return backoff(len(settings["history"]))
 
 
+class _ThrottledIsAnError:
+    """Between the Storage retry policy and the rest of the pipeline: a 429 answer becomes an error, which
+    that policy retries. Azure Storage throttles with 503, so its SDK takes 429 as final; but gateways and
+    proxies in front of storage answer 429."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    def send(self, request: Any) -> Any:
+        response = self.inner.send(request)
+        if response.http_response.status_code == 429:
+            raise HttpResponseError(response=response.http_response)
+        return response
+
+
 class StorageRetry(ExponentialRetry):
-    """The Storage SDK's retry (its default waits 15 s and more) with our back-off, honouring Retry-After."""
+    """The Storage SDK's retry (its default waits 15 s and more) with our back-off, honouring Retry-After,
+    and retrying 429 too."""
 
     def __init__(self) -> None:
         super().__init__(retry_total=RETRIES)
 
+    @property
+    def next(self) -> Any:
+        return self._next
+
+    @next.setter
+    def next(self, policy: Any) -> None:  # the pipeline links the policies after building them
+        self._next = _ThrottledIsAnError(policy)
+
     def get_backoff_time(self, settings: dict[str, Any]) -> float:
-        history = settings["history"]
-        response = history[-1].http_response if history else None
+        last = settings["history"][-1] if settings["history"] else None
+        response = last and (last.http_response or getattr(last.error, "response", None))
         header = response.headers.get("Retry-After") if response is not None else None
         try:
             retry_after = float(header) if header else None
-        except ValueError:  # an HTTP date: rare from Storage; the exponential back-off is fine
+        except ValueError:  # an HTTP date: rare; the exponential back-off is fine
             retry_after = None
         return backoff(settings["count"] + 1, retry_after)
 
