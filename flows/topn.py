@@ -95,7 +95,17 @@ def topn(
             _fail(settings, job_id, watch, {i: s.name for i, s in files.items()}, delete_job, run_id is None)
 
     outputs = storage.download_json(settings, [layout.top()] + [layout.result(i) for i in files])
-    merged = outputs[layout.top()]
+    merged = outputs.get(layout.top())
+    missing = [files[i].name for i in files if layout.result(i) not in outputs]
+    if merged is None or missing or merged["files"] != len(files):
+        # Storage lost outputs the tasks wrote (e.g. a storage emulator killed before it saved them).
+        if delete_job:
+            batch.delete_job(settings, job_id)
+        raise TopnFailed(
+            f"job {job_id}: outputs went missing from container {settings.output_container!r} "
+            f"({len(missing)} files' results{', and the merged counts' if merged is None else ''}; the merge "
+            f"counted {merged['files'] if merged else 0} of {len(files)} files): run again to count them anew"
+        )
     result = TopnResult(
         top=[tuple(p) for p in merged["top"]], words=merged["words"], distinct=merged["distinct"],
         files_counted=merged["files"],

@@ -153,14 +153,18 @@ def finished_tasks(settings: TopnSettings, layout: Layout) -> set[str]:
 
 @task(name="download-json", **AZURE_TASK)
 def download_json(settings: TopnSettings, names: list[str]) -> dict[str, dict]:
-    """Downloads JSON outputs from the output container, concurrently (download_blob)."""
+    """Downloads JSON outputs from the output container, concurrently (download_blob); a blob that is not
+    there is left out of the answer."""
     container = blob_service(settings).get_container_client(settings.output_container)
 
-    def one(name: str) -> tuple[str, dict]:
-        return name, json.loads(container.download_blob(name).readall())
+    def one(name: str) -> tuple[str, dict | None]:
+        try:
+            return name, json.loads(container.download_blob(name).readall())
+        except ResourceNotFoundError:
+            return name, None
 
     with ThreadPoolExecutor(UPLOAD_CONCURRENCY) as pool:
-        return dict(pool.map(one, names))
+        return {name: data for name, data in pool.map(one, names) if data is not None}
 
 
 @task(name="delete-blobs", **AZURE_TASK)

@@ -107,12 +107,14 @@ class Azurite:
         return f"{self.blob_endpoint}/{container}?{sas}"
 
 
-def start_azurite() -> Azurite:
-    port = free_port()
+def start_azurite(location: Path | None = None, port: int | None = None) -> Azurite:
+    """Azurite in memory, or keeping its data in `location` (across restarts, on the same `port`)."""
+    port = port or free_port()
     workdir = tempfile.mkdtemp(prefix="azurite-")  # in-memory mode still writes a debug-free workspace here
+    keep = ["--location", str(location)] if location else ["--inMemoryPersistence"]
     process = spawn(
         [str(ROOT / "node_modules" / ".bin" / "azurite-blob"), "--blobHost", "127.0.0.1", "--blobPort", str(port),
-         "--inMemoryPersistence", "--silent", "--disableTelemetry", "--skipApiVersionCheck"],
+         *keep, "--silent", "--disableTelemetry", "--skipApiVersionCheck"],
         cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )  # fmt: skip
 

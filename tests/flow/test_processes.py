@@ -23,12 +23,12 @@ from tests.taskapp.oracle import spec_counts
 BIN = Path(sys.executable).parent
 
 
-def corpus(folder: Path, files: int) -> Path:
-    """`files` small distinct texts built from the sample corpus."""
+def corpus(folder: Path, files: int, tag: str = "") -> Path:
+    """`files` small distinct texts built from the sample corpus (`tag` makes them differ from other tests')."""
     text = (SAMPLE / "nasa-moon" / "180556main_ETM.Moon.ABCs.Fact.Sheet.txt").read_text(encoding="utf-8")
     folder.mkdir()
     for i in range(files):
-        (folder / f"part-{i:03}.txt").write_text(f"{text}\nextra{i} " * (1 + i % 3), encoding="utf-8")
+        (folder / f"part-{i:03}.txt").write_text(f"{text}\n{tag}extra{i} " * (1 + i % 3), encoding="utf-8")
     return folder
 
 
@@ -49,29 +49,55 @@ def job_of(emulator: Emulator, pool: str):
 SLOW_POOL = {"TOPN_DEDICATED_NODES": "1", "TOPN_TASK_SLOTS_PER_NODE": "1"}
 
 
-def test_resume_after_the_flow_process_is_killed(stack_env: dict, emulator: Emulator, tmp_path: Path) -> None:
-    folder = corpus(tmp_path / "texts", 40)
-    env = {**SLOW_POOL, "TOPN_POOL_ID": "resume-pool"}
-    first = topn_process(str(folder), "--top", "3", "--keep-job", "--json", env=env)
+def killed_at(point: str, emulator: Emulator, pool: str, azurite: Azurite):
+    """A check that is true once a run reaches `point`."""
     client = batch(emulator)
-    job = wait_for(lambda: job_of(emulator, "resume-pool"), timeout=120, what="the job")
-    wait_for(lambda: client.get_job_task_counts(job.id).task_counts.completed >= 5, timeout=120, what="5 tasks")
+    if point == "upload":
+        inputs = azurite.client().get_container_client("topn-input")
+        return lambda: inputs.exists() and any(True for _ in inputs.list_blobs(name_starts_with="uploads/"))
+    if point == "add-tasks":
+        return lambda: (job := job_of(emulator, pool)) and len(list(client.list_tasks(job.id, select=["id"]))) == 41
+    return lambda: (job := job_of(emulator, pool)) and client.get_job_task_counts(job.id).task_counts.completed >= 5
+
+
+def flow_run_state(flow_run_id: str) -> str:
+    with get_client(sync_client=True) as prefect:
+        return prefect.read_flow_run(flow_run_id).state.type.value
+
+
+@pytest.mark.parametrize("point", ["upload", "add-tasks", "watch"])
+def test_resume_after_the_flow_process_is_killed(
+    stack_env: dict, emulator: Emulator, azurite: Azurite, tmp_path: Path, point: str
+) -> None:
+    folder = corpus(tmp_path / "texts", 40, tag=f"killed-at-{point}-")
+    pool = f"resume-{point}"
+    env = {**SLOW_POOL, "TOPN_POOL_ID": pool}
+    started = emulator.service.scheduled
+    first = topn_process(str(folder), "--top", "3", "--keep-job", "--json", env=env)
+    wait_for(killed_at(point, emulator, pool, azurite), timeout=240, what=f"the run to reach {point}")
     first.send_signal(signal.SIGKILL)
-    first.communicate(timeout=30)
-    assert client.get_job_task_counts(job.id).task_counts.completed < 41  # really killed mid-way
+    first.communicate(timeout=60)
+    client = batch(emulator)
+    job = job_of(emulator, pool)
+    if job:
+        assert client.get_job_task_counts(job.id).task_counts.completed < 41  # really killed mid-way
 
     second = topn_process(str(folder), "--top", "3", "--keep-job", "--json", env=env)
-    out, err = second.communicate(timeout=300)
+    out, err = second.communicate(timeout=600)
     assert second.returncode == 0, err[-3000:]
     result = json.loads(out)
-    assert result["stats"]["job_id"] == job.id and result["stats"]["tasks_added"] == 0
-    tasks = list(client.list_tasks(job.id))
-    assert len(tasks) == 41 and all(t.execution_info.retry_count == 0 for t in tasks)
     expected = Counter()
     for path in folder.iterdir():
         expected.update(spec_counts(path.read_bytes()))
     assert result["top"] == [list(p) for p in sorted(expected.items(), key=lambda kv: (-kv[1], kv[0]))[:3]]
-    client.begin_delete_job(job.id, polling_interval=0.1).result()
+    assert result["files_counted"] == 40
+    assert emulator.service.scheduled - started == 41  # each file once, and the merge: nothing run twice
+    if job:
+        assert result["stats"]["job_id"] == job.id
+        flow_run_id = next(i.value for i in job.metadata if i.name == "prefect-flow-run")
+        # The killed run's heartbeats stopped: it is marked Crashed, not left Running.
+        wait_for(lambda: flow_run_state(flow_run_id) == "CRASHED", timeout=300, interval=2, what="a Crashed run")
+    client.begin_delete_job(result["stats"]["job_id"], polling_interval=0.1).result()
 
 
 def test_cancelling_the_flow_run_terminates_the_job(stack_env: dict, emulator: Emulator, tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import signal
+import sys
 import threading
 import time
 from datetime import datetime
@@ -142,10 +143,16 @@ class Saver:
         self._thread.start()
 
     def _loop(self) -> None:
-        pause = SAVE_INTERVAL
+        pause, failing = SAVE_INTERVAL, False
         while not self._stop.wait(pause):
             began = time.monotonic()
-            self.save()
+            try:
+                self.save()
+                failing = False
+            except OSError as e:  # a full disk, say: keep serving, keep trying, say it once
+                if not failing:
+                    print(f"azure-batch-emulator: cannot save the state to {self.path}: {e}", file=sys.stderr)
+                failing = True
             pause = max(SAVE_INTERVAL, 4 * (time.monotonic() - began))
 
     def save(self) -> None:

@@ -56,6 +56,7 @@ class Emulator:
         self._thread: threading.Thread | None = None
         self._saver: persistence.Saver | None = None
         if data_dir:  # a folder of the user's: the state lives there, across restarts
+            self.data_dir.mkdir(parents=True, exist_ok=True)
             state = self.data_dir / persistence.STATE_FILE
             try:
                 persistence.restore(self.service, state)
