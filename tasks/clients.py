@@ -14,18 +14,22 @@ from azure.storage.blob import BlobServiceClient, ExponentialRetry
 
 from tasks.settings import TopnSettings
 
-# Both SDKs retry transient failures themselves: this many times, waiting FIRST_BACKOFF s, then twice as
-# long each time up to MAX_BACKOFF, with full jitter (so retries from many workers do not come in waves),
-# or as long as a Retry-After header says (capped too). The worst case is about 30 s of waiting per call.
-# Prefect task retries (tasks/retry.py) sit on top only for what the SDKs may not retry themselves.
-RETRIES, FIRST_BACKOFF, MAX_BACKOFF = 6, 0.5, 8.0
+# Both SDKs retry transient failures themselves, RETRIES times: the first retry comes at once (within
+# FIRST_RETRY s: most faults on a busy network are one dropped connection or one overloaded answer), then
+# after FIRST_BACKOFF s, twice as long each time up to MAX_BACKOFF, all with jitter so that many workers do
+# not retry in waves; a Retry-After header (throttling) is obeyed instead, capped too. The worst case is
+# about 30 s of waiting per call. Prefect task retries (tasks/retry.py) sit on top only for what the SDKs
+# may not retry themselves. Measured with `./dev bench faults`.
+RETRIES, FIRST_RETRY, FIRST_BACKOFF, MAX_BACKOFF = 6, 0.1, 0.5, 8.0
 
 
 def backoff(attempt: int, retry_after: float | None = None) -> float:
     """Seconds to wait before retry number `attempt` (1, 2, ...)."""
     if retry_after is not None:
         return min(max(retry_after, 0.0), MAX_BACKOFF)
-    return random.uniform(0.5, 1.0) * min(MAX_BACKOFF, FIRST_BACKOFF * 2 ** (attempt - 1))
+    if attempt <= 1:
+        return random.uniform(0, FIRST_RETRY)
+    return random.uniform(0.5, 1.0) * min(MAX_BACKOFF, FIRST_BACKOFF * 2 ** (attempt - 2))
 
 
 class BatchRetry(RetryPolicy):
@@ -36,6 +40,13 @@ class BatchRetry(RetryPolicy):
 
     def get_backoff_time(self, settings: dict[str, Any]) -> float:
         return backoff(len(settings["history"]))
+
+    def is_retry(self, settings: dict[str, Any], response: Any) -> bool:
+        # A throttled request was not applied: safe to send again whatever its method (azure-core retries
+        # a POST only on 500, 503 and 504, or when a Retry-After header comes with the 429).
+        if response.http_response.status_code == 429 and settings["total"]:
+            return True
+        return super().is_retry(settings, response)
 
 
 class _ThrottledIsAnError:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from azure.batch.models import CreateTasksError
 from azure.core.exceptions import HttpResponseError, ServiceRequestError, ServiceResponseError
-from prefect.tasks import exponential_backoff
 
 TRANSIENT_STATUS = {408, 429, 500, 502, 503, 504}
 
@@ -14,6 +14,9 @@ def is_transient(error: BaseException | None) -> bool:
     """True for errors a retry may cure: throttling, 5xx, timeouts and connection failures."""
     if isinstance(error, (ServiceRequestError, ServiceResponseError, ConnectionError, TimeoutError)):
         return True
+    if isinstance(error, CreateTasksError):  # create_tasks gathers what went wrong in its chunks
+        refused = [r for r in error.failure_tasks if str(r.status).lower() != "servererror"]
+        return bool(error.errors or error.failure_tasks) and not refused and all(map(is_transient, error.errors))
     if isinstance(error, HttpResponseError):
         return error.status_code in TRANSIENT_STATUS
     return False
@@ -36,7 +39,7 @@ def retry_transient(task: Any, task_run: Any, state: Any) -> bool:
 # retries soon after are enough: they multiply the SDK's attempts only in an outage, never in normal faults.
 AZURE_TASK = {
     "retries": 2,
-    "retry_delay_seconds": exponential_backoff(backoff_factor=1),
+    "retry_delay_seconds": [0.2, 2],
     "retry_jitter_factor": 0.5,
     "retry_condition_fn": retry_transient,
 }
