@@ -203,6 +203,7 @@ def test_deployment_runs_on_a_real_prefect_server(
         ([], {"TOPN_BATCH_ENDPOINT": "https://x.westeurope.batch.azure.com"}, "TOPN_STORAGE_ACCOUNT_NAME"),
         ([], {"TOPN_JOB_TIMEOUT": "soon"}, "TOPN_JOB_TIMEOUT"),
         (["--run-id", "bad id!"], {}, "a Batch job id has 1 to 64"),
+        (["/tmp/" + "x" * 300], {}, "File name too long"),
     ],
 )
 def test_command_errors_are_one_clear_line(stack_env: dict, args: list[str], env: dict, message: str) -> None:

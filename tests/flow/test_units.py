@@ -8,6 +8,7 @@ import pytest
 from azure.core.exceptions import ClientAuthenticationError, HttpResponseError, ServiceRequestError
 from prefect.states import Failed
 
+from flows.errors import explain
 from tasks import plan
 from tasks.retry import is_transient, retry_transient
 from tasks.sas import redact
@@ -118,3 +119,23 @@ def test_local_stack_is_the_default() -> None:
         ).count("c2VjcmV0")
         == 0
     )  # secrets never show in a repr
+
+
+def test_an_unreachable_local_stack_says_how_to_start_it() -> None:
+    from tests.stack import free_port
+
+    settings = load_settings(local_batch_port=free_port(), local_blob_port=free_port())
+    message = explain(ServiceRequestError("Connection refused"), settings)
+    assert "the Batch emulator at http://127.0.0.1:" in message and "Azurite at" in message
+    assert "topn stack start" in message
+
+
+def test_an_unreachable_azure_names_the_settings() -> None:
+    from tests.stack import free_port
+
+    settings = load_settings(batch_endpoint=f"http://127.0.0.1:{free_port()}", storage_account_name="s",
+                             storage_blob_endpoint=f"http://127.0.0.1:{free_port()}", batch_account_name="a",
+                             batch_account_key="c2VjcmV0c2VjcmV0c2VjcmV0",
+                             storage_account_key="c2VjcmV0c2VjcmV0c2VjcmV0")  # fmt: skip
+    message = explain(ServiceRequestError("Connection refused"), settings)
+    assert "Azure Batch at" in message and "TOPN_BATCH_ENDPOINT" in message and "secret" not in message
