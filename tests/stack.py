@@ -30,6 +30,14 @@ os.environ[SESSION_MARKER] = f"{os.getpid()}-{time.time_ns()}"
 _started: list[subprocess.Popen] = []
 
 
+def alive(pid: int) -> bool:
+    """Whether a process runs (a zombie, dead but not yet reaped, does not)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

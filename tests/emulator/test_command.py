@@ -17,7 +17,7 @@ from batch_emulator.errors import BatchError
 from batch_emulator.service import BatchService
 
 from tests.emulator.conftest import make_job, make_pool
-from tests.stack import free_port, spawn, wait_for
+from tests.stack import alive, free_port, spawn, wait_for
 
 
 def start(*args: str) -> tuple[subprocess.Popen, str]:
@@ -25,13 +25,6 @@ def start(*args: str) -> tuple[subprocess.Popen, str]:
                  text=True)  # fmt: skip
     banner = [proc.stdout.readline() for _ in range(5)]
     return proc, "".join(banner)
-
-
-def alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def test_command_prints_where_and_how_then_stops_cleanly(tmp_path: Path) -> None:

@@ -9,16 +9,9 @@ from pathlib import Path
 
 from flows.local_stack import stop_local_stack
 from tasks.settings import TopnSettings
-from tests.stack import ROOT, free_port, spawn, stop, wait_for
+from tests.stack import ROOT, alive, free_port, spawn, stop, wait_for
 
 BIN = Path(sys.executable).parent
-
-
-def alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def local(tmp_path: Path) -> TopnSettings:

@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import urllib.request
-from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -18,7 +17,7 @@ from batch_emulator import DEV_ACCOUNT_KEY, DEV_ACCOUNT_NAME
 
 from tests.flow.test_processes import SLOW_POOL, corpus, topn_process
 from tests.stack import free_port, spawn, start_azurite, stop, wait_for
-from tests.taskapp.oracle import spec_counts
+from tests.taskapp.oracle import spec_top
 
 
 def start_emulator(port: int, data: Path) -> subprocess.Popen:
@@ -81,10 +80,7 @@ def test_a_run_survives_its_stack_being_killed_and_restarted(prefect_api: str, t
         out, err = run.communicate(timeout=600)
     assert run.returncode == 0, err[-3000:] + (tmp_path / "emulator.log").read_text()[-3000:]
     result = json.loads(out)
-    expected = Counter()
-    for path in folder.iterdir():
-        expected.update(spec_counts(path.read_bytes()))
-    assert result["top"] == [list(p) for p in sorted(expected.items(), key=lambda kv: (-kv[1], kv[0]))[:3]]
+    assert result["top"] == spec_top(folder, 3)
     assert result["files_counted"] == 40
     executions = stats(batch_port)["scheduler"]["tasksScheduled"]
     # Each file once and the merge, the files whose outputs storage lost, and what the crash forced: the

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -15,15 +14,7 @@ from tasks.batch import PoolConflict
 from tests.emulator.conftest import vm_config
 from tests.flow.test_flow import poison
 from tests.stack import wait_for
-from tests.taskapp.oracle import spec_counts
-
-
-def expected_top(folder: Path, n: int) -> list[tuple[str, int]]:
-    counts: Counter[str] = Counter()
-    for path in folder.rglob("*"):
-        if path.is_file():
-            counts.update(spec_counts(path.read_bytes()))
-    return sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:n]
+from tests.taskapp.oracle import spec_top
 
 
 def test_a_pool_topn_did_not_create_is_left_untouched(settings_env, tmp_path: Path, emulator: Emulator) -> None:
@@ -59,5 +50,5 @@ def test_a_rerun_after_a_failure_counts_only_what_did_not_finish(
     started = emulator.service.scheduled
     result = topn(paths=[str(folder)], top=4)
     assert emulator.service.scheduled - started == 2  # the file that failed, and the merge: nothing else again
-    assert result.top == expected_top(folder, 4) and result.files_counted == 7
+    assert [list(p) for p in result.top] == spec_top(folder, 4) and result.files_counted == 7
     assert {f.name.rsplit("/", 1)[-1]: f.words for f in result.files}["poison.txt"] == 3

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections import Counter
+from pathlib import Path
 
 WORD = re.compile(r"[^\W_]+(?:'[^\W_]+)*")
 
@@ -25,3 +26,12 @@ def spec_counts(data: bytes) -> Counter[str] | None:
         line = unicodedata.normalize("NFC", line).casefold().replace("\u2019", "'")
         counts.update(WORD.findall(line))
     return counts
+
+
+def spec_top(folder: Path, n: int) -> list[list]:
+    """The top `n` words of every file under `folder` per the spec, as a run's JSON lists them."""
+    counts: Counter[str] = Counter()
+    for path in sorted(folder.rglob("*")):
+        if path.is_file():
+            counts.update(spec_counts(path.read_bytes()) or {})
+    return [[w, c] for w, c in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:n]]
