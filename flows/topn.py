@@ -98,9 +98,9 @@ def topn(
     merged = outputs.get(layout.top())
     missing = [files[i].name for i in files if layout.result(i) not in outputs]
     if merged is None or missing or merged["files"] != len(files):
-        # Storage lost outputs the tasks wrote (e.g. a storage emulator killed before it saved them).
-        if delete_job:
-            batch.delete_job(settings, job_id)
+        # Storage lost outputs the tasks wrote (e.g. a storage emulator killed before it saved them). The
+        # job goes even if kept: a finished job would be taken as done by the next run.
+        batch.delete_job(settings, job_id)
         raise TopnFailed(
             f"job {job_id}: outputs went missing from container {settings.output_container!r} "
             f"({len(missing)} files' results{', and the merged counts' if merged is None else ''}; the merge "
