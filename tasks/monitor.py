@@ -186,7 +186,7 @@ def _recover(client: BatchClient, job_id: str, recoveries: dict[str, int]) -> in
 
 def _not_its_own(info: m.BatchTaskFailureInfo) -> bool:
     """A failure of storage, the network or the node rather than of the task's program."""
-    category = str(info.category or "").lower()
+    category = str(getattr(info.category, "value", info.category) or "").lower()  # an enum, or an unknown str
     return info.code in RECOVERABLE or (category == "servererror" and info.code != "TaskEnded")
 
 

@@ -139,3 +139,16 @@ def test_an_unreachable_azure_names_the_settings() -> None:
                              storage_account_key="c2VjcmV0c2VjcmV0c2VjcmV0")  # fmt: skip
     message = explain(ServiceRequestError("Connection refused"), settings)
     assert "Azure Batch at" in message and "TOPN_BATCH_ENDPOINT" in message and "secret" not in message
+
+
+@pytest.mark.parametrize(("category", "code", "ours"), [
+    ("servererror", "BlobDownloadMiscError", True), ("usererror", "FileUploadMiscError", True),
+    ("servererror", "NodeUnusable", True), ("servererror", "TaskEnded", False),
+    ("usererror", "FailureExitCode", False), ("usererror", "BlobNotFound", False),
+])  # fmt: skip
+def test_which_task_failures_are_run_again_in_place(category: str, code: str, ours: bool) -> None:
+    from azure.batch import models as m
+
+    from tasks.monitor import _not_its_own
+
+    assert _not_its_own(m.BatchTaskFailureInfo(category=category, code=code)) is ours
