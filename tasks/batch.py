@@ -12,7 +12,12 @@ from urllib.parse import parse_qs, urlsplit
 
 from azure.batch import models as m
 from azure.batch.models._models import BatchJobTerminateOptions  # not exported by SDK 15 (wire contract 0.5)
-from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
+from azure.core.exceptions import (
+    ResourceExistsError,
+    ResourceNotFoundError,
+    ServiceRequestError,
+    ServiceResponseError,
+)
 from prefect import get_run_logger, task
 
 from tasks.clients import batch_client
@@ -187,7 +192,14 @@ def add_tasks(settings: TopnSettings, job_id: str, tasks: list[m.BatchTaskCreate
     present = {t.id for t in client.list_tasks(job_id, select=["id"])}
     missing = [t for t in tasks if t.id not in present]
     if missing:
-        client.create_tasks(job_id, missing, max_concurrency=4)
+        try:
+            client.create_tasks(job_id, missing, max_concurrency=4)
+        except AttributeError as e:  # azure-batch 15.1 fails so on a chunk that got no answer at all
+            raise ServiceRequestError(f"Batch did not answer while tasks were added ({e})") from e
+        # Its worker threads can also die on such a chunk without a word: check that every task is there.
+        added = {t.id for t in client.list_tasks(job_id, select=["id"])}
+        if lost := [t.id for t in missing if t.id not in added]:
+            raise ServiceResponseError(f"{len(lost)} of {len(missing)} tasks were not added to job {job_id}")
     client.update_job(job_id, m.BatchJobUpdateOptions(all_tasks_complete_mode="terminatejob"))
     return len(missing), len(present | {t.id for t in tasks})
 

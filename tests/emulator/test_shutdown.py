@@ -49,7 +49,7 @@ def keep_adding_tasks(client: BatchClient, job_id: str, command: str, stop: thre
         serial += 5
         try:
             client.create_tasks(job_id, batch)
-        except (AzureError, OSError):
+        except (AzureError, OSError, AttributeError):  # AttributeError: azure-batch 15.1, on no answer at all
             return
 
 
