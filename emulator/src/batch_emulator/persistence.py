@@ -16,6 +16,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -47,9 +48,16 @@ def _load(data: dict[str, Any]) -> dict[str, Any]:
     return {k: datetime.fromisoformat(v) if k in _TIMES and v else v for k, v in data.items()}
 
 
-def snapshot(service: BatchService) -> dict[str, Any]:
-    """The whole state as plain data. Call under the service's lock; specs are replaced, never changed in
-    place, so the result may be serialized after the lock is released."""
+def _task(task: Task) -> str:
+    data = {**_dump(task, "retry_count", "requeue_count", "last_retry_time", "start_time", "end_time", "exit_code",
+                    "failure_info"),
+            "last_node": [task.last_node.pool.id, task.last_node.id] if task.last_node else None}  # fmt: skip
+    return json.dumps(data, separators=(",", ":"))
+
+
+def snapshot(service: BatchService, task_json: Callable[[Task], str] = _task) -> str:
+    """The whole state as JSON text. Call under the service's lock. Tasks are most of it: `task_json` may
+    answer from a cache (a task's ETag changes with every change of it)."""
     pools = []
     for pool in service.pools.values():
         nodes = [{**_dump(n, "dedicated", "ip", "tasks_run", "tasks_succeeded"), "root": str(n.root),
@@ -58,19 +66,17 @@ def snapshot(service: BatchService) -> dict[str, Any]:
         pools.append({**_dump(pool, "allocation_state", "allocation_time", "node_serial"), "nodes": nodes})
     jobs = []
     for job in service.jobs.values():
-        tasks = [{**_dump(t, "retry_count", "requeue_count", "last_retry_time", "start_time", "end_time",
-                          "exit_code", "failure_info"),
-                  "last_node": [t.last_node.pool.id, t.last_node.id] if t.last_node else None}
-                 for t in job.tasks.values()]  # fmt: skip
-        jobs.append({**_dump(job, "pool_id", "end_time", "terminate_reason"), "tasks": tasks})
-    return {"format": FORMAT, "scheduled": service.scheduled, "pools": pools, "jobs": jobs,
-            "processes": service.processes.groups()}  # fmt: skip
+        head = json.dumps(_dump(job, "pool_id", "end_time", "terminate_reason"), separators=(",", ":"))
+        jobs.append(f'{head[:-1]},"tasks":[{",".join(map(task_json, job.tasks.values()))}]}}')
+    head = json.dumps({"format": FORMAT, "scheduled": service.scheduled, "pools": pools,
+                       "processes": service.processes.groups()}, separators=(",", ":"))  # fmt: skip
+    return f'{head[:-1]},"jobs":[{",".join(jobs)}]}}'
 
 
-def write(path: Path, state: dict[str, Any]) -> None:
+def write(path: Path, text: str) -> None:
     temporary = path.with_name(f".{path.name}.tmp")
     with open(temporary, "w", encoding="utf-8") as f:
-        json.dump(state, f, separators=(",", ":"))
+        f.write(text)
         f.flush()
         os.fsync(f.fileno())
     os.replace(temporary, path)
@@ -136,7 +142,9 @@ class Saver:
     def __init__(self, service: BatchService, path: Path) -> None:
         self.service, self.path = service, path
         self._saved = -1
+        self._tasks: dict[int, tuple[str, str]] = {}  # id(task) -> (its ETag, its JSON) when last saved
         self._stop = threading.Event()
+        self._saving = threading.Lock()
         self._thread = threading.Thread(target=self._loop, name="batch-emulator-state", daemon=True)
 
     def start(self) -> None:
@@ -156,13 +164,23 @@ class Saver:
             pause = max(SAVE_INTERVAL, 4 * (time.monotonic() - began))
 
     def save(self) -> None:
-        with self.service.lock:
-            changes = Entity.changes
-            if changes == self._saved:
-                return
-            state = snapshot(self.service)
-        write(self.path, state)
-        self._saved = changes
+        with self._saving:  # one writer at a time: the thread, or stop()
+            with self.service.lock:
+                changes = Entity.changes
+                if changes == self._saved:
+                    return
+                previous, self._tasks = self._tasks, {}
+                text = snapshot(self.service, lambda task: self._task_json(task, previous))
+            write(self.path, text)
+            self._saved = changes
+
+    def _task_json(self, task: Task, previous: dict[int, tuple[str, str]]) -> str:
+        """A task's JSON, serialized again only if it changed since the last save (an ETag is never reused)."""
+        etag, text = previous.get(id(task), ("", ""))
+        if etag != task.etag:
+            etag, text = task.etag, _task(task)
+        self._tasks[id(task)] = (etag, text)
+        return text
 
     def stop(self) -> None:
         """Stops the thread and saves a last time."""

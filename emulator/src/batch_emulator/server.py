@@ -85,7 +85,7 @@ class Emulator:
 
         True if every node thread ended in that time (one may still sit in a hanging download).
         """
-        self.service.processes.close()  # first: nothing a node is about to start may outlive us
+        self.service.halt()  # first: nothing a node is about to start may outlive us
         if self._thread:
             self.httpd.shutdown()
         self.httpd.server_close()

@@ -679,19 +679,24 @@ class BatchService:
         timer.daemon = True
         timer.start()
 
-    def close(self, timeout: float = 10) -> bool:
-        """Kills every task and start task process, then waits up to `timeout` s for the node threads.
+    def halt(self) -> None:
+        """Stops every task and start task now; nothing starts any more. Their tasks go back to the queue.
 
-        The process table is closed first: a process that an attempt is about to start cannot start
-        any more, so none can escape. True if every node thread ended in time.
+        Each attempt is told first (so that it ends as requeued, not as failed by the kill), which kills
+        its process; then the process table closes and kills whatever started in between, so none escapes.
         """
-        self.processes.close()
         with self.lock:
             self._closed = True
             runs = [t.run for j in self.jobs.values() for t in j.tasks.values() if t.run]
             runs += [n.start_run for p in self.pools.values() for n in p.nodes if n.start_run]
-            work = list(self._work)
         for run in runs:
             run.cancel("requeue")
+        self.processes.close()
         self._workers.shutdown(wait=False, cancel_futures=True)
+
+    def close(self, timeout: float = 10) -> bool:
+        """`halt`, then waits up to `timeout` s for the node threads; True if all ended in time."""
+        self.halt()
+        with self.lock:
+            work = list(self._work)
         return not wait_futures(work, timeout=timeout).not_done
