@@ -130,8 +130,8 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
 
     from flows.local_stack import StackError
     from flows.topn import TopnFailed
-    from tasks.batch import PoolConflict
+    from tasks.batch import PoolConflict, RunConflict
     from tasks.preflight import AccessError
     from tasks.storage import InputError
 
-    return TopnFailed, InputError, StackError, AccessError, PoolConflict, ParameterTypeError, ValueError
+    return TopnFailed, InputError, StackError, AccessError, PoolConflict, RunConflict, ParameterTypeError, ValueError

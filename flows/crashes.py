@@ -2,7 +2,7 @@
 
 Every flow run topn starts sends a heartbeat every 30 s (PREFECT_FLOWS_HEARTBEAT_FREQUENCY, set in
 `flows/__init__.py`). This automation, created once per Prefect server, marks a run Crashed when
-MISSED_AFTER passes without a heartbeat or an end state: a `kill -9`, a lost machine, an evicted container.
+three heartbeats pass without one or an end state: a `kill -9`, a lost machine, an evicted container.
 """
 
 from __future__ import annotations
@@ -15,12 +15,19 @@ from prefect.client.schemas.objects import StateType
 from prefect.events.actions import ChangeFlowRunState
 from prefect.events.schemas.automations import EventTrigger, Posture
 from prefect.events.schemas.events import ResourceSpecification
+from prefect.settings import get_current_settings
 
 NAME = "topn: mark dead flow runs Crashed"
-MISSED_AFTER = timedelta(seconds=90)  # three heartbeats
+
+
+def _missed_after() -> timedelta:
+    """Three heartbeats: never less than Prefect's 30 s minimum, and as long as a user's own setting says."""
+    frequency = get_current_settings().flows.heartbeat_frequency or 30
+    return timedelta(seconds=3 * max(frequency, 30))
 
 
 def crash_detection() -> Automation:
+    missed_after = _missed_after()
     return Automation(
         name=NAME,
         description="Marks a flow run Crashed when its heartbeats stop without an end state (created by topn).",
@@ -37,12 +44,12 @@ def crash_detection() -> Automation:
             for_each={"prefect.resource.id"},
             posture=Posture.Proactive,
             threshold=1,
-            within=MISSED_AFTER,
+            within=missed_after,
         ),
         actions=[
             ChangeFlowRunState(
                 state=StateType.CRASHED,
-                message=f"No heartbeat for {MISSED_AFTER.seconds} s: the process running this flow run died.",
+                message=f"No heartbeat for {missed_after.seconds} s: the process running this flow run died.",
             )
         ],
     )

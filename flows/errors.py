@@ -19,6 +19,6 @@ def explain(error: BaseException, settings: TopnSettings | None) -> str | None:
         return f"a path is longer than this system allows ({error.filename!r}): use shorter folder or file names"
     if isinstance(error, HttpResponseError):
         code = getattr(getattr(error, "error", None), "code", None) or ""
-        first = (str(error.message or error) or "").splitlines()[0]
+        first = (str(error.message or error).splitlines() or [""])[0]
         return redact(f"Azure answered {error.status_code} {code}: {first}")
     return None

@@ -121,6 +121,15 @@ def stop_local_stack(settings: TopnSettings, grace: float = 15) -> list[str]:
     return said
 
 
+def _data_dir(pid: int) -> Path | None:
+    """The --data-dir a running emulator was started with, if any."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        return Path(argv[argv.index(b"--data-dir") + 1].decode())
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def _alive(pid: int, marker: bytes) -> bool:
     """Whether `pid` is a live (not zombie) process whose command line holds `marker`."""
     try:
@@ -137,9 +146,15 @@ def _terminate(pid: int, marker: bytes, grace: float) -> str:
     deadline = time.monotonic() + grace
     while _alive(pid, marker):
         if time.monotonic() > deadline:
-            # Started with its own session, so its process group is the service and whatever it started.
+            # Started with its own session, so its process group is the service and whatever it started,
+            # except the emulator's task processes (each in a session of its own, as on a node): those go too.
+            data_dir = _data_dir(pid) if marker == b"batch_emulator" else None
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGKILL)
+            if data_dir:
+                from batch_emulator.processes import kill_node_processes
+
+                kill_node_processes(data_dir)
             return f"did not stop within {grace:.0f} s of SIGTERM: killed (SIGKILL to its process group)"
         time.sleep(0.1)
     return "stopped"

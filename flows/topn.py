@@ -60,12 +60,20 @@ def topn(
     else:
         inputs = storage.list_inputs(settings, settings.input_container, blob_prefix)
     app = app_future.result()
+    # Task ids number the inputs: in one order whatever order they were given in, as the job id is.
+    inputs = sorted(inputs, key=lambda i: (i.name, i.container, i.blob, i.version))
 
     job_id = plan.job_id(inputs, top, run_id)
     layout = plan.Layout(job_id)
     sas = SasIssuer(settings, blob_service(settings), expiry)
     pool_id = batch.ensure_pool(settings, app, sas, expiry)
-    state = batch.prepare_job(settings, job_id, pool_id, str(current_run.get_id() or ""))
+    state = batch.prepare_job(settings, job_id, pool_id, str(current_run.get_id() or ""), plan.inputs_key(inputs, top))
+    if state == batch.JobState.CREATED and run_id is not None:  # an explicit id may have served other inputs
+        storage.delete_blobs(
+            settings,
+            settings.output_container,
+            storage.list_blob_names(settings, settings.output_container, f"{layout.job}/"),
+        )
     files = {str(i): source for i, source in enumerate(inputs, start=1)}
     added, watch = 0, None
     if state != batch.JobState.DONE:
@@ -93,6 +101,8 @@ def topn(
         watch = monitor.watch_job(settings, job_id, pool_id, total, expiry - settings.sas_margin)
         if watch.ending != monitor.Ending.SUCCEEDED:
             _fail(settings, job_id, watch, {i: s.name for i, s in files.items()}, delete_job, run_id is None)
+        if not delete_job:  # a kept job is ended, so that a later run with the same inputs reuses its outputs
+            batch.terminate_job(settings, job_id, "AllTasksComplete")
 
     outputs = storage.download_json(settings, [layout.top()] + [layout.result(i) for i in files])
     merged = outputs.get(layout.top())

@@ -30,12 +30,17 @@ from tasks.storage import TaskappBlobs
 VERSION_KEY = "topn-taskapp"
 OWNER_KEY, OWNER = "created-by", "topn"  # the mark on pools topn created: only those may it replace or delete
 FLOW_RUN_KEY = "prefect-flow-run"
+INPUTS_KEY = "topn-inputs"  # plan.inputs_key of what the job counts
 START_TASK_SAS_LIFETIME = timedelta(days=30)  # nodes joining later still need to fetch the wheel
 POLL = 1.0
 
 
 class PoolConflict(RuntimeError):
     """The pool id is taken by a pool topn may not use or replace; the message names the setting to change."""
+
+
+class RunConflict(RuntimeError):
+    """The job id is taken by a job made for other inputs; the message says what to change."""
 
 
 def _is_ours(pool: m.BatchPool) -> bool:
@@ -133,14 +138,21 @@ def ensure_pool(settings: TopnSettings, app: TaskappBlobs, sas: SasIssuer, neede
 
 
 @task(name="prepare-job", **AZURE_TASK)
-def prepare_job(settings: TopnSettings, job_id: str, pool_id: str, flow_run_id: str) -> JobState:
+def prepare_job(settings: TopnSettings, job_id: str, pool_id: str, flow_run_id: str, inputs: str) -> JobState:
     """Creates the run's job (create_job), or picks up the one an earlier attempt of the same run left:
-    running → resumed; finished well → reused; failed or stopped → deleted and created anew."""
+    running → resumed; finished well → reused; failed or stopped → deleted and created anew. A job of the
+    same id made for other inputs (an explicit run id used again) is never taken for this run's."""
     client, log = batch_client(settings), get_run_logger()
     try:
         job = client.get_job(job_id)
     except ResourceNotFoundError:
         job = None
+    made_for = {i.name: i.value for i in (job.metadata or [])}.get(INPUTS_KEY) if job else None
+    if job is not None and made_for not in (None, inputs):
+        raise RunConflict(
+            f"job {job_id!r} was made for other inputs or another N: give another --run-id (run_id), "
+            "or delete that job first"
+        )
     if job is not None:
         if job.state == "active":
             log.info("resuming job %s", job_id)
@@ -157,9 +169,10 @@ def prepare_job(settings: TopnSettings, job_id: str, pool_id: str, flow_run_id: 
         id=job_id, pool_info=m.BatchPoolInfo(pool_id=pool_id), uses_task_dependencies=True,
         constraints=m.BatchJobConstraints(max_wall_clock_time=settings.job_timeout,
                                           max_task_retry_count=settings.max_task_retries),
-        # terminatejob is set once every task is in: a job without tasks would complete at once.
+        # Never terminatejob: a completed job's failed tasks can no longer be run again (watch-job does).
         all_tasks_complete_mode="noaction",
-        metadata=[m.BatchMetadataItem(name=FLOW_RUN_KEY, value=flow_run_id)],
+        metadata=[m.BatchMetadataItem(name=FLOW_RUN_KEY, value=flow_run_id),
+                  m.BatchMetadataItem(name=INPUTS_KEY, value=inputs)],
     ))  # fmt: skip
     log.info("created job %s on pool %s", job_id, pool_id)
     return JobState.CREATED
@@ -185,9 +198,9 @@ def _wait_gone(get: Callable[[str], object], ident: str) -> None:
 
 @task(name="add-tasks", **AZURE_TASK)
 def add_tasks(settings: TopnSettings, job_id: str, tasks: list[m.BatchTaskCreateOptions]) -> tuple[int, int]:
-    """Adds the tasks not in the job yet (create_tasks, 100 per request, 4 in parallel), then lets the job
-    terminate itself once all are complete (update_job). Returns how many were added, and how many the
-    job now holds."""
+    """Adds the tasks not in the job yet (create_tasks, 100 per request, 4 in parallel). Returns how many were
+    added, and how many the job now holds. The job stays active when all are complete (not `terminatejob`):
+    a task that failed for a reason not its own, the merge too, can then still be run again."""
     client = batch_client(settings)
     present = {t.id for t in client.list_tasks(job_id, select=["id"])}
     missing = [t for t in tasks if t.id not in present]
@@ -200,7 +213,6 @@ def add_tasks(settings: TopnSettings, job_id: str, tasks: list[m.BatchTaskCreate
         added = {t.id for t in client.list_tasks(job_id, select=["id"])}
         if lost := [t.id for t in missing if t.id not in added]:
             raise ServiceResponseError(f"{len(lost)} of {len(missing)} tasks were not added to job {job_id}")
-    client.update_job(job_id, m.BatchJobUpdateOptions(all_tasks_complete_mode="terminatejob"))
     return len(missing), len(present | {t.id for t in tasks})
 
 

@@ -110,7 +110,7 @@ def watch_job(settings: TopnSettings, job_id: str, pool_id: str, total: int, dea
         except Exception as e:
             if not is_transient(e) or time.monotonic() - (outage := outage or time.monotonic()) > OUTAGE_LIMIT:
                 raise
-            log.warning("Batch did not answer (%s): still watching", redact(str(e)).splitlines()[0])
+            log.warning("Batch did not answer (%s): still watching", (redact(str(e)).splitlines() or [""])[0])
             seen.delay = min(seen.delay * BACKOFF, MAX_DELAY)
         else:
             outage = None

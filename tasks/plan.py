@@ -46,12 +46,15 @@ def local_name(name: str, limit: int = 150) -> str:
     return f"{head}~{hashlib.sha256(base.encode()).hexdigest()[:8]}{ext}"
 
 
+def inputs_key(inputs: list[InputBlob], top: int) -> str:
+    """What a run counts, in 16 hex digits: the same inputs (names and versions) and N, the same key."""
+    digest = hashlib.sha256(repr((top, sorted((i.name, i.container, i.blob, i.version) for i in inputs))).encode())
+    return digest.hexdigest()[:16]
+
+
 def job_id(inputs: list[InputBlob], top: int, run_id: str | None = None) -> str:
     """Deterministic per run: the same inputs and N give the same job, so a re-run resumes it."""
-    if run_id:
-        return run_id
-    digest = hashlib.sha256(repr((top, sorted((i.name, i.container, i.blob, i.version) for i in inputs))).encode())
-    return f"topn-{digest.hexdigest()[:16]}"
+    return run_id or f"topn-{inputs_key(inputs, top)}"
 
 
 def upload_blob_name(relative: str, sha256: str) -> str:

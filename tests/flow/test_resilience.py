@@ -10,7 +10,7 @@ from azure.batch import models as m
 from batch_emulator.server import Emulator
 
 from flows.topn import TopnFailed, topn
-from tasks.batch import PoolConflict
+from tasks.batch import PoolConflict, RunConflict
 from tests.emulator.conftest import vm_config
 from tests.flow.test_flow import poison
 from tests.stack import wait_for
@@ -52,3 +52,28 @@ def test_a_rerun_after_a_failure_counts_only_what_did_not_finish(
     assert emulator.service.scheduled - started == 2  # the file that failed, and the merge: nothing else again
     assert [list(p) for p in result.top] == spec_top(folder, 4) and result.files_counted == 7
     assert {f.name.rsplit("/", 1)[-1]: f.words for f in result.files}["poison.txt"] == 3
+
+
+def test_the_same_files_in_another_order_reuse_every_output(settings_env, tmp_path: Path, emulator: Emulator) -> None:
+    (tmp_path / "a.txt").write_text("apple " * 3)
+    (tmp_path / "b.txt").write_text("banana " * 5 + "cherry")
+    first = topn(paths=[str(tmp_path / "a.txt"), str(tmp_path / "b.txt")], top=2)
+    started = emulator.service.scheduled
+    second = topn(paths=[str(tmp_path / "b.txt"), str(tmp_path / "a.txt")], top=2)
+    assert emulator.service.scheduled - started == 1  # the merge only
+    assert {f.name: f.words for f in second.files} == {f.name: f.words for f in first.files} == {"a.txt": 3, "b.txt": 6}
+    assert second.top == [("banana", 5), ("apple", 3)]
+
+
+def test_an_explicit_run_id_used_again_for_other_inputs(settings_env, tmp_path: Path) -> None:
+    (tmp_path / "one.txt").write_text("one one one")
+    (tmp_path / "six.txt").write_text("six " * 6)
+    (tmp_path / "two.txt").write_text("two two")
+    first = [str(tmp_path / "one.txt"), str(tmp_path / "six.txt")]
+    topn(paths=first, top=1, run_id="same-id", delete_job=False)
+    with pytest.raises(RunConflict, match="'same-id' was made for other inputs"):
+        topn(paths=[str(tmp_path / "two.txt")], top=1, run_id="same-id")
+    topn(paths=first, top=1, run_id="same-id")  # the same inputs: reused, then the job is deleted
+    # A clean start: the outputs the first inputs left under that id (two files' counts) are not merged in.
+    result = topn(paths=[str(tmp_path / "two.txt")], top=1, run_id="same-id")
+    assert result.top == [("two", 2)] and result.files_counted == 1

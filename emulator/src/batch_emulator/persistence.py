@@ -8,11 +8,9 @@ requeueCount grows), nodes run their start task again, and what was completed st
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
-import signal
 import sys
 import threading
 import time
@@ -23,6 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 from batch_emulator import wire
 from batch_emulator.models import Entity, Job, Node, Pool, Task
+from batch_emulator.node import failure
+from batch_emulator.processes import kill_node_processes
 
 if TYPE_CHECKING:
     from batch_emulator.service import BatchService
@@ -68,8 +68,7 @@ def snapshot(service: BatchService, task_json: Callable[[Task], str] = _task) ->
     for job in service.jobs.values():
         head = json.dumps(_dump(job, "pool_id", "end_time", "terminate_reason"), separators=(",", ":"))
         jobs.append(f'{head[:-1]},"tasks":[{",".join(map(task_json, job.tasks.values()))}]}}')
-    head = json.dumps({"format": FORMAT, "scheduled": service.scheduled, "pools": pools,
-                       "processes": service.processes.groups()}, separators=(",", ":"))  # fmt: skip
+    head = json.dumps({"format": FORMAT, "scheduled": service.scheduled, "pools": pools}, separators=(",", ":"))
     return f'{head[:-1]},"jobs":[{",".join(jobs)}]}}'
 
 
@@ -89,7 +88,7 @@ def restore(service: BatchService, path: Path) -> None:
     state = json.loads(path.read_text(encoding="utf-8"))
     if state.get("format") != FORMAT:
         raise ValueError(f"{path} was written by another version of the emulator (format {state.get('format')})")
-    _kill_leftovers(state.get("processes") or [], service.data_dir)
+    kill_node_processes(service.data_dir)
     service.scheduled = state.get("scheduled", 0)
     nodes: dict[tuple[str, str], Node] = {}
     for data in state["pools"]:
@@ -107,25 +106,22 @@ def restore(service: BatchService, path: Path) -> None:
         if data["state"] == "deleting":
             continue
         job = Job(**_load({k: v for k, v in data.items() if k != "tasks"}))
-        if job.state == "terminating":  # its tasks were stopped by the crash
+        ending = job.state == "terminating"  # it was killing its running tasks: they ended
+        if ending:
             job.state, job.end_time = "completed", job.end_time or wire.now()
         for t in data["tasks"]:
             last = t.pop("last_node")
             task = Task(**_load(t), job=job, last_node=nodes.get(tuple(last)) if last else None)
-            if task.state in ("running", "preparing"):  # the node rebooted under it: back to the queue
+            if task.state in ("running", "preparing") and ending:
+                task.state, task.end_time = "completed", wire.now()
+                task.failure_info = failure(
+                    "usererror", "TaskEnded", "The task was ended because its job was terminated."
+                )
+            elif task.state in ("running", "preparing"):  # the node rebooted under it: back to the queue
                 task.state, task.requeue_count, task.start_time = "active", task.requeue_count + 1, None
             job.tasks[task.id.lower()] = task
         service.jobs[job.id.lower()] = job
     _remove_unknown_node_folders(service)
-
-
-def _kill_leftovers(groups: list[int], data_dir: Path) -> None:
-    """Task processes of the emulator that died are killed, as a reboot would: only processes that still
-    run inside this data folder, so a reused pid is never hit."""
-    for pgid in groups:
-        with contextlib.suppress(OSError):
-            if Path(os.readlink(f"/proc/{pgid}/cwd")).resolve().is_relative_to(data_dir):
-                os.killpg(pgid, signal.SIGKILL)
 
 
 def _remove_unknown_node_folders(service: BatchService) -> None:
@@ -157,7 +153,7 @@ class Saver:
             try:
                 self.save()
                 failing = False
-            except OSError as e:  # a full disk, say: keep serving, keep trying, say it once
+            except Exception as e:  # a full disk, say: keep serving, keep trying, say it once
                 if not failing:
                     print(f"azure-batch-emulator: cannot save the state to {self.path}: {e}", file=sys.stderr)
                 failing = True

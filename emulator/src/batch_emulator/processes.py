@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import threading
+from pathlib import Path
 
 
 class ProcessTable:
@@ -37,11 +38,6 @@ class ProcessTable:
             kill_group(process.pid)
             self._groups.discard(process.pid)
 
-    def groups(self) -> list[int]:
-        """The process groups running now (saved with the state, so a restart can kill what a crash left)."""
-        with self._lock:
-            return sorted(self._groups)
-
     def close(self) -> None:
         """No process starts from now on; every one that started is killed with its group."""
         with self._lock:
@@ -60,3 +56,18 @@ class ProcessTable:
 def kill_group(pgid: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, signal.SIGKILL)
+
+
+def kill_node_processes(data_dir: Path) -> int:
+    """Kills, with their process groups, the processes running in node folders under `data_dir` (what an
+    emulator that was killed left running: its nodes "reboot"). Returns how many it found."""
+    nodes = (Path(data_dir) / "pools").resolve()
+    found = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            if Path(os.readlink(entry / "cwd")).is_relative_to(nodes):
+                kill_group(os.getpgid(int(entry.name)))
+                found += 1
+    return found
