@@ -89,7 +89,7 @@ class Emulator:
         if self._thread:
             self.httpd.shutdown()
         self.httpd.server_close()
-        finished = self.service.close(timeout)
+        finished = self.service.wait(timeout)
         if self._saver:
             self._saver.stop()
         if self._tmp:

@@ -695,8 +695,12 @@ class BatchService:
         self._workers.shutdown(wait=False, cancel_futures=True)
 
     def close(self, timeout: float = 10) -> bool:
-        """`halt`, then waits up to `timeout` s for the node threads; True if all ended in time."""
+        """`halt`, then `wait`."""
         self.halt()
+        return self.wait(timeout)
+
+    def wait(self, timeout: float = 10) -> bool:
+        """Waits up to `timeout` s for the node threads after `halt`; True if all ended in time."""
         with self.lock:
             work = list(self._work)
         return not wait_futures(work, timeout=timeout).not_done
