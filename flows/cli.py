@@ -28,6 +28,10 @@ def _parser() -> argparse.ArgumentParser:
         "--run-id", type=_batch_id, help="the Batch job id to use (default: derived from the inputs, so re-runs resume)"
     )
     run.add_argument("--json", action="store_true", help="print the whole result as JSON")
+    run.add_argument("--files-per-task", type=int, metavar="N",
+                     help="files one task counts, at most (default TOPN_FILES_PER_TASK, 100)")
+    run.add_argument("--bytes-per-task", metavar="SIZE",
+                     help="bytes one task counts, at most, e.g. 64MiB (default TOPN_BYTES_PER_TASK)")
     run.add_argument("--keep-job", action="store_true", help="keep the Batch job afterwards")
     run.add_argument("--delete-pool", action="store_true", help="delete the pool afterwards (default: keep it)")
     run.add_argument("--delete-uploads", action="store_true", help="delete the uploaded inputs afterwards")
@@ -76,7 +80,8 @@ def _run(args: argparse.Namespace, settings: TopnSettings) -> int:
         ensure_local_stack(settings)
     result = topn(paths=paths or None, top=args.top, blob_prefix=args.prefix, run_id=args.run_id,
                   delete_job=not args.keep_job, delete_pool=args.delete_pool, delete_uploads=args.delete_uploads,
-                  delete_outputs=args.delete_outputs)  # fmt: skip
+                  delete_outputs=args.delete_outputs, files_per_task=args.files_per_task,
+                  bytes_per_task=args.bytes_per_task)  # fmt: skip
     print(result.model_dump_json(indent=2) if args.json else result.table())
     return 0
 
@@ -100,10 +105,28 @@ def _stack(args: argparse.Namespace, settings: TopnSettings) -> int:
     return 0
 
 
+def _bad_run_options(args: argparse.Namespace) -> str | None:
+    """What is wrong with `topn run`'s options, found before any service starts."""
+    from pydantic import ByteSize, TypeAdapter, ValidationError
+
+    if not 1 <= args.top <= 10_000:
+        return "--top must be a whole number from 1 to 10000"
+    if args.files_per_task is not None and not 1 <= args.files_per_task <= 10_000:
+        return "--files-per-task must be a whole number from 1 to 10000"
+    if args.bytes_per_task is not None:
+        try:
+            args.bytes_per_task = TypeAdapter(ByteSize).validate_python(args.bytes_per_task)
+        except ValidationError:
+            return f"--bytes-per-task: expected a size such as 64MiB or 1000000, got {args.bytes_per_task!r}"
+        if args.bytes_per_task < 1:
+            return "--bytes-per-task must be at least 1 byte"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    if args.command == "run" and not 1 <= args.top <= 10_000:
-        print("topn: --top must be a whole number from 1 to 10000", file=sys.stderr)
+    if args.command == "run" and (problem := _bad_run_options(args)):
+        print(f"topn: {problem}", file=sys.stderr)
         return 2
     settings = None
     try:

@@ -10,7 +10,7 @@ from typing import Annotated
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 from prefect.runtime import flow_run as current_run
-from pydantic import Field
+from pydantic import ByteSize, Field
 
 from flows.crashes import ensure_crash_detection
 from flows.result import FileResult, RunStats, TopnResult
@@ -42,9 +42,12 @@ def topn(
     delete_pool: bool = False,
     delete_uploads: bool = False,
     delete_outputs: bool = False,
+    files_per_task: Annotated[int | None, Field(ge=1, le=10_000)] = None,
+    bytes_per_task: ByteSize | None = None,
 ) -> TopnResult:
     """Counts words across files with Azure Batch: local `paths` (files or folders) are uploaded; or, with
-    `blob_prefix`, the blobs already in the input container are counted (what scheduled runs do)."""
+    `blob_prefix`, the blobs already in the input container are counted (what scheduled runs do). Files are
+    packed into tasks of at most `files_per_task` files and `bytes_per_task` bytes (settings by default)."""
     if bool(paths) == (blob_prefix is not None):
         raise ValueError("give either paths to upload or a blob_prefix already in the input container, not both")
     settings = load_settings()  # bad settings fail here, before anything is created
@@ -63,72 +66,63 @@ def topn(
     # Task ids number the inputs: in one order whatever order they were given in, as the job id is.
     inputs = sorted(inputs, key=lambda i: (i.name, i.container, i.blob, i.version))
 
-    job_id = plan.job_id(inputs, top, run_id)
-    layout = plan.Layout(job_id)
+    packing = plan.Packing(
+        files_per_task or settings.files_per_task, int(bytes_per_task or settings.bytes_per_task), settings.merge_fan_in
+    )
+    job_id = plan.job_id(inputs, top, run_id, packing)
+    layout, run_plan = plan.Layout(job_id), plan.make_plan([i.size for i in inputs], packing)
     sas = SasIssuer(settings, blob_service(settings), expiry)
     pool_id = batch.ensure_pool(settings, app, sas, expiry)
-    state = batch.prepare_job(settings, job_id, pool_id, str(current_run.get_id() or ""), plan.inputs_key(inputs, top))
+    key = plan.inputs_key(inputs, top, packing)
+    state = batch.prepare_job(settings, job_id, pool_id, str(current_run.get_id() or ""), key)
     if state == batch.JobState.CREATED and run_id is not None:  # an explicit id may have served other inputs
         storage.delete_blobs(
             settings,
             settings.output_container,
             storage.list_blob_names(settings, settings.output_container, f"{layout.job}/"),
         )
-    files = {str(i): source for i, source in enumerate(inputs, start=1)}
     added, watch = 0, None
     if state != batch.JobState.DONE:
-        # Files counted by an earlier attempt of the same inputs are not counted again. An explicit run id
-        # may name other inputs than last time, so only a derived one (a hash of the inputs) trusts storage.
-        finished = storage.finished_tasks(settings, layout) if run_id is None else set()
-        todo = [i for i in files if i not in finished]
-        output_url = sas.container(settings.output_container, "cw")
-        tasks = [
-            plan.count_task(int(i), files[i], sas.blob_read(files[i].container, files[i].blob), output_url, layout,
-                            top, app.version)
-            for i in todo
-        ]  # fmt: skip
-        tasks.append(
-            plan.merge_task(
-                [int(i) for i in todo],
-                sas.container(settings.output_container, "rl"),
-                output_url,
-                layout,
-                top,
-                app.version,
-            )
-        )
+        # What an earlier attempt of the same inputs finished is not run again. An explicit run id may name
+        # other inputs than last time, so only a derived one (a hash of the inputs) trusts storage.
+        done = storage.finished_steps(settings, layout, run_plan) if run_id is None else set()
+        tasks = _tasks(settings, sas, inputs, run_plan, run_plan.todo(done), layout, top, app.version)
         added, total = batch.add_tasks(settings, job_id, tasks)
+        del tasks
         watch = monitor.watch_job(settings, job_id, pool_id, total, expiry - settings.sas_margin)
         if watch.ending != monitor.Ending.SUCCEEDED:
-            _fail(settings, job_id, watch, {i: s.name for i, s in files.items()}, delete_job, run_id is None)
+            names = {s.id: plan.describe([inputs[i].name for i in s.over]) for s in run_plan.levels[0]}
+            _fail(settings, job_id, watch, names, delete_job, run_id is None)
         if not delete_job:  # a kept job is ended, so that a later run with the same inputs reuses its outputs
             batch.terminate_job(settings, job_id, "AllTasksComplete")
 
-    outputs = storage.download_json(settings, [layout.top()] + [layout.result(i) for i in files])
-    merged = outputs.get(layout.top())
-    missing = [files[i].name for i in files if layout.result(i) not in outputs]
-    if merged is None or missing or merged["files"] != len(files):
+    merged, rows = storage.download_result(settings, layout)
+    by_number = {int(r["key"]): r for r in rows if str(r.get("key", "")).isdigit()}
+    missing = len(inputs) - sum(1 for n in by_number if 1 <= n <= len(inputs))
+    if merged is None or missing or len(rows) != len(inputs):
         # Storage lost outputs the tasks wrote (e.g. a storage emulator killed before it saved them). The
         # job goes even if kept: a finished job would be taken as done by the next run.
         batch.delete_job(settings, job_id)
+        storage.delete_blobs(settings, settings.output_container, [layout.top(), layout.files()])
         raise TopnFailed(
             f"job {job_id}: outputs went missing from container {settings.output_container!r} "
-            f"({len(missing)} files' results{', and the merged counts' if merged is None else ''}; the merge "
-            f"counted {merged['files'] if merged else 0} of {len(files)} files): run again to count them anew"
+            f"({'the merged result' if merged is None else f'{missing} of {len(inputs)} files'}): "
+            "run again to count them anew"
         )
+    step_of = {i: s.id for s in run_plan.levels[0] for i in s.over}
     result = TopnResult(
         top=[tuple(p) for p in merged["top"]], words=merged["words"], distinct=merged["distinct"],
         files_counted=merged["files"],
-        files=[FileResult(name=s.name, task_id=i, **{k: v for k, v in outputs[layout.result(i)].items() if k != "file"})
-               for i, s in files.items()],
-        stats=RunStats(job_id=job_id, pool_id=pool_id, files=len(files), bytes=sum(s.size for s in inputs),
+        files=[FileResult(name=source.name, task_id=step_of[i], **_row(by_number[i + 1]))
+               for i, source in enumerate(inputs)],
+        stats=RunStats(job_id=job_id, pool_id=pool_id, files=len(inputs), bytes=sum(s.size for s in inputs),
                        tasks_added=added, reused_job=state == batch.JobState.DONE, polls=watch.polls if watch else 0,
                        seconds=round(time.monotonic() - started, 2)),
     )  # fmt: skip
     create_table_artifact(
         [{"rank": r, "word": w, "count": n} for r, (w, n) in enumerate(result.top, 1)],
         key="topn-result",
-        description=f"Top {top} words of {len(files)} files (job {job_id})",
+        description=f"Top {top} words of {len(inputs)} files (job {job_id})",
     )
     create_table_artifact(
         [{"file": f.name, "words": f.words, "distinct": f.distinct, "skipped": f.skipped or "",
@@ -147,8 +141,38 @@ def topn(
         delete_uploads,
         delete_outputs,
     )
-    log.info("top %d of %d files in %.1f s:\n%s", top, len(files), result.stats.seconds, result.table())
+    log.info("top %d of %d files in %.1f s:\n%s", top, len(inputs), result.stats.seconds, result.table())
     return result
+
+
+def _row(row: dict) -> dict:
+    return {k: row[k] for k in ("bytes", "words", "distinct", "top", "skipped")}
+
+
+def _tasks(
+    settings: TopnSettings,
+    sas: SasIssuer,
+    inputs: list[plan.InputBlob],
+    run_plan: plan.Plan,
+    todo: list[tuple[plan.Step, list[plan.Step]]],
+    layout: plan.Layout,
+    top: int,
+    version: str,
+) -> list:
+    """The Batch tasks for the steps still to run: counts read their inputs with read-only blob SAS, merges the
+    parts with a read+list container SAS; all write with a create+write container SAS."""
+    output_url = sas.container(settings.output_container, "cw")
+    parts_url = sas.container(settings.output_container, "rl")
+    tasks = []
+    for step, waits in todo:
+        if step.level == 0:
+            sources = [
+                plan.Source(i + 1, inputs[i], sas.blob_read(inputs[i].container, inputs[i].blob)) for i in step.over
+            ]
+            tasks.append(plan.count_task(step, sources, output_url, layout, run_plan, top, version))
+        else:
+            tasks.append(plan.merge_task(step, waits, parts_url, output_url, layout, run_plan, top, version))
+    return tasks
 
 
 def _fail(

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import shlex
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from enum import StrEnum
 from urllib.parse import parse_qs, urlsplit
@@ -33,6 +35,7 @@ FLOW_RUN_KEY = "prefect-flow-run"
 INPUTS_KEY = "topn-inputs"  # plan.inputs_key of what the job counts
 START_TASK_SAS_LIFETIME = timedelta(days=30)  # nodes joining later still need to fetch the wheel
 POLL = 1.0
+TASKS_PER_REQUEST, MAX_REQUEST_BYTES, ADD_CONCURRENCY = 100, 900_000, 4  # Batch refuses bodies over 1 MB
 
 
 class PoolConflict(RuntimeError):
@@ -196,17 +199,33 @@ def _wait_gone(get: Callable[[str], object], ident: str) -> None:
         time.sleep(POLL)
 
 
+def chunks(tasks: list[m.BatchTaskCreateOptions], limit: int = MAX_REQUEST_BYTES) -> list[list]:
+    """The tasks in requests of at most 100 tasks and `limit` bytes, as Batch accepts them: packed tasks carry
+    a hundred resource files each, so a full request of 100 would be refused (RequestBodyTooLarge)."""
+    out: list[list[m.BatchTaskCreateOptions]] = []
+    size = 0
+    for t in tasks:
+        n = len(json.dumps(t.as_dict())) + 1
+        if not out or len(out[-1]) == TASKS_PER_REQUEST or size + n > limit:
+            out.append([])
+            size = 0
+        out[-1].append(t)
+        size += n
+    return out
+
+
 @task(name="add-tasks", **AZURE_TASK)
 def add_tasks(settings: TopnSettings, job_id: str, tasks: list[m.BatchTaskCreateOptions]) -> tuple[int, int]:
-    """Adds the tasks not in the job yet (create_tasks, 100 per request, 4 in parallel). Returns how many were
-    added, and how many the job now holds. The job stays active when all are complete (not `terminatejob`):
-    a task that failed for a reason not its own, the merge too, can then still be run again."""
+    """Adds the tasks not in the job yet (create_tasks, requests of at most 100 tasks and 1 MB, 4 at once).
+    Returns how many were added, and how many the job now holds. The job stays active when all are complete
+    (not `terminatejob`): a task that failed for a reason not its own, the merge too, can then still run again."""
     client = batch_client(settings)
     present = {t.id for t in client.list_tasks(job_id, select=["id"])}
     missing = [t for t in tasks if t.id not in present]
     if missing:
         try:
-            client.create_tasks(job_id, missing, max_concurrency=4)
+            with ThreadPoolExecutor(ADD_CONCURRENCY) as pool:
+                list(pool.map(lambda chunk: client.create_tasks(job_id, chunk), chunks(missing)))
         except AttributeError as e:  # azure-batch 15.1 fails so on a chunk that got no answer at all
             raise ServiceRequestError(f"Batch did not answer while tasks were added ({e})") from e
         # Its worker threads can also die on such a chunk without a word: check that every task is there.

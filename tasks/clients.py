@@ -6,11 +6,15 @@ import random
 from functools import cache
 from typing import Any
 
+import requests
 from azure.batch import BatchClient
 from azure.core.credentials import AzureNamedKeyCredential, TokenCredential
 from azure.core.exceptions import HttpResponseError
 from azure.core.pipeline.policies import RetryPolicy
+from azure.core.pipeline.transport import RequestsTransport
+from azure.core.pipeline.transport._bigger_block_size_http_adapters import BiggerBlockSizeHTTPAdapter
 from azure.storage.blob import BlobServiceClient, ExponentialRetry
+from urllib3.util.retry import Retry
 
 from tasks.settings import TopnSettings
 
@@ -90,6 +94,10 @@ class StorageRetry(ExponentialRetry):
         return backoff(settings["count"] + 1, retry_after)
 
 
+# Files up to SINGLE_PUT_BYTES go in one PUT (the SDK's default is 64 MiB: a large file would go up on one
+# thread); larger ones as blocks of that size, several at once.
+SINGLE_PUT_BYTES = 8 << 20
+
 # azure-storage-blob 12.31 speaks a newer service version than Azurite accepts (shared/spec/local-stack.md).
 AZURITE_API_VERSION = "2025-11-05"
 
@@ -108,9 +116,26 @@ def batch_client(settings: TopnSettings) -> BatchClient:
     return BatchClient(settings.batch_url, AzureNamedKeyCredential(*settings.batch_account), retry_policy=BatchRetry())
 
 
-def blob_service(settings: TopnSettings) -> BlobServiceClient:
-    """A BlobServiceClient for the configured storage account (Azurite when local)."""
-    extra: dict[str, Any] = {"retry_policy": StorageRetry()}
+def _session(connections: int) -> requests.Session:
+    """A requests session keeping up to `connections` connections open (azure-core keeps 10): transfers
+    from more threads than that would otherwise open and drop a connection per request."""
+    session = requests.Session()
+    adapter = BiggerBlockSizeHTTPAdapter(pool_maxsize=connections, max_retries=Retry(total=False, redirect=False))
+    for scheme in ("http://", "https://"):
+        session.mount(scheme, adapter)
+    return session
+
+
+def blob_service(settings: TopnSettings, connections: int = 0) -> BlobServiceClient:
+    """A BlobServiceClient for the configured storage account (Azurite when local); with `connections`,
+    one that many threads can share."""
+    extra: dict[str, Any] = {
+        "retry_policy": StorageRetry(),
+        "max_single_put_size": SINGLE_PUT_BYTES,
+        "max_block_size": SINGLE_PUT_BYTES,
+    }
+    if connections:
+        extra["transport"] = RequestsTransport(session=_session(connections))
     if settings.local:
         extra["api_version"] = AZURITE_API_VERSION
     if settings.use_entra_id and not settings.local:

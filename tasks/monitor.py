@@ -4,7 +4,7 @@ then what went wrong, file by file."""
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 
@@ -23,7 +23,7 @@ from tasks.retry import is_transient
 from tasks.sas import redact
 from tasks.settings import TopnSettings
 
-FIRST_DELAY, MAX_DELAY, BACKOFF = 0.5, 10.0, 1.5
+FIRST_DELAY, MAX_DELAY, BACKOFF, ETA_SHARE = 0.5, 10.0, 1.5, 0.1
 STDERR_TAIL = 2048
 # Failures outside the task's own program (storage or network on the node): the task runs again in place,
 # up to MAX_RECOVERIES times each. Its own non-zero exit is Batch's to retry (maxTaskRetryCount), not ours.
@@ -82,15 +82,25 @@ def _start_task_failure(client: BatchClient, pool_id: str) -> str | None:
 
 @dataclass
 class _Seen:
-    """What the watch saw last, and how long it waits before the next look."""
+    """What the watch saw last, and how long it waits before the next look: while tasks complete, a tenth of
+    the time the rest should take at the rate seen so far (a long run is polled seldom, its end soon); while
+    nothing changes, longer and longer."""
 
+    total: int
     counts: tuple[int, int, int] | None = None
     delay: float = FIRST_DELAY
     polls: int = 0
+    started: float = field(default_factory=time.monotonic)
 
     def update(self, counts: tuple[int, int, int]) -> bool:
         changed, self.counts = counts != self.counts, counts
-        self.delay = FIRST_DELAY if changed else min(self.delay * BACKOFF, MAX_DELAY)
+        if not changed:
+            self.delay = min(self.delay * BACKOFF, MAX_DELAY)
+        elif counts[0] > 0:
+            rest = (time.monotonic() - self.started) * (self.total - counts[0]) / counts[0]
+            self.delay = min(max(rest * ETA_SHARE, FIRST_DELAY), MAX_DELAY)
+        else:
+            self.delay = FIRST_DELAY
         return changed
 
 
@@ -101,7 +111,7 @@ def watch_job(settings: TopnSettings, job_id: str, pool_id: str, total: int, dea
     the job at the deadline or when the flow run is cancelled. Keeps polling through a Batch outage."""
     client, log = batch_client(settings), get_run_logger()
     artifact = create_progress_artifact(0.0, description=f"Batch job {job_id}: tasks completed")
-    started, seen, outage = time.monotonic(), _Seen(), None
+    started, seen, outage = time.monotonic(), _Seen(total), None
     recoveries: dict[str, int] = {}
     while True:
         seen.polls += 1
@@ -135,7 +145,7 @@ def _poll(
     """One look at the job: how it ended (ending, detail, tasks completed), or None while it runs."""
     counts = client.get_job_task_counts(job_id).task_counts
     if counts.failed and _recover(client, job_id, recoveries):
-        seen.update((-1, -1, -1))  # something changed: look again soon
+        seen.counts, seen.delay = None, FIRST_DELAY  # something changed: look again soon
         return None
     if seen.update((counts.completed, counts.running, counts.failed)):
         update_progress_artifact(artifact, 100.0 * counts.completed / total)

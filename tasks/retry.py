@@ -6,6 +6,7 @@ from typing import Any
 
 from azure.batch.models import CreateTasksError
 from azure.core.exceptions import HttpResponseError, ServiceRequestError, ServiceResponseError
+from prefect.cache_policies import NO_CACHE
 
 TRANSIENT_STATUS = {408, 429, 500, 502, 503, 504}
 
@@ -38,6 +39,7 @@ def retry_transient(task: Any, task_run: Any, state: Any) -> bool:
 # was lost, a 429 from Storage) or after they gave up. Every task is written to be run again safely, so two
 # retries soon after are enough: they multiply the SDK's attempts only in an outage, never in normal faults.
 AZURE_TASK = {
+    "cache_policy": NO_CACHE,  # nothing to reuse across runs; hashing 10,000 inputs' parameters is not free
     "retries": 2,
     "retry_delay_seconds": [0.2, 2],
     "retry_jitter_factor": 0.5,

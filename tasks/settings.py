@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Self
 
 from batch_emulator import DEV_ACCOUNT_KEY, DEV_ACCOUNT_NAME
-from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic import ByteSize, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "TOPN_"
@@ -60,6 +60,10 @@ class TopnSettings(BaseSettings):
     job_timeout: timedelta = Field(timedelta(hours=1), gt=timedelta(0), description="the job's maxWallClockTime")
     sas_margin: timedelta = Field(timedelta(minutes=15), ge=timedelta(0))
     max_task_retries: int = Field(1, ge=0, le=10)
+
+    files_per_task: int = Field(100, ge=1, le=10_000, description="files one count task takes, at most")
+    bytes_per_task: ByteSize = Field(ByteSize(64 << 20), ge=1, description="bytes one count task takes, e.g. 64MiB")
+    merge_fan_in: int = Field(100, ge=2, le=1_000, description="outputs one merge task reads, at most")
 
     @property
     def local(self) -> bool:

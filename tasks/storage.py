@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,13 +13,18 @@ from pathlib import Path
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from prefect import get_run_logger, task
 
+from tasks import clients
 from tasks.clients import blob_service
-from tasks.plan import InputBlob, Layout, upload_blob_name
+from tasks.plan import InputBlob, Layout, Plan, Step, upload_blob_name
 from tasks.retry import AZURE_TASK
 from tasks.settings import TopnSettings
 from tasks.taskapp import TaskappFiles
 
-UPLOAD_CONCURRENCY = 8  # within azure-core's default pool of 10 connections
+# Azurite answers small requests fastest with 16-32 in flight (shared/spec/local-stack.md); Azure Storage
+# takes far more. A large file sends BLOCK_CONCURRENCY blocks at once, within the same connections.
+CONNECTIONS = 32
+FILE_CONCURRENCY = 16
+BLOCK_CONCURRENCY = 4
 
 
 class InputError(ValueError):
@@ -94,22 +100,23 @@ def _sha256(path: Path) -> str:
 
 @task(name="upload-inputs", **AZURE_TASK)
 def upload_inputs(settings: TopnSettings, paths: list[str]) -> list[InputBlob]:
-    """Uploads local files to the input container, concurrently; content-addressed, so a file already
-    uploaded (by an earlier or interrupted run) is not sent again and nothing is ever overwritten."""
+    """Uploads local files to the input container (upload_blob), FILE_CONCURRENCY at a time; content-addressed,
+    so nothing is ever overwritten and a file already uploaded (by an earlier or interrupted run) is not sent
+    again. A small file costs one request (a PUT that storage refuses if the blob exists); a large one a HEAD,
+    then its blocks in parallel."""
     files = expand_paths(paths)
-    container = blob_service(settings).get_container_client(settings.input_container)
+    container = blob_service(settings, CONNECTIONS).get_container_client(settings.input_container)
 
     def one(item: tuple[Path, str]) -> InputBlob:
         path, name = item
-        sha = _sha256(path)
+        sha, size = _sha256(path), path.stat().st_size
         blob = container.get_blob_client(upload_blob_name(name, sha))
-        size = path.stat().st_size
-        if not blob.exists():
-            with open(path, "rb") as data:
-                blob.upload_blob(data, overwrite=True, length=size)
+        if size <= clients.SINGLE_PUT_BYTES or not blob.exists():
+            with open(path, "rb") as data, contextlib.suppress(ResourceExistsError):
+                blob.upload_blob(data, length=size, overwrite=False, max_concurrency=BLOCK_CONCURRENCY)
         return InputBlob(name, settings.input_container, blob.blob_name, size, sha)
 
-    with ThreadPoolExecutor(UPLOAD_CONCURRENCY) as pool:
+    with ThreadPoolExecutor(FILE_CONCURRENCY) as pool:
         inputs = list(pool.map(one, files))
     get_run_logger().info(
         "%d input files (%d bytes) in container %s", len(inputs), sum(i.size for i in inputs), settings.input_container
@@ -132,45 +139,58 @@ def list_inputs(settings: TopnSettings, container: str, prefix: str) -> list[Inp
 
 
 @task(name="find-finished", **AZURE_TASK)
-def finished_tasks(settings: TopnSettings, layout: Layout) -> set[str]:
-    """Count tasks whose outputs (result and counts) are both in storage already, from an earlier attempt
-    of the same run: they are not run again (two list_blobs calls, 5,000 names a page)."""
+def finished_steps(settings: TopnSettings, layout: Layout, plan: Plan) -> set[tuple[int, int]]:
+    """The steps of the plan whose outputs are in storage already, from an earlier attempt of the same run:
+    they are not run again (list_blobs, 5,000 names a request)."""
     container = blob_service(settings).get_container_client(settings.output_container)
-
-    def ids(prefix: str, suffix: str) -> set[str]:
-        names = container.list_blobs(name_starts_with=prefix)
-        return {b.name[len(prefix) : -len(suffix)] for b in names if b.name.endswith(suffix)}
-
     try:
-        done = ids(f"{layout.job}/results/", ".json") & ids(layout.counts_prefix(), ".counts")
+        names = [b.name for b in container.list_blobs(name_starts_with=f"{layout.job}/") if "/logs/" not in b.name]
     except ResourceNotFoundError:  # no output container yet
         return set()
+    done = layout.finished(plan, names)
     if done:
+        counted = sum(len(step.over) for step in plan.levels[0] if _covered(plan, step, done))
         get_run_logger().info("%d files were counted by an earlier attempt of this run: not counting them again",
-                              len(done))  # fmt: skip
+                              counted)  # fmt: skip
     return done
 
 
-@task(name="download-json", **AZURE_TASK)
-def download_json(settings: TopnSettings, names: list[str]) -> dict[str, dict]:
-    """Downloads JSON outputs from the output container, concurrently (download_blob); a blob that is not
-    there is left out of the answer."""
+def _covered(plan: Plan, step: Step, done: set[tuple[int, int]]) -> bool:
+    """Whether this step's output, or that of a merge above it, is in storage."""
+    while True:
+        if (step.level, step.index) in done:
+            return True
+        if step.root:
+            return False
+        step = plan.levels[step.level + 1][plan.parent(step) - 1]
+
+
+@task(name="download-result", **AZURE_TASK)
+def download_result(settings: TopnSettings, layout: Layout) -> tuple[dict | None, list[dict]]:
+    """The root merge's outputs (download_blob, two requests): the global result, and every file's row
+    (read line by line as it streams in). What is not in storage comes back as None or no rows."""
     container = blob_service(settings).get_container_client(settings.output_container)
+    try:
+        top = json.loads(container.download_blob(layout.top()).readall())
+        stream = container.download_blob(layout.files())
+    except ResourceNotFoundError:
+        return None, []
+    return top, [json.loads(line) for line in _lines(stream.chunks())]
 
-    def one(name: str) -> tuple[str, dict | None]:
-        try:
-            return name, json.loads(container.download_blob(name).readall())
-        except ResourceNotFoundError:
-            return name, None
 
-    with ThreadPoolExecutor(UPLOAD_CONCURRENCY) as pool:
-        return {name: data for name, data in pool.map(one, names) if data is not None}
+def _lines(chunks: Iterator[bytes]) -> Iterator[bytes]:
+    rest = b""
+    for chunk in chunks:
+        *lines, rest = (rest + chunk).split(b"\n")
+        yield from filter(None, lines)
+    if rest:
+        yield rest
 
 
 @task(name="delete-blobs", **AZURE_TASK)
 def delete_blobs(settings: TopnSettings, container: str, names: list[str]) -> int:
     """Deletes the named blobs (what this run created), never a whole container of the user's."""
-    client = blob_service(settings).get_container_client(container)
+    client = blob_service(settings, CONNECTIONS).get_container_client(container)
 
     def one(name: str) -> int:
         try:
@@ -179,7 +199,7 @@ def delete_blobs(settings: TopnSettings, container: str, names: list[str]) -> in
             return 0
         return 1
 
-    with ThreadPoolExecutor(UPLOAD_CONCURRENCY) as pool:
+    with ThreadPoolExecutor(FILE_CONCURRENCY) as pool:
         return sum(pool.map(one, names))
 
 

@@ -115,16 +115,20 @@ class Azurite:
         return f"{self.blob_endpoint}/{container}?{sas}"
 
 
-def start_azurite(location: Path | None = None, port: int | None = None) -> Azurite:
-    """Azurite in memory, or keeping its data in `location` (across restarts, on the same `port`)."""
+def start_azurite(location: Path | None = None, port: int | None = None, access_log: Path | None = None) -> Azurite:
+    """Azurite in memory, or keeping its data in `location` (across restarts, on the same `port`); with
+    `access_log`, its log of every request goes there (one line each)."""
     port = port or free_port()
     workdir = tempfile.mkdtemp(prefix="azurite-")  # in-memory mode still writes a debug-free workspace here
     keep = ["--location", str(location)] if location else ["--inMemoryPersistence"]
+    log = open(access_log, "wb") if access_log else subprocess.DEVNULL  # noqa: SIM115 - the child keeps it
     process = spawn(
         [str(ROOT / "node_modules" / ".bin" / "azurite-blob"), "--blobHost", "127.0.0.1", "--blobPort", str(port),
-         *keep, "--silent", "--disableTelemetry", "--skipApiVersionCheck"],
-        cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+         *keep, *([] if access_log else ["--silent"]), "--disableTelemetry", "--skipApiVersionCheck"],
+        cwd=workdir, stdout=log, stderr=subprocess.PIPE,
     )  # fmt: skip
+    if access_log:
+        log.close()
 
     def ready() -> bool:
         if process.poll() is not None:

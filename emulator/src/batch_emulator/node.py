@@ -14,6 +14,7 @@ import shlex
 import subprocess
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -22,6 +23,7 @@ from batch_emulator import storage, wire
 from batch_emulator.processes import ProcessTable, kill_group
 
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+DOWNLOADS_AT_ONCE = 8
 _WILDCARD = re.compile(r"[*?\[]")
 _VAR = re.compile(r"\$(\w+)|\$\{(\w+)\}")
 
@@ -219,26 +221,40 @@ def _upload_failure(error: OSError, container_url: str, task_dir: Path) -> dict:
 
 
 def fetch_resource_files(files: list[dict], wd: Path, cancelled: Callable[[], bool] = lambda: False) -> dict | None:
-    """Downloads resource files into the working directory; the failureInfo of the first that fails."""
+    """Downloads resource files into the working directory, DOWNLOADS_AT_ONCE at a time as the node agent
+    does; the failureInfo of the first that fails (the others are not started then)."""
+    targets: list[tuple[dict, str, Path]] = []
     for rf in files:
-        if cancelled():
-            return None
         url = rf.get("httpUrl") or rf["storageContainerUrl"]
+        if rf.get("httpUrl"):
+            targets.append((rf, url, wd / rf["filePath"]))
+            continue
         try:
-            if rf.get("httpUrl"):
-                targets = [(url, wd / rf["filePath"])]
-            else:
-                folder = wd / (rf.get("filePath") or "")
-                names = storage.list_blobs(url, rf.get("blobPrefix") or "", cancelled)
-                targets = [(storage.blob_url(url, n), folder / n) for n in names]
-            for source, dest in targets:
-                if cancelled():
-                    return None
-                storage.download(source, dest, cancelled)
-                os.chmod(dest, int(str(rf.get("fileMode") or "0770"), 8))
+            names = storage.list_blobs(url, rf.get("blobPrefix") or "", cancelled)
         except OSError as e:  # storage retried what was transient; this failure stands
-            return None if cancelled() else _resource_failure(e, url, container="httpUrl" not in rf)
-    return None
+            return None if cancelled() else _resource_failure(e, url, container=True)
+        folder = wd / (rf.get("filePath") or "")
+        targets += [(rf, storage.blob_url(url, n), folder / n) for n in names]
+    failed: list[dict] = []
+    stop = lambda: bool(failed) or cancelled()  # noqa: E731
+
+    def one(target: tuple[dict, str, Path]) -> None:
+        rf, source, dest = target
+        if stop():
+            return
+        try:
+            storage.download(source, dest, stop)
+            os.chmod(dest, int(str(rf.get("fileMode") or "0770"), 8))
+        except OSError as e:
+            if not stop():
+                failed.append(_resource_failure(e, source, container="httpUrl" not in rf))
+
+    if len(targets) == 1:
+        one(targets[0])
+    else:
+        with ThreadPoolExecutor(DOWNLOADS_AT_ONCE) as pool:
+            list(pool.map(one, targets))
+    return None if cancelled() or not failed else failed[0]
 
 
 def _resource_failure(error: OSError, url: str, container: bool) -> dict:

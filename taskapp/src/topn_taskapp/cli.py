@@ -1,33 +1,40 @@
-"""The `count` and `merge` commands of shared/spec/taskapp.md."""
+"""The command line of shared/spec/taskapp.md (`count`, `merge`) and of the packed workload (`count-many`,
+`merge` of part files and folders): see taskapp/README.md."""
 
 from __future__ import annotations
 
 import argparse
-import json
-import re
+import os
 import sys
-from collections import Counter
 from pathlib import Path
-from typing import IO
 
-from topn_taskapp.atomic import AtomicFiles
-from topn_taskapp.countsfile import CountsFileError, read_counts, write_counts
-from topn_taskapp.wordcount import count_stream, top_n
+from topn_taskapp.errors import Failure, UsageError
+
+TYPE_CHECKING = False  # typing costs milliseconds to import, paid by every task; annotations only need it here
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 PROG = "topn-taskapp"
-_URL = re.compile(r"[a-zA-Z][a-zA-Z0-9+.-]*:/")  # pathlib folds "https://" to "https:/"
 MAX_TOP = 10_000
 
 
-class UsageError(Exception):
-    """Bad use of the command line: exit status 2."""
-
-
-class Failure(Exception):
-    """An expected failure such as an unreadable input: exit status 1."""
+class _Formatter(argparse.HelpFormatter):
+    # argparse asks shutil for the terminal width, and shutil imports bz2 and lzma: milliseconds at every
+    # start, since a formatter is made for each argument added, though only --help prints anything.
+    def __init__(self, prog: str, **kwargs: object) -> None:
+        try:
+            columns = os.get_terminal_size().columns
+        except OSError:  # not a terminal
+            columns = 80
+        kwargs.setdefault("width", columns - 2)
+        super().__init__(prog, **kwargs)  # type: ignore[arg-type]
 
 
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, **kwargs: object) -> None:
+        kwargs.setdefault("formatter_class", _Formatter)
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+
     def error(self, message: str) -> None:  # one line, not argparse's usage dump
         raise UsageError(message)
 
@@ -46,98 +53,36 @@ def _parser() -> argparse.ArgumentParser:
     count.add_argument("--output", type=Path, required=True, metavar="OUT.json")
     count.add_argument("--counts", type=Path, metavar="COUNTS", help="also write the full counts here")
     count.add_argument("input", type=Path, metavar="INPUT")
-    merge = commands.add_parser("merge", help="sum the full counts of many files")
+    many = commands.add_parser("count-many", help="count the files a list names into one part file")
+    many.add_argument("--top", type=_top, required=True, metavar="N")
+    many.add_argument("--output", type=Path, required=True, metavar="PART")
+    many.add_argument("--inputs", type=Path, required=True, metavar="LIST", help="lines of KEY<TAB>PATH")
+    merge = commands.add_parser("merge", help="sum the counts of counts files, part files and folders of them")
     merge.add_argument("--top", type=_top, required=True, metavar="N")
-    merge.add_argument("--output", type=Path, required=True, metavar="OUT.json")
-    merge.add_argument("counts", type=Path, nargs="+", metavar="COUNTS")
+    to = merge.add_mutually_exclusive_group(required=True)
+    to.add_argument("--output", type=Path, metavar="OUT.json", help="write the corpus-wide result")
+    to.add_argument("--part", type=Path, metavar="PART", help="write a part file (a level of a merge tree)")
+    merge.add_argument("--files", type=Path, metavar="FILES.jsonl", help="with --output: also every file's row")
+    merge.add_argument("inputs", type=Path, nargs="+", metavar="INPUT", help="a counts file, part file or folder")
     return parser
 
 
-def shown(path: Path | str) -> str:
-    """A path as it may be printed: a URL loses its query string, which may hold a SAS token."""
-    text = str(path)
-    return text.split("?", 1)[0] if _URL.match(text) else text
+def _command(name: str) -> Callable[[argparse.Namespace], None]:
+    # Imported on use: a task runs one command once, and pays at start for what is imported.
+    if name == "merge":
+        from topn_taskapp.merge import run_merge
 
+        return run_merge
+    from topn_taskapp.count import run_count, run_count_many
 
-def _open_input(path: Path, mode: str = "rb") -> IO:
-    if path.is_dir():
-        raise Failure(f"cannot read {shown(path)!r}: it is a directory, not a file")
-    try:
-        return open(path, mode) if mode == "rb" else open(path, encoding="utf-8")
-    except FileNotFoundError:
-        raise Failure(f"cannot read {shown(path)!r}: no such file") from None
-    except OSError as e:
-        raise Failure(f"cannot read {shown(path)!r}: {e.strerror or e}") from None
-
-
-def _writing(paths: list[Path]) -> AtomicFiles:
-    for path in paths:
-        if path.is_dir():
-            raise Failure(f"cannot write {shown(path)!r}: it is a directory")
-        if not path.parent.is_dir():
-            raise Failure(f"cannot write {shown(path)!r}: its folder does not exist")
-    try:
-        return AtomicFiles(paths)
-    except OSError as e:
-        raise Failure(f"cannot write {shown(paths[0])!r}: {e.strerror or e}") from None
-
-
-def _write_json(out: IO[str], result: dict) -> None:
-    json.dump(result, out, ensure_ascii=False)
-    out.write("\n")
-
-
-def run_count(args: argparse.Namespace) -> None:
-    targets = [args.output] + ([args.counts] if args.counts else [])
-    with _open_input(args.input) as stream, _writing(targets) as outs:
-        try:
-            result = count_stream(stream)
-        except OSError as e:
-            raise Failure(f"cannot read {shown(args.input)!r}: {e.strerror or e}") from None
-        ranked = top_n(result.counts, len(result.counts))
-        _write_json(
-            outs[0],
-            {
-                "file": args.input.name,
-                "bytes": result.size,
-                "words": result.words,
-                "distinct": len(result.counts),
-                "top": [list(pair) for pair in ranked[: args.top]],
-                "skipped": result.skipped,
-            },
-        )
-        if args.counts:
-            write_counts(outs[1], args.input.name, result.skipped, ranked)
-
-
-def run_merge(args: argparse.Namespace) -> None:
-    total: Counter[str] = Counter()
-    counted = 0
-    with _writing([args.output]) as outs:
-        for path in args.counts:
-            with _open_input(path, "r") as lines:
-                try:
-                    header, counts = read_counts(lines)
-                except (CountsFileError, UnicodeDecodeError) as e:
-                    raise Failure(f"cannot merge {shown(path)!r}: {e}") from None
-            counted += header["skipped"] is None
-            total.update(counts)
-        _write_json(
-            outs[0],
-            {
-                "files": counted,
-                "words": sum(total.values()),
-                "distinct": len(total),
-                "top": [list(pair) for pair in top_n(total, args.top)],
-            },
-        )
+    return run_count if name == "count" else run_count_many
 
 
 def main(argv: list[str] | None = None) -> int:
     """Runs the command line; returns the exit status of shared/spec/taskapp.md."""
     try:
         args = _parser().parse_args(argv)
-        (run_count if args.command == "count" else run_merge)(args)
+        _command(args.command)(args)
     except UsageError as e:
         print(f"{PROG}: usage error: {e} (see '{PROG} --help')", file=sys.stderr)
         return 2

@@ -13,8 +13,10 @@ import heapq
 import re
 import unicodedata
 from collections import Counter
-from dataclasses import dataclass
-from typing import BinaryIO
+
+TYPE_CHECKING = False  # typing costs milliseconds to import, paid by every task; annotations only need it here
+if TYPE_CHECKING:
+    from typing import BinaryIO
 
 WORD = re.compile(r"[^\W_]+(?:'[^\W_]+)*")
 _ASCII_WORD = re.compile(rb"[a-z0-9]+(?:'[a-z0-9]+)*")
@@ -40,13 +42,14 @@ def top_n(counts: Counter[str], n: int) -> list[tuple[str, int]]:
     return heapq.nsmallest(n, counts.items(), key=lambda kv: (-kv[1], kv[0]))
 
 
-@dataclass
 class FileCount:
     """What counting one input gave: its size, its full word counts, or why it was skipped."""
 
-    size: int
-    counts: Counter[str]
-    skipped: str | None = None
+    # A plain class, not a dataclass: `dataclasses` imports `inspect`, a few milliseconds at every start.
+    def __init__(self, size: int, counts: Counter[str], skipped: str | None = None) -> None:
+        self.size = size
+        self.counts = counts
+        self.skipped = skipped
 
     @property
     def words(self) -> int:

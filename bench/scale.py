@@ -1,0 +1,234 @@
+"""What a topn run costs at scale: thousands of small files (plus a few large ones), and one 1 GB file.
+
+    ./dev bench scale [--sizes 1000,10000] [--large 2] [--gb 1] [--no-baseline]
+
+Starts its own stack on free ports: Azurite (its access log counts the Blob requests of the flow and of the
+nodes), the Batch emulator as a process of its own (its /_emulator/stats count the Batch requests), one node
+with 4 task slots, and a Prefect server. Each measured run is `topn run FOLDER --json` in a process of its own
+(peak RSS from wait4), on files made at run time from shared/corpus; every run's files are new, so each run
+uploads and counts everything. For each size it runs the defaults (files packed into tasks) and the baseline,
+one file per task (`--files-per-task 1`), and prints both with the ratios, then where the packed run's time
+went (its Prefect task runs). Then one 1 GB file end to end against the task application's own time on it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.stack import free_port, spawn, start_azurite, stop, wait_for  # noqa: E402
+
+CORPUS = ROOT.parent / "shared" / "corpus"
+SAMPLE = ROOT / "data" / "sample"
+LARGE_BYTES = 80 << 20  # larger than a task's default 64 MiB: each is a task of its own
+POLL_OPERATIONS = ("Job_GetTaskCounts", "get_job_task_counts", "job_task_counts")
+
+
+@dataclass
+class Run:
+    label: str
+    files: int
+    bytes: int
+    seconds: float
+    batch: int
+    polls: int
+    blob: int
+    tasks: int
+    rss_mb: float
+    result: dict
+
+    def row(self) -> str:
+        other = self.batch - self.polls
+        return (f"{self.label:<22} {self.seconds:>8.1f} {self.files / self.seconds:>8.0f} "
+                f"{self.bytes / self.seconds / 1e6:>7.1f} {self.blob / self.files:>9.2f} {other / self.files:>9.3f} "
+                f"{self.polls:>6} {self.tasks:>7} {self.rss_mb:>7.0f}")  # fmt: skip
+
+
+HEADER = (f"{'run':<22} {'wall s':>8} {'files/s':>8} {'MB/s':>7} {'blob/file':>9} {'batch/file':>9} "
+          f"{'polls':>6} {'tasks':>7} {'RSS MB':>7}")  # fmt: skip
+
+
+def corpus_text() -> bytes:
+    texts = [p.read_bytes() for p in sorted(CORPUS.rglob("*.txt"))] or [p.read_bytes() for p in SAMPLE.iterdir()]
+    return b"\n".join(texts)
+
+
+def make_files(folder: Path, count: int, large: int, seed: int, tag: str, text: bytes) -> tuple[int, int]:
+    """`count` files of 2-20 KB and `large` files of LARGE_BYTES, each starting with a line of its own: with
+    the same seed, files of two tags hold the same words but for the tag, so that both upload anew."""
+    rng, total = random.Random(seed), 0
+    for i in range(count):
+        size = rng.randint(2_000, 20_000)
+        start = rng.randrange(0, len(text) - size)
+        path = folder / f"d{i // 1000:03}" / f"f{i:06}.txt"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        data = f"{tag} file {i}\n".encode() + text[start : start + size]
+        path.write_bytes(data)
+        total += len(data)
+    for i in range(large):
+        total += write_large(folder / f"large-{i}.txt", LARGE_BYTES, f"{tag} large {i}", text)
+    return count + large, total
+
+
+def write_large(path: Path, size: int, tag: str, text: bytes) -> int:
+    with open(path, "wb") as out:
+        out.write(f"{tag}\n".encode())
+        written = 0
+        while written < size:
+            written += out.write(text[: size - written])
+    return path.stat().st_size
+
+
+class Stack:
+    """Azurite with an access log, the emulator in its own process, a Prefect server: all on free ports."""
+
+    def __init__(self, work: Path) -> None:
+        self.work = work
+        self.access_log = work / "azurite-access.log"
+        self.azurite = start_azurite(access_log=self.access_log)
+        self.batch_port, self.prefect_port = free_port(), free_port()
+        python = str(ROOT / ".venv" / "bin" / "python")
+        self.emulator = spawn([python, "-m", "batch_emulator", "--port", str(self.batch_port),
+                               "--data-dir", str(work / "emulator"), "--boot-seconds", "0.2"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+        self.env = {**os.environ, "TOPN_LOCAL_BLOB_PORT": str(self.azurite.port),
+                    "TOPN_LOCAL_BATCH_PORT": str(self.batch_port), "TOPN_LOCAL_DIR": str(work / "topn"),
+                    "TOPN_DEDICATED_NODES": "1", "TOPN_TASK_SLOTS_PER_NODE": "4", "TOPN_POOL_ID": "bench-scale",
+                    "PREFECT_API_URL": f"http://127.0.0.1:{self.prefect_port}/api", "DO_NOT_TRACK": "1",
+                    "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_HOME": str(work / "prefect"),
+                    "PREFECT_SERVER_API_PORT": str(self.prefect_port)}  # fmt: skip
+        self.prefect = spawn([str(ROOT / ".venv" / "bin" / "prefect"), "server", "start", "--host", "127.0.0.1",
+                              "--port", str(self.prefect_port)], env=self.env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+        wait_for(lambda: self._answers(f"http://127.0.0.1:{self.batch_port}/_emulator/stats"), 120, what="emulator")
+        wait_for(lambda: self._answers(f"http://127.0.0.1:{self.prefect_port}/api/health"), 180, what="Prefect")
+
+    @staticmethod
+    def _answers(url: str) -> bool:
+        try:
+            with urllib.request.urlopen(url, timeout=5):
+                return True
+        except OSError:
+            return False
+
+    def batch_stats(self) -> dict:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.batch_port}/_emulator/stats", timeout=30) as r:
+            return json.load(r)
+
+    def blob_requests(self) -> int:
+        with open(self.access_log, "rb") as f:
+            return sum(1 for line in f if b'" 2' in line or b'" 3' in line or b'" 4' in line or b'" 5' in line)
+
+    def run(self, label: str, folder: Path, files: int, size: int, *args: str) -> Run:
+        before, blob_before = self.batch_stats()["requests"], self.blob_requests()
+        began = time.perf_counter()
+        out_path, err_path = self.work / "run.out", self.work / "run.err"
+        with open(out_path, "wb") as out, open(err_path, "wb") as err:
+            process = subprocess.Popen([str(ROOT / ".venv" / "bin" / "topn"), "run", str(folder), "--json", *args],
+                                       env=self.env, cwd=self.work, stdout=out, stderr=err)  # fmt: skip
+            _, status, usage = os.wait4(process.pid, 0)  # not Popen.wait: wait4 tells this child's peak RSS
+        process.returncode = os.waitstatus_to_exitcode(status)
+        seconds = time.perf_counter() - began
+        rss = usage.ru_maxrss / 1024
+        if process.returncode != 0:
+            raise SystemExit(f"{label}: topn run failed:\n{err_path.read_text(errors='replace')[-3000:]}")
+        out = out_path.read_bytes()
+        after = self.batch_stats()["requests"]
+        delta = {k: after.get(k, 0) - before.get(k, 0) for k in after}
+        polls = sum(v for k, v in delta.items() if any(p.lower() in k.lower() for p in POLL_OPERATIONS))
+        result = json.loads(out)
+        return Run(label, files, size, seconds, sum(delta.values()), polls, self.blob_requests() - blob_before,
+                   result["stats"]["tasks_added"], rss, result)  # fmt: skip
+
+    def where_time_went(self) -> list[tuple[str, float]]:
+        """The task runs of the latest flow run and their durations, from the Prefect API."""
+        from prefect.client.orchestration import get_client
+        from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+        from prefect.client.schemas.sorting import FlowRunSort
+
+        os.environ["PREFECT_API_URL"] = self.env["PREFECT_API_URL"]
+        with get_client(sync_client=True) as client:
+            run = client.read_flow_runs(sort=FlowRunSort.START_TIME_DESC, limit=1)[0]
+            tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run.id])))
+        spans = [(t.name, t.total_run_time.total_seconds()) for t in tasks if t.total_run_time]
+        return sorted(spans, key=lambda s: -s[1])[:8]
+
+    def close(self) -> None:
+        for process in (self.prefect, self.emulator, self.azurite.process):
+            stop(process)
+
+
+def taskapp_seconds(path: Path) -> float:
+    """The task application's own time on a file: one `count` on this machine, no Batch, no storage."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "taskapp" / "src")}
+    began = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "topn_taskapp", "count", "--top", "10", "--output",
+                    str(path.with_suffix(".json")), str(path)], env=env, check=True)  # fmt: skip
+    return time.perf_counter() - began
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", default="1000,10000", help="numbers of small files (default 1000,10000)")
+    parser.add_argument("--large", type=int, default=2, help=f"files of {LARGE_BYTES >> 20} MiB added to each")
+    parser.add_argument("--gb", type=float, default=1.0, help="size of the single large file in GB (0: none)")
+    parser.add_argument("--no-baseline", action="store_true", help="skip the one-file-per-task runs")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="bench-scale-"))
+    text = corpus_text()
+    stack = Stack(work)
+    lines: list[str] = []
+    try:
+        stack.run("warm-up (pool, wheel)", SAMPLE, 11, 0)
+        for n in map(int, args.sizes.split(",")):
+            runs = []
+            modes = [("packed", "runxa", [])]
+            modes += [] if args.no_baseline else [("1 file/task", "runxb", ["--files-per-task", "1"])]
+            for label, tag, extra in modes:
+                folder = work / f"files-{n}-{tag}"
+                files, size = make_files(folder, n, args.large, n, tag, text)
+                runs.append(stack.run(f"{n:,} {label}", folder, files, size, *extra))
+                if label == "packed":
+                    spans = stack.where_time_went()
+            lines += [f"\n{n:,} small files + {args.large} x {LARGE_BYTES >> 20} MiB", HEADER, *(r.row() for r in runs)]
+            if len(runs) == 2:
+                packed, base = runs
+                same = all(packed.result[k] == base.result[k] for k in ("top", "words", "distinct", "files_counted"))
+                lines.append(f"{'ratio baseline/packed':<22} {base.seconds / packed.seconds:>7.1f}x "
+                             f"blob {base.blob / packed.blob:.1f}x, batch {base.batch / packed.batch:.1f}x, "
+                             f"tasks {base.tasks / max(packed.tasks, 1):.0f}x; same result: {same}")  # fmt: skip
+            lines.append("packed run, Prefect task runs: " + ", ".join(f"{n} {s:.1f}s" for n, s in spans))
+            print("\n".join(lines[-8:]), flush=True)
+        if args.gb:
+            folder = work / "one-large"
+            folder.mkdir()
+            big = folder / "large.txt"
+            size = write_large(big, int(args.gb * 1e9), "one large", text)
+            own = taskapp_seconds(big)
+            run = stack.run(f"1 x {size / 1e9:.1f} GB", folder, 1, size)
+            lines += [
+                f"\none {size / 1e9:.1f} GB file",
+                HEADER,
+                run.row(),
+                f"task application alone: {own:.1f} s; end to end / alone: {run.seconds / own:.2f}x",
+                "Prefect task runs: " + ", ".join(f"{n} {s:.1f}s" for n, s in stack.where_time_went()),
+            ]
+    finally:
+        stack.close()
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

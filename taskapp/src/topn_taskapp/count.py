@@ -1,0 +1,78 @@
+"""The `count` command (one input) and `count-many` (a list of inputs into one part file)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from topn_taskapp.countsfile import write_counts
+from topn_taskapp.errors import Failure, UsageError, shown
+from topn_taskapp.inout import open_input, scratch, write_json, writing
+from topn_taskapp.partfile import PartWriter
+from topn_taskapp.wordcount import FileCount, count_stream, top_n
+
+TYPE_CHECKING = False  # typing costs milliseconds to import, paid by every task; annotations only need it here
+if TYPE_CHECKING:
+    from argparse import Namespace
+    from typing import BinaryIO
+
+
+def run_count(args: Namespace) -> None:
+    """`count --top N --output OUT.json [--counts COUNTS] INPUT`."""
+    targets = [args.output] + ([args.counts] if args.counts else [])
+    with open_input(args.input) as stream, writing(targets) as outs:
+        result = _count(stream, repr(shown(args.input)))
+        ranked = top_n(result.counts, len(result.counts))
+        write_json(outs[0], _row(args.input.name, result, ranked[: args.top]))
+        if args.counts:
+            write_counts(outs[1], args.input.name, result.skipped, ranked)
+
+
+def run_count_many(args: Namespace) -> None:
+    """`count-many --top N --output PART --inputs LIST`: one part file for all the inputs LIST names."""
+    inputs = read_list(args.inputs)
+    with writing([args.output]) as (out,), scratch(args.output) as spool:
+        part = PartWriter(spool)
+        for key, path in inputs:
+            label = f"{shown(path)!r} (key {key!r})"
+            with open_input(path, label=label) as stream:
+                result = _count(stream, label)
+            part.add_row({"key": key, **_row(path.name, result, top_n(result.counts, args.top))})
+            part.counts.update(result.counts)  # only the sum is kept: memory follows the vocabulary
+        part.write(out)
+
+
+def read_list(path: Path) -> list[tuple[str, Path]]:
+    """The `KEY<TAB>PATH` lines of a LIST file, blank lines skipped; anything else is a usage error."""
+    inputs = []
+    with open_input(path, "utf-8-sig") as lines:  # -sig: a list saved by a Windows editor may start with a BOM
+        try:
+            for number, line in enumerate(lines, start=1):
+                key, tab, name = line.rstrip("\n").partition("\t")
+                if tab and key and name:
+                    inputs.append((key, Path(name)))
+                elif line.strip():
+                    raise UsageError(f"--inputs {shown(path)!r}, line {number}: expected KEY<TAB>PATH")
+        except UnicodeDecodeError:
+            raise UsageError(f"--inputs {shown(path)!r}: not UTF-8 text") from None
+    if not inputs:
+        raise UsageError(f"--inputs {shown(path)!r} lists no input")
+    return inputs
+
+
+def _count(stream: BinaryIO, label: str) -> FileCount:
+    try:
+        return count_stream(stream)
+    except OSError as e:
+        raise Failure(f"cannot read {label}: {e.strerror or e}") from None
+
+
+def _row(name: str, result: FileCount, top: list[tuple[str, int]]) -> dict:
+    """A file's result as `count` writes it (shared/spec/taskapp.md)."""
+    return {
+        "file": name,
+        "bytes": result.size,
+        "words": result.words,
+        "distinct": len(result.counts),
+        "top": [list(pair) for pair in top],
+        "skipped": result.skipped,
+    }
