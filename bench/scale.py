@@ -158,7 +158,6 @@ class Stack:
         from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
         from prefect.client.schemas.sorting import FlowRunSort
 
-        os.environ["PREFECT_API_URL"] = self.env["PREFECT_API_URL"]
         with get_client(sync_client=True) as client:
             run = client.read_flow_runs(sort=FlowRunSort.START_TIME_DESC, limit=1)[0]
             tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run.id])))
@@ -189,6 +188,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="bench-scale-"))
     text = corpus_text()
     stack = Stack(work)
+    os.environ.update(stack.env)  # before Prefect loads here: its client talks to the bench's server
     lines: list[str] = []
     try:
         stack.run("warm-up (pool, wheel)", SAMPLE, 11, 0)

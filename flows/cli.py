@@ -28,10 +28,17 @@ def _parser() -> argparse.ArgumentParser:
         "--run-id", type=_batch_id, help="the Batch job id to use (default: derived from the inputs, so re-runs resume)"
     )
     run.add_argument("--json", action="store_true", help="print the whole result as JSON")
-    run.add_argument("--files-per-task", type=int, metavar="N",
-                     help="files one task counts, at most (default TOPN_FILES_PER_TASK, 100)")
-    run.add_argument("--bytes-per-task", metavar="SIZE",
-                     help="bytes one task counts, at most, e.g. 64MiB (default TOPN_BYTES_PER_TASK)")
+    run.add_argument(
+        "--files-per-task",
+        type=int,
+        metavar="N",
+        help="files one task counts, at most (default TOPN_FILES_PER_TASK, 100)",
+    )
+    run.add_argument(
+        "--bytes-per-task",
+        metavar="SIZE",
+        help="bytes one task counts, at most, e.g. 64MiB (default TOPN_BYTES_PER_TASK)",
+    )
     run.add_argument("--keep-job", action="store_true", help="keep the Batch job afterwards")
     run.add_argument("--delete-pool", action="store_true", help="delete the pool afterwards (default: keep it)")
     run.add_argument("--delete-uploads", action="store_true", help="delete the uploaded inputs afterwards")

@@ -71,24 +71,25 @@ def topn(
     )
     job_id = plan.job_id(inputs, top, run_id, packing)
     layout, run_plan = plan.Layout(job_id), plan.make_plan([i.size for i in inputs], packing)
+    # What an earlier attempt of the same inputs finished is not run again. An explicit run id may name other
+    # inputs than last time, so only a derived one (a hash of the inputs) trusts storage.
+    todo = run_plan.todo(storage.finished_steps(settings, layout, run_plan) if run_id is None else set())
     sas = SasIssuer(settings, blob_service(settings), expiry)
-    pool_id = batch.ensure_pool(settings, app, sas, expiry)
-    key = plan.inputs_key(inputs, top, packing)
-    state = batch.prepare_job(settings, job_id, pool_id, str(current_run.get_id() or ""), key)
+    pool_id, state, added, watch = settings.pool_id, batch.JobState.DONE, 0, None
+    if todo:
+        pool_id = batch.ensure_pool(settings, app, sas, expiry)
+        key = plan.inputs_key(inputs, top, packing)
+        state = batch.prepare_job(settings, job_id, pool_id, str(current_run.get_id() or ""), key)
     if state == batch.JobState.CREATED and run_id is not None:  # an explicit id may have served other inputs
         storage.delete_blobs(
             settings,
             settings.output_container,
             storage.list_blob_names(settings, settings.output_container, f"{layout.job}/"),
         )
-    added, watch = 0, None
     if state != batch.JobState.DONE:
-        # What an earlier attempt of the same inputs finished is not run again. An explicit run id may name
-        # other inputs than last time, so only a derived one (a hash of the inputs) trusts storage.
-        done = storage.finished_steps(settings, layout, run_plan) if run_id is None else set()
-        tasks = _tasks(settings, sas, inputs, run_plan, run_plan.todo(done), layout, top, app.version)
+        tasks = _tasks(settings, sas, inputs, run_plan, todo, layout, top, app.version)
         added, total = batch.add_tasks(settings, job_id, tasks)
-        del tasks
+        del tasks  # 10,000 files' task specs: not kept while the job runs
         watch = monitor.watch_job(settings, job_id, pool_id, total, expiry - settings.sas_margin)
         if watch.ending != monitor.Ending.SUCCEEDED:
             names = {s.id: plan.describe([inputs[i].name for i in s.over]) for s in run_plan.levels[0]}

@@ -94,9 +94,9 @@ def poison(monkeypatch: pytest.MonkeyPatch, command: str, name: str = "poison") 
     """Makes the count task of any input whose name holds `name` run `command` instead."""
     original = plan.count_task
 
-    def count_task(index, source, *args, **kwargs):
-        task = original(index, source, *args, **kwargs)
-        if name in source.name:
+    def count_task(step, sources, *args, **kwargs):
+        task = original(step, sources, *args, **kwargs)
+        if any(name in s.blob.name for s in sources):
             task.command_line = command
         return task
 
@@ -108,7 +108,7 @@ def test_a_failing_task_fails_the_flow_naming_its_file(settings_env, tmp_path: P
     (tmp_path / "poison.txt").write_text("bad words")
     poison(settings_env, "/bin/sh -c 'echo \"cannot digest this file\" >&2; exit 3'")
     with pytest.raises(TopnFailed) as e:
-        topn(paths=[str(tmp_path)], top=3, delete_job=False)
+        topn(paths=[str(tmp_path)], top=3, delete_job=False, files_per_task=1)
     message = str(e.value)
     assert "poison.txt" in message and "exit code 3" in message and "cannot digest this file" in message
     assert "good.txt" not in message and "sig=" not in message.replace("sig=REDACTED", "")
@@ -136,7 +136,7 @@ def test_time_limit_terminates_the_job(settings_env, tmp_path: Path, emulator: E
     (tmp_path / "poison-slow.txt").write_text("slow")
     poison(settings_env, "/bin/sleep 60")
     with pytest.raises(TopnFailed, match="timed out") as e:
-        topn(paths=[str(tmp_path)], top=3, delete_job=False)
+        topn(paths=[str(tmp_path)], top=3, delete_job=False, files_per_task=1)
     job = BatchClient(emulator.endpoint, emulator.credential()).get_job(str(e.value).split()[1])
     assert job.state == "completed"
     assert job.execution_info.termination_reason in ("MaxWallClockTimeExpiry", "TopnTimeLimit")

@@ -39,7 +39,7 @@ def stats(port: int) -> dict | None:
 def outputs(azurite, job_id: str) -> int:
     """How many files' results are in storage."""
     results = azurite.client().get_container_client("topn-output")
-    return len(list(results.list_blobs(name_starts_with=f"{job_id}/results/"))) if results.exists() else 0
+    return len(list(results.list_blobs(name_starts_with=f"{job_id}/parts/0/"))) if results.exists() else 0
 
 
 @pytest.mark.parametrize("victim", ["emulator", "azurite"])
@@ -61,7 +61,7 @@ def test_a_run_survives_its_stack_being_killed_and_restarted(prefect_api: str, t
     job_id = next(iter(client.list_jobs())).id
     if victim == "azurite":  # Azurite writes its data to disk every few seconds: kill it after it saved some
         saved = tmp_path / "azurite" / "__azurite_db_blob__.json"
-        wait_for(lambda: saved.exists() and saved.read_text(errors="replace").count(f"{job_id}/results/") >= 8,
+        wait_for(lambda: saved.exists() and saved.read_text(errors="replace").count(f"{job_id}/parts/0/") >= 8,
                  what="Azurite to save 8 results")  # fmt: skip
     finished = outputs(azurite, job_id)
     if victim == "emulator":

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import shlex
-
 import pytest
 from azure.core.exceptions import ClientAuthenticationError, HttpResponseError, ServiceRequestError
 from prefect.states import Failed
@@ -52,37 +50,6 @@ def test_local_names_are_safe_and_short() -> None:
     assert len(long.encode()) <= 150 and long.endswith(".txt") and long != plan.local_name("x" * 299 + ".txt")
     assert plan.local_name("é" * 200).encode().__len__() <= 150
     assert plan.local_name("..") == "input.."
-
-
-def blob(name: str, version: str = "v1") -> plan.InputBlob:
-    return plan.InputBlob(name, "in", f"uploads/{version}/{name}", 10, version)
-
-
-def test_job_ids_are_deterministic_per_inputs_and_n() -> None:
-    a = [blob("a.txt"), blob("b.txt")]
-    assert plan.job_id(a, 10) == plan.job_id(list(reversed(a)), 10)
-    assert plan.job_id(a, 10) != plan.job_id(a, 11)
-    assert plan.job_id(a, 10) != plan.job_id([blob("a.txt", "v2"), blob("b.txt")], 10)
-    assert plan.job_id(a, 10, "mine") == "mine"
-    assert len(plan.job_id(a, 10)) <= 64
-
-
-def test_file_names_never_reach_a_shell_unquoted() -> None:
-    layout = plan.Layout("job")
-    nasty = blob("$(touch pwned); rm -rf ~ 'x' \"y\".txt")
-    task = plan.count_task(7, nasty, "http://in?sig=s", "http://out?sig=s", layout, 5, "v")
-    argv = shlex.split(task.command_line)
-    assert argv[:2] == ["/bin/sh", "-c"] and argv[-1] == "input/" + nasty.local_name
-    assert "$(touch" not in argv[2] and task.id == "7"
-    merge = plan.merge_task(list(range(1, 41)), "http://c?sig=s", "http://out?sig=s", layout, 5, "v")
-    assert [(r.start, r.end) for r in merge.depends_on.task_id_ranges] == [(1, 40)]
-
-
-def test_the_merge_waits_only_for_files_not_finished_before() -> None:
-    ranges = plan.id_ranges([9, 1, 2, 3, 5, 6, 10])
-    assert [(r.start, r.end) for r in ranges] == [(1, 3), (5, 6), (9, 10)]
-    merge = plan.merge_task([], "http://c?sig=s", "http://out?sig=s", plan.Layout("job"), 5, "v")
-    assert merge.depends_on is None
 
 
 @pytest.mark.parametrize(("overrides", "needle"), [
