@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import sys
+
 from pydantic import BaseModel
 
 
@@ -42,3 +45,18 @@ class TopnResult(BaseModel):
         lines = [f"{self.files_counted} files, {self.words:,} words, {self.distinct:,} distinct words"]
         lines += [f"{rank:>3}  {word:<24} {n:>10,}" for rank, (word, n) in enumerate(self.top, 1)]
         return "\n".join(lines)
+
+
+def file_results(lines: bytes, names: list[str], task_of: list[str]) -> tuple[list[FileResult], int]:
+    """Each input's row from the root merge's JSON lines (`key` is the input's number, from 1), and how many
+    inputs have no row. Words are interned: "the" of 10,000 files is then one string, not 10,000."""
+    found: list[FileResult | None] = [None] * len(names)
+    for line in lines.splitlines():
+        row = json.loads(line)
+        n = int(row["key"]) - 1 if str(row.get("key", "")).isdigit() else -1
+        if 0 <= n < len(names) and found[n] is None:
+            top = [(sys.intern(w), c) for w, c in row["top"]]
+            found[n] = FileResult(name=names[n], task_id=task_of[n], bytes=row["bytes"], words=row["words"],
+                                  distinct=row["distinct"], top=top, skipped=row["skipped"])  # fmt: skip
+    files = [f for f in found if f is not None]
+    return files, len(names) - len(files)

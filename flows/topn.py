@@ -13,12 +13,14 @@ from prefect.runtime import flow_run as current_run
 from pydantic import ByteSize, Field
 
 from flows.crashes import ensure_crash_detection
-from flows.result import FileResult, RunStats, TopnResult
+from flows.result import RunStats, TopnResult, file_results
 from tasks import batch, monitor, plan, preflight, storage
 from tasks.clients import blob_service
 from tasks.sas import SasIssuer, redact
 from tasks.settings import TopnSettings, load_settings
 from tasks.taskapp import build_taskapp
+
+FILE_ROWS_SHOWN = 1_000  # rows of the per-file table artifact: a UI table, not a data export
 
 
 class TopnFailed(RuntimeError):
@@ -97,10 +99,14 @@ def topn(
         if not delete_job:  # a kept job is ended, so that a later run with the same inputs reuses its outputs
             batch.terminate_job(settings, job_id, "AllTasksComplete")
 
-    merged, rows = storage.download_result(settings, layout)
-    by_number = {int(r["key"]): r for r in rows if str(r.get("key", "")).isdigit()}
-    missing = len(inputs) - sum(1 for n in by_number if 1 <= n <= len(inputs))
-    if merged is None or missing or len(rows) != len(inputs):
+    merged, lines = storage.download_result(settings, layout)
+    task_of = [""] * len(inputs)
+    for step in run_plan.levels[0]:
+        for i in step.over:
+            task_of[i] = step.id
+    files, missing = file_results(lines, [i.name for i in inputs], task_of)
+    del lines
+    if merged is None or missing:
         # Storage lost outputs the tasks wrote (e.g. a storage emulator killed before it saved them). The
         # job goes even if kept: a finished job would be taken as done by the next run.
         batch.delete_job(settings, job_id)
@@ -110,12 +116,10 @@ def topn(
             f"({'the merged result' if merged is None else f'{missing} of {len(inputs)} files'}): "
             "run again to count them anew"
         )
-    step_of = {i: s.id for s in run_plan.levels[0] for i in s.over}
     result = TopnResult(
         top=[tuple(p) for p in merged["top"]], words=merged["words"], distinct=merged["distinct"],
         files_counted=merged["files"],
-        files=[FileResult(name=source.name, task_id=step_of[i], **_row(by_number[i + 1]))
-               for i, source in enumerate(inputs)],
+        files=files,
         stats=RunStats(job_id=job_id, pool_id=pool_id, files=len(inputs), bytes=sum(s.size for s in inputs),
                        tasks_added=added, reused_job=state == batch.JobState.DONE, polls=watch.polls if watch else 0,
                        seconds=round(time.monotonic() - started, 2)),
@@ -125,11 +129,14 @@ def topn(
         key="topn-result",
         description=f"Top {top} words of {len(inputs)} files (job {job_id})",
     )
+    shown = result.files[:FILE_ROWS_SHOWN]
     create_table_artifact(
         [{"file": f.name, "words": f.words, "distinct": f.distinct, "skipped": f.skipped or "",
-          "top word": f"{f.top[0][0]} ({f.top[0][1]})" if f.top else ""} for f in result.files],
+          "top word": f"{f.top[0][0]} ({f.top[0][1]})" if f.top else ""} for f in shown],
         key="topn-files",
-        description=f"Each file of job {job_id}",
+        description=f"Each file of job {job_id}" if len(shown) == len(inputs) else
+        f"The first {len(shown):,} of {len(inputs):,} files of job {job_id}: every file is in the flow's result, "
+        f"and in blob {settings.output_container}/{layout.files()} unless the outputs were deleted",
     )  # fmt: skip
     _clean_up(
         settings,
@@ -144,10 +151,6 @@ def topn(
     )
     log.info("top %d of %d files in %.1f s:\n%s", top, len(inputs), result.stats.seconds, result.table())
     return result
-
-
-def _row(row: dict) -> dict:
-    return {k: row[k] for k in ("bytes", "words", "distinct", "top", "skipped")}
 
 
 def _tasks(
