@@ -33,14 +33,24 @@ def faulty(settings_env: pytest.MonkeyPatch, azurite: Azurite, emulator: Emulato
 
 @pytest.mark.parametrize(("rate", "seed"), [(0.05, 1), (0.05, 2), (0.15, 3), (0.15, 4), (0.15, 5)])
 def test_the_flow_completes_exactly_through_faults(
-    faulty: tuple, emulator: Emulator, capsys: pytest.CaptureFixture, rate: float, seed: int
+    faulty: tuple,
+    emulator: Emulator,
+    settings_env: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture,
+    rate: float,
+    seed: int,
 ) -> None:
     blob, batch = faulty
     for proxy, offset in ((blob, 0), (batch, 1000)):
         proxy.seed, proxy.rate = seed + offset, rate
     started = emulator.service.scheduled
+    # Odd seeds: one task per file and merges of 4, so that faults also hit a merge tree of 15 tasks.
+    files_per_task = 1 if seed % 2 else None
+    if files_per_task:
+        settings_env.setenv("TOPN_MERGE_FAN_IN", "4")
     # An explicit run id: every file is counted anew, none reused from an earlier test's outputs.
-    result = topn(paths=[str(SAMPLE)], top=5, run_id=f"faults-{int(rate * 100)}-{seed}", delete_outputs=True)
+    result = topn(paths=[str(SAMPLE)], top=5, run_id=f"faults-{int(rate * 100)}-{seed}", delete_outputs=True,
+                  files_per_task=files_per_task)  # fmt: skip
     executions = emulator.service.scheduled - started
     assert (result.files_counted, result.words, result.distinct) == (11, 196715, 12630)
     assert result.top == SAMPLE_TOP
@@ -48,4 +58,4 @@ def test_the_flow_completes_exactly_through_faults(
     assert faults > 0, "no fault was injected: the test proves nothing"
     with capsys.disabled():
         print(f"\n  {rate:.0%} faults, seed {seed}: {faults} faults in {blob.requests + batch.requests} requests, "
-              f"{executions} task executions for 12 tasks", end="")  # fmt: skip
+              f"{executions} task executions for {result.stats.tasks_added} tasks", end="")  # fmt: skip

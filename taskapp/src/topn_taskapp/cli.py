@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 
 PROG = "topn-taskapp"
 MAX_TOP = 10_000
+SPLIT_BYTES = 64 << 20
 
 
 class _Formatter(argparse.HelpFormatter):
@@ -45,6 +46,25 @@ def _top(value: str) -> int:
     return int(value)
 
 
+def _whole(value: str) -> int:
+    if not (value.isascii() and value.strip().isdigit()):
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {value!r}")
+    return int(value)
+
+
+def _add_parallel(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--jobs", type=_whole, default=1, metavar="N", help="count each large input in N processes (0: one per CPU)"
+    )
+    parser.add_argument(
+        "--split-bytes",
+        type=_whole,
+        default=SPLIT_BYTES,
+        metavar="BYTES",
+        help=f"with --jobs: split inputs larger than this (default {SPLIT_BYTES})",
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog=PROG, description="Count words and find the top N (shared/spec/wordcount.md).")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -52,11 +72,13 @@ def _parser() -> argparse.ArgumentParser:
     count.add_argument("--top", type=_top, required=True, metavar="N")
     count.add_argument("--output", type=Path, required=True, metavar="OUT.json")
     count.add_argument("--counts", type=Path, metavar="COUNTS", help="also write the full counts here")
+    _add_parallel(count)
     count.add_argument("input", type=Path, metavar="INPUT")
     many = commands.add_parser("count-many", help="count the files a list names into one part file")
     many.add_argument("--top", type=_top, required=True, metavar="N")
     many.add_argument("--output", type=Path, required=True, metavar="PART")
     many.add_argument("--inputs", type=Path, required=True, metavar="LIST", help="lines of KEY<TAB>PATH")
+    _add_parallel(many)
     merge = commands.add_parser("merge", help="sum the counts of counts files, part files and folders of them")
     merge.add_argument("--top", type=_top, required=True, metavar="N")
     to = merge.add_mutually_exclusive_group(required=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from topn_taskapp.countsfile import write_counts
@@ -20,7 +21,7 @@ def run_count(args: Namespace) -> None:
     """`count --top N --output OUT.json [--counts COUNTS] INPUT`."""
     targets = [args.output] + ([args.counts] if args.counts else [])
     with open_input(args.input) as stream, writing(targets) as outs:
-        result = _count(stream, repr(shown(args.input)))
+        result = _count(stream, args.input, repr(shown(args.input)), _jobs(args), args.split_bytes)
         ranked = top_n(result.counts, len(result.counts))
         write_json(outs[0], _row(args.input.name, result, ranked[: args.top]))
         if args.counts:
@@ -30,12 +31,13 @@ def run_count(args: Namespace) -> None:
 def run_count_many(args: Namespace) -> None:
     """`count-many --top N --output PART --inputs LIST`: one part file for all the inputs LIST names."""
     inputs = read_list(args.inputs)
+    jobs = _jobs(args)
     with writing([args.output]) as (out,), scratch(args.output) as spool:
         part = PartWriter(spool)
         for key, path in inputs:
             label = f"{shown(path)!r} (key {key!r})"
             with open_input(path, label=label) as stream:
-                result = _count(stream, label)
+                result = _count(stream, path, label, jobs, args.split_bytes)
             part.add_row({"key": key, **_row(path.name, result, top_n(result.counts, args.top))})
             part.counts.update(result.counts)  # only the sum is kept: memory follows the vocabulary
         part.write(out)
@@ -59,8 +61,20 @@ def read_list(path: Path) -> list[tuple[str, Path]]:
     return inputs
 
 
-def _count(stream: BinaryIO, label: str) -> FileCount:
+def _jobs(args: Namespace) -> int:
+    """--jobs: 0 means one per CPU."""
+    return args.jobs or os.cpu_count() or 1
+
+
+def _count(stream: BinaryIO, path: Path, label: str, jobs: int, split_bytes: int) -> FileCount:
+    """Counts an input: split over `jobs` processes if it is larger than `split_bytes`, else here."""
     try:
+        if jobs > 1:
+            from topn_taskapp.parallel import count_split  # imported on use: most runs never split
+
+            result = count_split(stream, path, label, jobs, split_bytes)
+            if result is not None:
+                return result
         return count_stream(stream)
     except OSError as e:
         raise Failure(f"cannot read {label}: {e.strerror or e}") from None

@@ -113,14 +113,20 @@ def _first_invalid_utf8(data: bytes, pos: int) -> int:
     return -1
 
 
-def count_stream(stream: BinaryIO, read_size: int = READ_SIZE, long_line: int = LONG_LINE_BYTES) -> FileCount:
-    """Counts the words of a binary stream, or reports it skipped as binary (spec 1.1)."""
+def count_stream(
+    stream: BinaryIO, read_size: int = READ_SIZE, long_line: int = LONG_LINE_BYTES, *, file_start: bool = True
+) -> FileCount:
+    """Counts the words of a binary stream, or reports it skipped as binary (spec 1.1).
+
+    `file_start=False`: the stream is a later part of a file, starting at a line start (a split count); it is
+    neither sniffed for binary (the caller decided on the file's start) nor has a BOM dropped (spec 1.2).
+    """
     head = stream.read(BINARY_SNIFF_BYTES)
-    if b"\x00" in head:
+    if file_start and b"\x00" in head:
         size = len(head) + sum(len(b) for b in iter(lambda: stream.read(read_size), b""))
         return FileCount(size, Counter(), "binary")
     counter = WordCounter()
-    offset = 3 if head.startswith(_BOM) else 0
+    offset = 3 if file_start and head.startswith(_BOM) else 0
     carry, line_start, pos = head[offset:], offset, len(head)  # line_start: offset of carry[0]
     while chunk := stream.read(read_size):
         pos += len(chunk)
