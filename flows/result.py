@@ -31,14 +31,20 @@ class RunStats(BaseModel):
     seconds: float
 
 
+MAX_FILE_ROWS = 10_000  # per-file rows a result holds: beyond, memory would grow with the number of files
+
+
 class TopnResult(BaseModel):
-    """The corpus-wide top N (from every file's full counts), and each file's own result."""
+    """The corpus-wide top N (from every file's full counts), and each file's own result: every file's up to
+    MAX_FILE_ROWS files, else the first MAX_FILE_ROWS (all are in `files_blob`, JSON lines, unless the
+    run's outputs were deleted)."""
 
     top: list[tuple[str, int]]
     words: int
     distinct: int
     files_counted: int
     files: list[FileResult]
+    files_blob: str = ""  # container/blob of every file's row
     stats: RunStats
 
     def table(self) -> str:
@@ -47,16 +53,21 @@ class TopnResult(BaseModel):
         return "\n".join(lines)
 
 
-def file_results(lines: bytes, names: list[str], task_of: list[str]) -> tuple[list[FileResult], int]:
-    """Each input's row from the root merge's JSON lines (`key` is the input's number, from 1), and how many
-    inputs have no row. Words are interned: "the" of 10,000 files is then one string, not 10,000."""
-    found: list[FileResult | None] = [None] * len(names)
+def file_results(
+    lines: bytes, names: list[str], task_of: list[str], keep: int = MAX_FILE_ROWS
+) -> tuple[list[FileResult], int]:
+    """The rows of the first `keep` inputs from the root merge's JSON lines (`key` is the input's number, from
+    1), and how many inputs have no row at all. Words are interned: "the" of 10,000 files is one string."""
+    seen = bytearray(len(names))
+    kept: dict[int, FileResult] = {}
     for line in lines.splitlines():
         row = json.loads(line)
         n = int(row["key"]) - 1 if str(row.get("key", "")).isdigit() else -1
-        if 0 <= n < len(names) and found[n] is None:
+        if not 0 <= n < len(names) or seen[n]:
+            continue
+        seen[n] = 1
+        if n < keep:
             top = [(sys.intern(w), c) for w, c in row["top"]]
-            found[n] = FileResult(name=names[n], task_id=task_of[n], bytes=row["bytes"], words=row["words"],
-                                  distinct=row["distinct"], top=top, skipped=row["skipped"])  # fmt: skip
-    files = [f for f in found if f is not None]
-    return files, len(names) - len(files)
+            kept[n] = FileResult(name=names[n], task_id=task_of[n], bytes=row["bytes"], words=row["words"],
+                                 distinct=row["distinct"], top=top, skipped=row["skipped"])  # fmt: skip
+    return [kept[n] for n in sorted(kept)], len(names) - sum(seen)

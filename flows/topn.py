@@ -20,6 +20,7 @@ from tasks.sas import SasIssuer, redact
 from tasks.settings import TopnSettings, load_settings
 from tasks.taskapp import build_taskapp
 
+ADD_GROUP_FILES = 10_000  # files whose task specs are built and added at once
 FILE_ROWS_SHOWN = 1_000  # rows of the per-file table artifact: a UI table, not a data export
 
 
@@ -89,9 +90,12 @@ def topn(
             storage.list_blob_names(settings, settings.output_container, f"{layout.job}/"),
         )
     if state != batch.JobState.DONE:
-        tasks = _tasks(settings, sas, inputs, run_plan, todo, layout, top, app.version)
-        added, total = batch.add_tasks(settings, job_id, tasks)
-        del tasks  # 10,000 files' task specs: not kept while the job runs
+        # Task specs are built and added for at most ADD_GROUP_FILES files at a time: memory stays flat, and
+        # each merge is added after the tasks it waits for (todo lists children first).
+        for group in _groups(todo, ADD_GROUP_FILES):
+            n, total = batch.add_tasks(settings, job_id, _tasks(settings, sas, inputs, run_plan, group, layout, top,
+                                                                app.version))  # fmt: skip
+            added += n
         watch = monitor.watch_job(settings, job_id, pool_id, total, expiry - settings.sas_margin)
         if watch.ending != monitor.Ending.SUCCEEDED:
             names = {s.id: plan.describe([inputs[i].name for i in s.over]) for s in run_plan.levels[0]}
@@ -120,6 +124,7 @@ def topn(
         top=[tuple(p) for p in merged["top"]], words=merged["words"], distinct=merged["distinct"],
         files_counted=merged["files"],
         files=files,
+        files_blob=f"{settings.output_container}/{layout.files()}",
         stats=RunStats(job_id=job_id, pool_id=pool_id, files=len(inputs), bytes=sum(s.size for s in inputs),
                        tasks_added=added, reused_job=state == batch.JobState.DONE, polls=watch.polls if watch else 0,
                        seconds=round(time.monotonic() - started, 2)),
@@ -144,13 +149,27 @@ def topn(
         pool_id,
         inputs if paths else [],
         layout,
-        delete_job,
+        delete_job and bool(todo),  # no job was made when every output was in storage already
         delete_pool,
         delete_uploads,
         delete_outputs,
     )
     log.info("top %d of %d files in %.1f s:\n%s", top, len(inputs), result.stats.seconds, result.table())
     return result
+
+
+def _groups(todo: list, files: int) -> list[list]:
+    """The steps to run, cut into groups whose count tasks hold at most `files` files."""
+    groups: list[list] = [[]]
+    held = 0
+    for entry in todo:
+        size = len(entry[0].over) if entry[0].level == 0 else 0
+        if held and held + size > files:
+            groups.append([])
+            held = 0
+        groups[-1].append(entry)
+        held += size
+    return groups
 
 
 def _tasks(

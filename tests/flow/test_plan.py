@@ -132,3 +132,31 @@ def test_100000_files_plan_into_requests_batch_accepts() -> None:
     assert sum(map(len, requests)) == 1011 and len(requests) < 1011 / 10
     assert all(len(json.dumps({"value": [t.as_dict() for t in c]})) < MAX_REQUEST_BYTES + 1000 for c in requests)
     assert all(len(c) <= 100 for c in requests)
+
+
+def test_task_specs_are_added_in_groups_each_merge_after_what_it_waits_for() -> None:
+    from flows.topn import _groups
+
+    run = plan.make_plan([10] * 250, plan.Packing(files_per_task=10, bytes_per_task=1000, fan_in=5))
+    todo = run.todo(set())
+    groups = _groups(todo, 60)
+    assert [entry for group in groups for entry in group] == todo
+    assert all(sum(len(s.over) for s, _ in group if s.level == 0) <= 60 for group in groups) and len(groups) == 5
+    added: set[str] = set()
+    for group in groups:
+        for step, waits in group:
+            assert {w.id for w in waits} <= added  # what a merge waits for is in the job before it
+            added.add(step.id)
+
+
+def test_a_result_keeps_the_first_rows_and_counts_every_file() -> None:
+    from flows.result import file_results
+
+    def line(key: str, words: int) -> bytes:
+        return json.dumps({"key": key, "file": "x", "bytes": 1, "words": words, "distinct": 1, "top": [["w", words]],
+                           "skipped": None}).encode()  # fmt: skip
+
+    lines = b"\n".join([line("3", 3), line("1", 1), line("2", 2), line("2", 9), line("zz", 5)])
+    files, missing = file_results(lines, ["a", "b", "c", "d"], ["1", "1", "2", "2"], keep=2)
+    assert [(f.name, f.words, f.task_id) for f in files] == [("a", 1, "1"), ("b", 2, "1")]
+    assert missing == 1  # d has no row; a row given twice counts once

@@ -10,6 +10,7 @@ start, before any split: a binary file is left to the sequential path, which ski
 
 from __future__ import annotations
 
+import itertools
 import os
 import stat
 import sys
@@ -55,7 +56,7 @@ def line_ranges(stream: BinaryIO, size: int, pieces: int) -> list[tuple[int, int
         if cut is None or cut >= size:  # no line break after the target: the rest is one range
             break
         cuts.append(cut)
-    return [(start, end - start) for start, end in zip(cuts, cuts[1:])] + [(cuts[-1], None)]
+    return [(start, end - start) for start, end in itertools.pairwise(cuts)] + [(cuts[-1], None)]
 
 
 def _line_start_from(stream: BinaryIO, target: int) -> int | None:
