@@ -113,7 +113,11 @@ class Plan:
     """Every task of a run: the counts, then levels of merges of at most `fan_in` outputs, up to one root."""
 
     levels: tuple[tuple[Step, ...], ...]
-    fan_in: int
+    packing: Packing
+
+    @property
+    def fan_in(self) -> int:
+        return self.packing.fan_in
 
     @property
     def root(self) -> Step:
@@ -151,7 +155,7 @@ def make_plan(sizes: list[int], packing: Packing = Packing()) -> Plan:
         n, level = len(levels[-1]), len(levels)
         groups = [range(s, min(s + packing.fan_in, n + 1)) for s in range(1, n + 1, packing.fan_in)]
         levels.append(tuple(Step(level, j, g, root=len(groups) == 1) for j, g in enumerate(groups, 1)))
-    return Plan(tuple(levels), packing.fan_in)
+    return Plan(tuple(levels), packing)
 
 
 @dataclass(frozen=True)
@@ -234,12 +238,13 @@ def count_task(
 ) -> m.BatchTaskCreateOptions:
     """The task counting a pack of inputs in one process (topn-taskapp count-many); its one output, the part
     file, goes to the output container. Inputs land in in/<number>/<name>, so equal names never collide;
-    the list of them travels in an environment variable, never on the command line."""
+    the list of them travels in an environment variable, never on the command line. A file larger than a
+    task's bytes (alone in its task) is counted by as many processes as the node has cores."""
     paths = {s.number: f"in/{s.number}/{s.blob.local_name}" for s in sources}
     listing = "\n".join(f"{number}\t{path}" for number, path in paths.items())
     script = _taskapp(version, "printf '%s\\n' \"$TOPN_INPUTS\" > inputs.tsv && ")
     command = ["/bin/sh", "-c", script, "topn-count", "count-many", "--top", str(top), "--output", "part",
-               "--inputs", "inputs.tsv"]  # fmt: skip
+               "--inputs", "inputs.tsv", "--jobs", "0", "--split-bytes", str(plan.packing.bytes_per_task)]  # fmt: skip
     return m.BatchTaskCreateOptions(
         id=step.id,
         display_name=describe([s.blob.name for s in sources])[:1024],
