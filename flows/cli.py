@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import re
+import shlex
 import sys
 
 from tasks.sas import redact
 from tasks.settings import SettingsError, TopnSettings, load_settings
+
+DEFAULT_PREFIX = "incoming/"  # what the deployment topn/default counts
 
 
 def _batch_id(value: str) -> str:
@@ -20,7 +24,13 @@ def _batch_id(value: str) -> str:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="topn", description="Top N words across files, with Azure Batch and Prefect.")
     commands = parser.add_subparsers(dest="command", required=True)
-    run = commands.add_parser("run", help="count words in files or folders (default: the bundled sample corpus)")
+    run = commands.add_parser(
+        "run",
+        help="count words in files or folders (default: the bundled sample corpus)",
+        description="Count words in files or folders with the topn flow. Prefect: the server PREFECT_API_URL names, "
+        "else one `topn server start` runs on 127.0.0.1 (TOPN_LOCAL_PREFECT_PORT), else a temporary server "
+        "started for this run alone (15-30 s more).",
+    )
     run.add_argument("paths", nargs="*", metavar="PATH", help="files or folders to upload and count")
     run.add_argument("--top", type=int, default=10, metavar="N", help="how many words (1-10000, default 10)")
     run.add_argument("--prefix", metavar="PREFIX", help="count the blobs under PREFIX in the input container instead")
@@ -43,8 +53,18 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--delete-pool", action="store_true", help="delete the pool afterwards (default: keep it)")
     run.add_argument("--delete-uploads", action="store_true", help="delete the uploaded inputs afterwards")
     run.add_argument("--delete-outputs", action="store_true", help="delete this run's outputs afterwards")
+    upload = commands.add_parser(
+        "upload", help="upload files or folders to the input container under a prefix, with readable names"
+    )
+    upload.add_argument("paths", nargs="+", metavar="PATH", help="files or folders to upload")
+    upload.add_argument(
+        "--prefix", default=DEFAULT_PREFIX, help=f"where in the input container (default {DEFAULT_PREFIX}: what "
+        "the deployment topn/default counts)"
+    )  # fmt: skip
     stack = commands.add_parser("stack", help="the local stack: Azurite and the Batch emulator")
     stack.add_argument("action", choices=["start", "stop", "status"])
+    server = commands.add_parser("server", help="a Prefect server in the background that every topn run uses")
+    server.add_argument("action", choices=["start", "stop", "status"])
     return parser
 
 
@@ -85,11 +105,52 @@ def _run(args: argparse.Namespace, settings: TopnSettings) -> int:
     expand_paths(paths)  # a missing path fails here, before any service starts
     if settings.local:
         ensure_local_stack(settings)
-    result = topn(paths=paths or None, top=args.top, blob_prefix=args.prefix, run_id=args.run_id,
-                  delete_job=not args.keep_job, delete_pool=args.delete_pool, delete_uploads=args.delete_uploads,
-                  delete_outputs=args.delete_outputs, files_per_task=args.files_per_task,
-                  bytes_per_task=args.bytes_per_task)  # fmt: skip
+    with _prefect_server(settings):
+        result = topn(paths=paths or None, top=args.top, blob_prefix=args.prefix, run_id=args.run_id,
+                      delete_job=not args.keep_job, delete_pool=args.delete_pool, delete_uploads=args.delete_uploads,
+                      delete_outputs=args.delete_outputs, files_per_task=args.files_per_task,
+                      bytes_per_task=args.bytes_per_task)  # fmt: skip
     print(result.model_dump_json(indent=2) if args.json else result.table())
+    return 0
+
+
+def _prefect_server(settings: TopnSettings) -> contextlib.AbstractContextManager:
+    """Where the run's Prefect API is: PREFECT_API_URL (environment or profile) if set; else the server of
+    `topn server start` if it answers; else nothing, and Prefect starts a temporary server for this run."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from flows.local_stack import prefect_up, prefect_url
+
+    if PREFECT_API_URL.value() or not prefect_up(settings):
+        return contextlib.nullcontext()
+    return temporary_settings({PREFECT_API_URL: prefect_url(settings)})
+
+
+def _upload(args: argparse.Namespace, settings: TopnSettings) -> int:
+    from flows.local_stack import ensure_local_stack
+    from tasks.storage import expand_paths, upload_named
+
+    expand_paths(args.paths)  # a missing path fails here, before any service starts
+    if settings.local:
+        ensure_local_stack(settings)
+    names = upload_named(settings, args.paths, args.prefix)
+    print(f"uploaded {len(names)} files to container {settings.input_container} under {args.prefix!r}; count them "
+          f"with `topn run --prefix {shlex.quote(args.prefix)}` or the deployment topn/default")  # fmt: skip
+    return 0
+
+
+def _server(args: argparse.Namespace, settings: TopnSettings) -> int:
+    from flows.local_stack import ensure_prefect_server, prefect_up, prefect_url, stop_prefect_server
+
+    if args.action == "start":
+        print("started a Prefect server" if ensure_prefect_server(settings) else "a Prefect server is running already")
+    elif args.action == "stop":
+        print("\n".join(stop_prefect_server(settings)) or "nothing to stop (only a server topn started is stopped)")
+    ui = prefect_url(settings).removesuffix("/api")
+    if prefect_up(settings):
+        print(f"Prefect server {ui}: up (the UI; topn run uses it unless PREFECT_API_URL names another)")
+    else:
+        print(f"Prefect server {ui}: down")
     return 0
 
 
@@ -116,6 +177,8 @@ def _bad_run_options(args: argparse.Namespace) -> str | None:
     """What is wrong with `topn run`'s options, found before any service starts."""
     from pydantic import ByteSize, TypeAdapter, ValidationError
 
+    if args.paths and args.prefix is not None:
+        return "give PATHs to upload and count, or --prefix to count blobs already in storage, not both"
     if not 1 <= args.top <= 10_000:
         return "--top must be a whole number from 1 to 10000"
     if args.files_per_task is not None and not 1 <= args.files_per_task <= 10_000:
@@ -138,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = None
     try:
         settings = load_settings()
-        return _run(args, settings) if args.command == "run" else _stack(args, settings)
+        return {"run": _run, "upload": _upload, "stack": _stack, "server": _server}[args.command](args, settings)
     except SettingsError as e:
         print(f"topn: {e}", file=sys.stderr)
         return 2

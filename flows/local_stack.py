@@ -1,6 +1,9 @@
-"""The local stack: Azurite (Storage) and the Batch emulator as background services on loopback.
+"""The local stack: Azurite (Storage) and the Batch emulator as background services on loopback; and, on
+demand, a Prefect server (`topn server start`) that every later `topn run` uses instead of starting a
+temporary one.
 
-They outlive a `topn run`, as Azure does, so a run that died can be resumed; `topn stack stop` ends them.
+They outlive a `topn run`, as Azure does, so a run that died can be resumed; `topn stack stop` and
+`topn server stop` end them.
 """
 
 from __future__ import annotations
@@ -61,11 +64,47 @@ def emulator_up(settings: TopnSettings) -> bool:
         ) from None
 
 
-def _spawn(name: str, command: list[str], home: Path) -> None:
+def prefect_url(settings: TopnSettings) -> str:
+    return f"http://127.0.0.1:{settings.local_prefect_port}/api"
+
+
+def prefect_up(settings: TopnSettings) -> bool:
+    answer = _probe(f"{prefect_url(settings)}/health")
+    if answer is None:
+        return False
+    if answer[0] == 200 and answer[2].strip() == b"true":
+        return True
+    raise StackError(
+        f"port {settings.local_prefect_port} is taken by something that is not a Prefect server: "
+        "set TOPN_LOCAL_PREFECT_PORT to a free port"
+    )
+
+
+def ensure_prefect_server(settings: TopnSettings) -> bool:
+    """Starts a Prefect server on loopback (its database under the local folder) unless one answers there;
+    returns whether it started one. Analytics stay off."""
+    if prefect_up(settings):
+        return False
+    home = settings.local_dir.resolve()
+    env = {**os.environ, "PREFECT_HOME": str(home / "prefect"),
+           "PREFECT_SERVER_API_PORT": str(settings.local_prefect_port), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+           "DO_NOT_TRACK": "1", "PREFECT_SERVER_UI_SHOW_PROMOTIONAL_CONTENT": "false"}  # fmt: skip
+    env.pop("PREFECT_API_URL", None)
+    _spawn("prefect-server", [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
+                              "--port", str(settings.local_prefect_port)], home, env)  # fmt: skip
+    _wait(lambda: prefect_up(settings), "prefect-server", home, timeout=180)
+    return True
+
+
+def stop_prefect_server(settings: TopnSettings, grace: float = 15) -> list[str]:
+    return _stop(settings, [("prefect-server", b"prefect")], grace)
+
+
+def _spawn(name: str, command: list[str], home: Path, env: dict[str, str] | None = None) -> None:
     home.mkdir(parents=True, exist_ok=True)
     with open(home / f"{name}.log", "ab") as log:
         process = subprocess.Popen(command, cwd=home, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                   start_new_session=True)  # fmt: skip
+                                   start_new_session=True, env=env)  # fmt: skip
     (home / f"{name}.pid").write_text(str(process.pid))
 
 
@@ -105,9 +144,13 @@ def stop_local_stack(settings: TopnSettings, grace: float = 15) -> list[str]:
     Returns one line per service saying how it ended. A pid file whose process is gone, or is no longer
     the service (its pid reused), is only removed: never signal a process topn did not start.
     """
+    return _stop(settings, [("batch-emulator", b"batch_emulator"), ("azurite", b"azurite")], grace)
+
+
+def _stop(settings: TopnSettings, services: list[tuple[str, bytes]], grace: float) -> list[str]:
     home = settings.local_dir.resolve()
     said = []
-    for name, marker in (("batch-emulator", b"batch_emulator"), ("azurite", b"azurite")):
+    for name, marker in services:
         pid_file = home / f"{name}.pid"
         if not pid_file.exists():
             continue

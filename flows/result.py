@@ -48,6 +48,8 @@ class TopnResult(BaseModel):
     stats: RunStats
 
     def table(self) -> str:
+        if not self.stats.files:
+            return "nothing to count"
         lines = [f"{self.files_counted} files, {self.words:,} words, {self.distinct:,} distinct words"]
         lines += [f"{rank:>3}  {word:<24} {n:>10,}" for rank, (word, n) in enumerate(self.top, 1)]
         return "\n".join(lines)

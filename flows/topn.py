@@ -2,13 +2,15 @@
 
 # No `from __future__ import annotations` here: Prefect builds its parameter model from these annotations
 # when a runner loads the flow, and string annotations of Annotated[...] cannot be resolved there.
+import re
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
 from prefect import flow, get_run_logger
-from prefect.artifacts import create_table_artifact
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.runtime import deployment as current_deployment
 from prefect.runtime import flow_run as current_run
 from pydantic import ByteSize, Field
 
@@ -30,12 +32,48 @@ class TopnFailed(RuntimeError):
 
 def _on_cancellation(flow: object, flow_run: object, state: object) -> None:
     """Cancelling the flow run terminates its Batch jobs. The runner calls this hook, by keyword."""
-    settings = load_settings()
+    parameters = getattr(flow_run, "parameters", None) or {}
+    settings = _settings(parameters.get("batch_credentials"), parameters.get("storage_credentials"))
     for job_id in batch.jobs_of_flow_run(settings, str(flow_run.id)):
         batch.terminate_job.fn(settings, job_id, "TopnFlowRunCancelled")
 
 
-@flow(name="topn", on_cancellation=[_on_cancellation], log_prints=True)
+def _settings(batch_credentials: str | None, storage_credentials: str | None) -> TopnSettings:
+    """The TOPN_* settings, with credentials from the named blocks instead, if any."""
+    settings = load_settings()
+    if batch_credentials or storage_credentials:
+        from tasks.blocks import settings_from_blocks
+
+        settings = settings_from_blocks(settings, batch_credentials, storage_credentials)
+    return settings
+
+
+def _run_name() -> str:
+    """What a run counts, as its name says in the UI: "sample (10 files)" needs the listing; the parameters
+    are all there is when the run is created."""
+    parameters = current_run.parameters
+    if parameters.get("blob_prefix") is not None:
+        what = f"prefix {parameters['blob_prefix'] or '(all)'}"
+    else:
+        paths = [Path(p).name or p for p in parameters.get("paths") or []]
+        what = ", ".join(paths[:2]) + (f" and {len(paths) - 2} more" if len(paths) > 2 else "")
+    return f"top {parameters.get('top', 10)} of {what}"[:200]
+
+
+def _artifact_key(kind: str) -> str:
+    """Artifact keys per deployment (their history in the UI is that deployment's), or ad hoc."""
+    scope = re.sub(r"[^a-z0-9]+", "-", (current_deployment.name or "adhoc").lower()).strip("-") or "adhoc"
+    return f"topn-{kind}-{scope}"
+
+
+@flow(
+    name="topn",
+    flow_run_name=_run_name,
+    on_cancellation=[_on_cancellation],
+    log_prints=True,
+    persist_result=True,  # the TopnResult can be read back: state.result(), the UI, run_deployment callers
+    result_serializer="json",
+)
 def topn(
     paths: list[str] | None = None,
     top: Annotated[int, Field(ge=1, le=10_000)] = 10,
@@ -47,13 +85,17 @@ def topn(
     delete_outputs: bool = False,
     files_per_task: Annotated[int | None, Field(ge=1, le=10_000)] = None,
     bytes_per_task: ByteSize | None = None,
+    batch_credentials: str | None = None,
+    storage_credentials: str | None = None,
 ) -> TopnResult:
     """Counts words across files with Azure Batch: local `paths` (files or folders) are uploaded; or, with
     `blob_prefix`, the blobs already in the input container are counted (what scheduled runs do). Files are
-    packed into tasks of at most `files_per_task` files and `bytes_per_task` bytes (settings by default)."""
+    packed into tasks of at most `files_per_task` files and `bytes_per_task` bytes (settings by default).
+    `batch_credentials` / `storage_credentials` name an "Azure Batch Credentials" / "Azure Blob Storage
+    Credentials" block to use instead of the TOPN_* credentials."""
     if bool(paths) == (blob_prefix is not None):
         raise ValueError("give either paths to upload or a blob_prefix already in the input container, not both")
-    settings = load_settings()  # bad settings fail here, before anything is created
+    settings = _settings(batch_credentials, storage_credentials)  # bad settings fail here, before anything is made
     log, started = get_run_logger(), time.monotonic()
     ensure_crash_detection()
     expiry = datetime.now(UTC) + settings.job_timeout + settings.sas_margin
@@ -66,6 +108,8 @@ def topn(
     else:
         inputs = storage.list_inputs(settings, settings.input_container, blob_prefix)
     app = app_future.result()
+    if not inputs:
+        return _nothing_to_count(settings, blob_prefix or "", started)
     # Task ids number the inputs: in one order whatever order they were given in, as the job id is.
     inputs = sorted(inputs, key=lambda i: (i.name, i.container, i.blob, i.version))
 
@@ -131,14 +175,14 @@ def topn(
     )  # fmt: skip
     create_table_artifact(
         [{"rank": r, "word": w, "count": n} for r, (w, n) in enumerate(result.top, 1)],
-        key="topn-result",
+        key=_artifact_key("result"),
         description=f"Top {top} words of {len(inputs)} files (job {job_id})",
     )
     shown = result.files[:FILE_ROWS_SHOWN]
     create_table_artifact(
         [{"file": f.name, "words": f.words, "distinct": f.distinct, "skipped": f.skipped or "",
           "top word": f"{f.top[0][0]} ({f.top[0][1]})" if f.top else ""} for f in shown],
-        key="topn-files",
+        key=_artifact_key("files"),
         description=f"Each file of job {job_id}" if len(shown) == len(inputs) else
         f"The first {len(shown):,} of {len(inputs):,} files of job {job_id}: every file is in the flow's result, "
         f"and in blob {settings.output_container}/{layout.files()} unless the outputs were deleted",
@@ -154,8 +198,23 @@ def topn(
         delete_uploads,
         delete_outputs,
     )
-    log.info("top %d of %d files in %.1f s:\n%s", top, len(inputs), result.stats.seconds, result.table())
+    log.info("top %d of %d files in %.1f s: %s", top, len(inputs), result.stats.seconds,
+             ", ".join(f"{w} {n:,}" for w, n in result.top))  # fmt: skip
     return result
+
+
+def _nothing_to_count(settings: TopnSettings, prefix: str, started: float) -> TopnResult:
+    """An empty prefix is a run that found nothing to do, not a failure: a scheduled run on a quiet day."""
+    where = f"container {settings.input_container!r} under the prefix {prefix!r}"
+    create_markdown_artifact(
+        f"**Nothing to count**: no blobs in {where}.\n\nPut files there with `topn upload PATH --prefix {prefix}`.",
+        key=_artifact_key("result"),
+        description="topn found nothing to count",
+    )
+    get_run_logger().warning("nothing to count: no blobs in %s", where)
+    stats = RunStats(job_id="", pool_id=settings.pool_id, files=0, bytes=0, tasks_added=0, reused_job=False, polls=0,
+                     seconds=round(time.monotonic() - started, 2))  # fmt: skip
+    return TopnResult(top=[], words=0, distinct=0, files_counted=0, files=[], stats=stats)
 
 
 def _groups(todo: list, files: int) -> list[list]:

@@ -24,7 +24,7 @@ from prefect import get_run_logger, task
 
 from tasks.clients import batch_client
 from tasks.plan import MERGE_ID
-from tasks.retry import AZURE_TASK
+from tasks.retry import BATCH_TASK, named
 from tasks.sas import SasIssuer
 from tasks.settings import TopnSettings
 from tasks.storage import TaskappBlobs
@@ -82,7 +82,7 @@ def _pool_is_current(pool: m.BatchPool, version: str, needed_until: datetime) ->
     return metadata.get(VERSION_KEY) == version and all(e and e > needed_until for e in expiries)
 
 
-@task(name="ensure-pool", **AZURE_TASK)
+@task(name="ensure-pool", task_run_name=named("ensure-pool {settings.pool_id}"), **BATCH_TASK)
 def ensure_pool(settings: TopnSettings, app: TaskappBlobs, sas: SasIssuer, needed_until: datetime) -> str:
     """Reuses the pool if it runs this task application version, else creates it (create_pool) with a start
     task that installs the wheel. A stale pool with no active jobs is replaced."""
@@ -140,7 +140,7 @@ def ensure_pool(settings: TopnSettings, app: TaskappBlobs, sas: SasIssuer, neede
     return settings.pool_id
 
 
-@task(name="prepare-job", **AZURE_TASK)
+@task(name="prepare-job", task_run_name=named("prepare-job {job_id}"), **BATCH_TASK)
 def prepare_job(settings: TopnSettings, job_id: str, pool_id: str, flow_run_id: str, inputs: str) -> JobState:
     """Creates the run's job (create_job), or picks up the one an earlier attempt of the same run left:
     running → resumed; finished well → reused; failed or stopped → deleted and created anew. A job of the
@@ -214,7 +214,7 @@ def chunks(tasks: list[m.BatchTaskCreateOptions], limit: int = MAX_REQUEST_BYTES
     return out
 
 
-@task(name="add-tasks", **AZURE_TASK)
+@task(name="add-tasks", task_run_name=named("add-tasks {job_id}: {n} tasks", n="tasks"), **BATCH_TASK)
 def add_tasks(settings: TopnSettings, job_id: str, tasks: list[m.BatchTaskCreateOptions]) -> tuple[int, int]:
     """Adds the tasks not in the job yet (create_tasks, requests of at most 100 tasks and 1 MB, 4 at once).
     Returns how many were added, and how many the job now holds. The job stays active when all are complete
@@ -235,7 +235,7 @@ def add_tasks(settings: TopnSettings, job_id: str, tasks: list[m.BatchTaskCreate
     return len(missing), len(present | {t.id for t in tasks})
 
 
-@task(name="terminate-job", **AZURE_TASK)
+@task(name="terminate-job", task_run_name=named("terminate-job {job_id}"), **BATCH_TASK)
 def terminate_job(settings: TopnSettings, job_id: str, reason: str) -> None:
     """Terminates the job if it is still active, killing its running tasks (begin_terminate_job)."""
     client = batch_client(settings)
@@ -250,14 +250,14 @@ def terminate_job(settings: TopnSettings, job_id: str, reason: str) -> None:
         pass
 
 
-@task(name="delete-job", **AZURE_TASK)
+@task(name="delete-job", task_run_name=named("delete-job {job_id}"), **BATCH_TASK)
 def delete_job(settings: TopnSettings, job_id: str) -> None:
     """Deletes the job and its task files on the nodes (begin_delete_job)."""
     with contextlib.suppress(ResourceNotFoundError):
         batch_client(settings).begin_delete_job(job_id, polling_interval=POLL).result()
 
 
-@task(name="delete-pool", **AZURE_TASK)
+@task(name="delete-pool", task_run_name=named("delete-pool {pool_id}"), **BATCH_TASK)
 def delete_pool(settings: TopnSettings, pool_id: str) -> None:
     """Deletes the pool, releasing its nodes (begin_delete_pool), if topn created it."""
     client = batch_client(settings)

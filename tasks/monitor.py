@@ -19,7 +19,7 @@ from prefect.runtime import flow_run
 from tasks import batch
 from tasks.clients import batch_client
 from tasks.plan import MERGE_ID
-from tasks.retry import is_transient
+from tasks.retry import is_transient, named
 from tasks.sas import redact
 from tasks.settings import TopnSettings
 
@@ -104,7 +104,7 @@ class _Seen:
         return changed
 
 
-@task(name="watch-job")
+@task(name="watch-job", task_run_name=named("watch-job {job_id}"), tags=["azure-batch"], persist_result=False)
 def watch_job(settings: TopnSettings, job_id: str, pool_id: str, total: int, deadline: datetime) -> Watch:
     """Polls get_job_task_counts until the job ends, backing off while nothing changes; publishes a progress
     artifact; runs again in place (reactivate_task) tasks that failed for a reason not their own; terminates
@@ -230,7 +230,12 @@ class TaskFailure:
         return f"  {self.file} (task {self.task_id}{exit_code}): {self.code}: {redact(self.message)}{tail}"
 
 
-@task(name="collect-failures")
+@task(
+    name="collect-failures",
+    task_run_name=named("collect-failures {job_id}"),
+    tags=["azure-batch"],
+    persist_result=False,
+)
 def collect_failures(settings: TopnSettings, job_id: str, files: dict[str, str]) -> list[TaskFailure]:
     """Every failed task with its file, its failure info and the end of its stderr (list_tasks with a filter)."""
     client = batch_client(settings)

@@ -49,7 +49,11 @@ def _explain(settings: TopnSettings, service: str, url: str, settings_hint: str,
     return AccessError(f"{service} at {url} refused the credentials ({status} {code}): check {settings_hint}")
 
 
-@task(name="check-access", **{**AZURE_TASK, "retries": 2})
+@task(
+    name="check-access",
+    task_run_name="check-access",
+    **{**AZURE_TASK, "retries": 2, "tags": ["azure-batch", "azure-storage"]},
+)
 def check_access(settings: TopnSettings) -> None:
     """One cheap authenticated read each from Batch (list_pools) and Storage (list_containers)."""
     probes = [

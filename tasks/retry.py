@@ -39,9 +39,32 @@ def retry_transient(task: Any, task_run: Any, state: Any) -> bool:
 # was lost, a 429 from Storage) or after they gave up. Every task is written to be run again safely, so two
 # retries soon after are enough: they multiply the SDK's attempts only in an outage, never in normal faults.
 AZURE_TASK = {
+    "persist_result": False,  # what a step returns serves the flow only; the flow's own result is persisted
     "cache_policy": NO_CACHE,  # nothing to reuse across runs; hashing 10,000 inputs' parameters is not free
     "retries": 2,
     "retry_delay_seconds": [0.2, 2],
     "retry_jitter_factor": 0.5,
     "retry_condition_fn": retry_transient,
 }
+
+# Tags name the service a task calls, for Prefect's tag-based concurrency limits, e.g.
+# `prefect concurrency-limit create azure-batch 4`.
+BATCH_TASK = {**AZURE_TASK, "tags": ["azure-batch"]}
+STORAGE_TASK = {**AZURE_TASK, "tags": ["azure-storage"]}
+
+
+def named(template: str, **sizes: str) -> Any:
+    """A task_run_name: `template` formatted with the task's parameters, plus `sizes`: names of list
+    parameters whose length it gives (e.g. named("add-tasks {job_id}: {n} tasks", n="tasks"))."""
+
+    def name() -> str:
+        from prefect.runtime import task_run
+
+        parameters = dict(task_run.parameters)
+        parameters.update({key: len(parameters.get(value) or []) for key, value in sizes.items()})
+        try:
+            return template.format(**parameters)[:200]
+        except (KeyError, AttributeError, IndexError):
+            return template.split(" ", 1)[0]
+
+    return name

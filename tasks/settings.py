@@ -40,6 +40,7 @@ class TopnSettings(BaseSettings):
     use_entra_id: bool = Field(False, description="DefaultAzureCredential for Batch and Storage instead of keys")
 
     local_batch_port: int = Field(10100, ge=1, le=65535)
+    local_prefect_port: int = Field(4200, ge=1, le=65535, description="where `topn server start` serves Prefect")
     local_blob_port: int = Field(10000, ge=1, le=65535)
     local_dir: Path = Field(Path(".topn"), description="local stack state: Azurite data, node folders, logs")
 

@@ -15,7 +15,7 @@ from prefect import get_run_logger, task
 from tasks import clients
 from tasks.clients import blob_service
 from tasks.plan import InputBlob, Layout, Plan, Step, upload_blob_name
-from tasks.retry import AZURE_TASK
+from tasks.retry import STORAGE_TASK, named
 from tasks.settings import TopnSettings
 from tasks.taskapp import TaskappFiles
 
@@ -39,7 +39,7 @@ class TaskappBlobs:
     installer: str
 
 
-@task(name="ensure-containers", **AZURE_TASK)
+@task(name="ensure-containers", task_run_name=named("ensure-containers"), **STORAGE_TASK)
 def ensure_containers(settings: TopnSettings, names: list[str]) -> None:
     """Creates the containers that do not exist yet (BlobServiceClient.create_container)."""
     service = blob_service(settings)
@@ -48,7 +48,7 @@ def ensure_containers(settings: TopnSettings, names: list[str]) -> None:
             service.create_container(name)
 
 
-@task(name="upload-taskapp", **AZURE_TASK)
+@task(name="upload-taskapp", task_run_name=named("upload-taskapp {files.version}"), **STORAGE_TASK)
 def upload_taskapp(settings: TopnSettings, files: TaskappFiles) -> TaskappBlobs:
     """Uploads the wheel and its installer under a folder named by their version (upload_blob)."""
     container = blob_service(settings).get_container_client(settings.app_container)
@@ -97,7 +97,7 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-@task(name="upload-inputs", **AZURE_TASK)
+@task(name="upload-inputs", task_run_name=named("upload-inputs {paths[0]} ({n} paths)", n="paths"), **STORAGE_TASK)
 def upload_inputs(settings: TopnSettings, paths: list[str]) -> list[InputBlob]:
     """Uploads local files to the input container (upload_blob), FILE_CONCURRENCY at a time; content-addressed,
     so nothing is ever overwritten and a file already uploaded (by an earlier or interrupted run) is not sent
@@ -123,21 +123,41 @@ def upload_inputs(settings: TopnSettings, paths: list[str]) -> list[InputBlob]:
     return inputs
 
 
-@task(name="list-inputs", **AZURE_TASK)
+def upload_named(settings: TopnSettings, paths: list[str], prefix: str) -> list[str]:
+    """Uploads local files to the input container under `prefix`, each named by its path as users know it
+    (a folder's files keep their path from the folder on), replacing a blob of the same name: a drop folder
+    that a scheduled run counts. Returns the blob names. Not a Prefect task: `topn upload` needs no server."""
+    files = expand_paths(paths)
+    container = blob_service(settings, CONNECTIONS).get_container_client(settings.input_container)
+    with contextlib.suppress(ResourceExistsError):
+        container.create_container()
+
+    def one(item: tuple[Path, str]) -> str:
+        path, name = item
+        with open(path, "rb") as data:
+            container.upload_blob(prefix + name, data, length=path.stat().st_size, overwrite=True,
+                                  max_concurrency=BLOCK_CONCURRENCY)  # fmt: skip
+        return prefix + name
+
+    with ThreadPoolExecutor(FILE_CONCURRENCY) as pool:
+        return list(pool.map(one, files))
+
+
+@task(name="list-inputs", task_run_name=named("list-inputs {container}/{prefix}"), **STORAGE_TASK)
 def list_inputs(settings: TopnSettings, container: str, prefix: str) -> list[InputBlob]:
-    """The blobs already in storage under a prefix (ContainerClient.list_blobs): what scheduled runs count."""
+    """The blobs already in storage under a prefix (ContainerClient.list_blobs): what scheduled runs count.
+    None (or no container) is not an error: the flow then says there was nothing to count."""
     client = blob_service(settings).get_container_client(container)
     try:
         inputs = [InputBlob(b.name, container, b.name, b.size, b.etag.strip('"'))
                   for b in client.list_blobs(name_starts_with=prefix) if not b.name.endswith("/")]  # fmt: skip
-    except ResourceNotFoundError:
-        raise InputError(f"the container {container!r} does not exist") from None
-    if not inputs:
-        raise InputError(f"no blobs in container {container!r} under the prefix {prefix!r}")
+    except ResourceNotFoundError:  # nothing was ever uploaded: nothing to count
+        inputs = []
+    get_run_logger().info("%d blobs in container %s under %r", len(inputs), container, prefix)
     return sorted(inputs, key=lambda i: i.name)
 
 
-@task(name="find-finished", **AZURE_TASK)
+@task(name="find-finished", task_run_name=named("find-finished {layout.job}"), **STORAGE_TASK)
 def finished_steps(settings: TopnSettings, layout: Layout, plan: Plan) -> set[tuple[int, int]]:
     """The steps of the plan whose outputs are in storage already, from an earlier attempt of the same run:
     they are not run again (list_blobs, 5,000 names a request)."""
@@ -164,7 +184,7 @@ def _covered(plan: Plan, step: Step, done: set[tuple[int, int]]) -> bool:
         step = plan.levels[step.level + 1][plan.parent(step) - 1]
 
 
-@task(name="download-result", **AZURE_TASK)
+@task(name="download-result", task_run_name=named("download-result {layout.job}"), **STORAGE_TASK)
 def download_result(settings: TopnSettings, layout: Layout) -> tuple[dict | None, bytes]:
     """The root merge's outputs (download_blob, two requests): the global result, and every file's row as JSON
     lines (kept as bytes: 10,000 files are 2.5 MB so, several times that as Python objects). What is not in
@@ -177,7 +197,7 @@ def download_result(settings: TopnSettings, layout: Layout) -> tuple[dict | None
         return None, b""
 
 
-@task(name="delete-blobs", **AZURE_TASK)
+@task(name="delete-blobs", task_run_name=named("delete-blobs {container}: {n} blobs", n="names"), **STORAGE_TASK)
 def delete_blobs(settings: TopnSettings, container: str, names: list[str]) -> int:
     """Deletes the named blobs (what this run created), never a whole container of the user's."""
     client = blob_service(settings, CONNECTIONS).get_container_client(container)
@@ -193,7 +213,7 @@ def delete_blobs(settings: TopnSettings, container: str, names: list[str]) -> in
         return sum(pool.map(one, names))
 
 
-@task(name="list-blobs", **AZURE_TASK)
+@task(name="list-blobs", task_run_name=named("list-blobs {container}/{prefix}"), **STORAGE_TASK)
 def list_blob_names(settings: TopnSettings, container: str, prefix: str) -> list[str]:
     """The names of the blobs under a prefix."""
     return [b.name for b in blob_service(settings).get_container_client(container).list_blobs(name_starts_with=prefix)]

@@ -31,7 +31,7 @@ def source_hash() -> str:
     return digest.hexdigest()
 
 
-@task(name="build-taskapp")
+@task(name="build-taskapp", task_run_name="build-taskapp", persist_result=False)
 def build_taskapp(cache: Path) -> TaskappFiles:
     """Builds the topn-taskapp wheel from taskapp/ (cached by the source's hash) with the uv build backend."""
     if not (SOURCE / "pyproject.toml").is_file():

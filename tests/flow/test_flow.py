@@ -172,12 +172,12 @@ def test_artifacts_are_published(stack_env: dict) -> None:
     with get_client(sync_client=True) as client:
         latest = client.read_artifacts(flow_run_filter=run)
     keys = {a.key for a in latest}
-    assert "topn-result" in keys
-    table = next(a for a in latest if a.key == "topn-result")
+    assert "topn-result-adhoc" in keys
+    table = next(a for a in latest if a.key == "topn-result-adhoc")
     rows = json.loads(table.data) if isinstance(table.data, str) else table.data
     assert [(r["word"], r["count"]) for r in rows] == result.top
     assert any(a.type == "progress" for a in latest)
-    per_file = next((a for a in latest if a.key == "topn-files"), None)
+    per_file = next((a for a in latest if a.key == "topn-files-adhoc"), None)
     assert per_file, [(a.key, a.type) for a in latest]
     files = json.loads(per_file.data) if isinstance(per_file.data, str) else per_file.data
     assert sorted(r["file"] for r in files) == sorted(f.name for f in result.files) and len(files) == 10

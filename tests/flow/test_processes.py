@@ -121,11 +121,11 @@ def test_cancelling_the_flow_run_terminates_the_job(stack_env: dict, emulator: E
 def test_deployment_runs_on_a_real_prefect_server(
     stack_env: dict, azurite: Azurite, emulator: Emulator, tmp_path: Path
 ) -> None:
+    env = {**os.environ, **SLOW_POOL, "TOPN_POOL_ID": "deploy-pool"}
+    upload = subprocess.run([str(BIN / "topn"), "upload", str(SAMPLE)], env=env, capture_output=True, text=True,
+                            timeout=300, cwd=ROOT)  # fmt: skip
+    assert upload.returncode == 0 and "uploaded 11 files" in upload.stdout, upload.stderr
     container = azurite.client().get_container_client("topn-input")
-    if not container.exists():
-        container.create_container()
-    for path in SAMPLE.rglob("*.txt"):
-        container.upload_blob(f"deploy/{path.name}", path.read_bytes(), overwrite=True)
     serve_log = open(tmp_path / "serve.log", "w")  # noqa: SIM115 - for the serve process's lifetime
     serve = spawn([sys.executable, "-m", "deployments.serve"], cwd=ROOT, stdout=serve_log, stderr=subprocess.STDOUT,
                   text=True, env={**os.environ, **SLOW_POOL, "TOPN_POOL_ID": "deploy-pool",
@@ -140,16 +140,28 @@ def test_deployment_runs_on_a_real_prefect_server(
                     return False
 
         wait_for(deployed, timeout=120, interval=0.5, what="deployment topn/default")
-        run = subprocess.run([str(BIN / "prefect"), "deployment", "run", "topn/default", "-p", "blob_prefix=deploy/",
-                              "-p", "top=5", "--watch", "--watch-timeout", "300"], capture_output=True, text=True,
-                             timeout=400, cwd=ROOT)  # fmt: skip
+        run = subprocess.run([str(BIN / "prefect"), "deployment", "run", "topn/default", "-p", "top=5",
+                              "--watch", "--watch-timeout", "300"], capture_output=True, text=True, timeout=400,
+                             cwd=ROOT)  # fmt: skip
         assert run.returncode == 0, run.stdout[-2000:] + (tmp_path / "serve.log").read_text()[-6000:]
         flow_run_id = next(w for w in run.stdout.split() if w.count("-") == 4 and len(w) == 36)
         with get_client(sync_client=True) as client:
             flow_run = client.read_flow_run(flow_run_id)
             artifacts = client.read_artifacts(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run.id])))
-        assert flow_run.state.is_completed()
-        table = next(a for a in artifacts if a.key == "topn-result")
+        assert flow_run.state.is_completed() and flow_run.name == "top 5 of prefix incoming/"
+        # The result is persisted: read back through the API, it is what `topn run --json` prints.
+        persisted = flow_run.state.result()
+        again = subprocess.run([str(BIN / "topn"), "run", "--prefix", "incoming/", "--top", "5", "--json"], env=env,
+                               capture_output=True, text=True, timeout=300, cwd=ROOT)  # fmt: skip
+        assert again.returncode == 0, again.stderr[-2000:]
+        printed = json.loads(again.stdout)
+        assert {k: v for k, v in persisted.model_dump(mode="json").items() if k != "stats"} == {
+            k: v for k, v in printed.items() if k != "stats"
+        }
+        assert sorted(f.name for f in persisted.files)[0] == "incoming/sample/books/a-tale-of-two-cities.txt"
+        files_table = next(a for a in artifacts if a.key == "topn-files-default")
+        assert "incoming/sample/nasa-moon/" in json.dumps(files_table.data)  # readable names, no hashes
+        table = next(a for a in artifacts if a.key == "topn-result-default")
         rows = json.loads(table.data) if isinstance(table.data, str) else table.data
         assert [(r["word"], r["count"]) for r in rows] == [
             ("the", 12495),

@@ -1,0 +1,94 @@
+"""What Prefect users see of a run: its name, its task runs' names and tags, its persisted result, and an
+empty prefix that is a run with nothing to count."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+from flows.topn import topn
+from tests.conftest import ROOT
+
+BIN = Path(sys.executable).parent
+
+
+def test_runs_and_task_runs_are_named_tagged_and_their_result_kept(stack_env: dict, tmp_path: Path) -> None:
+    (tmp_path / "texts").mkdir()
+    (tmp_path / "texts" / "a.txt").write_text("alpha beta alpha")
+    state = topn(paths=[str(tmp_path / "texts")], top=2, return_state=True)
+    result = state.result()
+    run = FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id]))
+    with get_client(sync_client=True) as client:
+        flow_run = client.read_flow_run(state.state_details.flow_run_id)
+        tasks = {t.name: t for t in client.read_task_runs(flow_run_filter=run)}
+    assert flow_run.name == "top 2 of texts"
+    job = result.stats.job_id
+    expected = {
+        "check-access": {"azure-batch", "azure-storage"},
+        f"upload-inputs {tmp_path / 'texts'} (1 paths)": {"azure-storage"},
+        f"prepare-job {job}": {"azure-batch"},
+        f"add-tasks {job}: 2 tasks": {"azure-batch"},
+        f"watch-job {job}": {"azure-batch"},
+        f"download-result {job}": {"azure-storage"},
+    }
+    for name, tags in expected.items():
+        assert name in tasks, sorted(tasks)
+        assert set(tasks[name].tags) >= tags, (name, tasks[name].tags)
+    assert flow_run.state.result() == result  # persisted, read back through the API
+
+
+def test_an_empty_prefix_is_a_run_with_nothing_to_count(stack_env: dict) -> None:
+    state = topn(blob_prefix=f"nothing-here-{time.time_ns()}/", return_state=True)
+    assert state.is_completed()
+    result = state.result()
+    assert result.stats.files == 0 and result.top == [] and result.table() == "nothing to count"
+    run = FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id]))
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(flow_run_filter=run)
+    note = next(a for a in artifacts if a.key == "topn-result-adhoc")
+    assert note.type == "markdown" and "Nothing to count" in note.data and "topn upload" in note.data
+
+
+def test_conflicting_arguments_fail_at_once_with_one_line() -> None:
+    began = time.monotonic()
+    run = subprocess.run([str(BIN / "topn"), "run", str(ROOT / "data" / "sample"), "--prefix", "x"],
+                         capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert run.returncode == 2 and run.stdout == ""
+    assert run.stderr.count("\n") == 1 and "not both" in run.stderr
+    print(f"\n  rejected in {time.monotonic() - began:.2f} s", file=sys.stderr)
+
+
+def test_a_second_run_uses_the_prefect_server_that_answers(stack_env: dict, tmp_path: Path) -> None:
+    """With PREFECT_API_URL unset, `topn run` uses the server `topn server start` keeps on its port."""
+    import os
+
+    from tests.stack import free_port
+
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env.update({"TOPN_LOCAL_PREFECT_PORT": str(port), "TOPN_LOCAL_DIR": str(tmp_path / "local")})
+    started = subprocess.run([str(BIN / "topn"), "server", "start"], env=env, capture_output=True, text=True,
+                             timeout=300)  # fmt: skip
+    try:
+        assert started.returncode == 0 and "started a Prefect server" in started.stdout, started.stderr
+        (tmp_path / "a.txt").write_text("gamma delta gamma")
+        run = subprocess.run([str(BIN / "topn"), "run", str(tmp_path / "a.txt"), "--json"], env=env,
+                             capture_output=True, text=True, timeout=300)  # fmt: skip
+        assert run.returncode == 0, run.stderr[-2000:]
+        assert "Starting temporary server" not in run.stderr + run.stdout
+        assert json.loads(run.stdout)["top"][0] == ["gamma", 2]
+        count = urllib.request.Request(f"http://127.0.0.1:{port}/api/flow_runs/count", data=b"{}", method="POST",
+                                       headers={"Content-Type": "application/json"})  # fmt: skip
+        with urllib.request.urlopen(count, timeout=30) as answer:
+            assert json.load(answer) == 1  # the run is on that server
+    finally:
+        stopped = subprocess.run([str(BIN / "topn"), "server", "stop"], env=env, capture_output=True, text=True,
+                                 timeout=120)  # fmt: skip
+    assert "prefect-server stopped" in stopped.stdout or "killed" in stopped.stdout, stopped.stdout + stopped.stderr
