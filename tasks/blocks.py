@@ -7,8 +7,9 @@
 
 then create block documents in the UI (Blocks, +) or in Python, e.g.
 `AzureBatchCredentials(endpoint=..., account_name=..., account_key=...).save("prod-batch")`.
-`settings_from_blocks(settings, batch="prod-batch", storage="prod-storage")` then gives settings whose
-credentials come from those blocks.
+`load_settings_from_blocks(batch="prod-batch", storage="prod-storage")` (or `settings_from_blocks` on
+settings already loaded) then gives settings whose credentials come from those blocks; either block may be
+left out, and that side keeps its TOPN_* settings.
 """
 
 from __future__ import annotations
@@ -20,10 +21,17 @@ from urllib.parse import urlsplit
 from prefect.blocks.core import Block
 from prefect_azure import AzureBlobStorageCredentials
 from pydantic import ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings
 
 from tasks.settings import AZURITE_ACCOUNT, AZURITE_KEY, ENV_PREFIX, SettingsError, TopnSettings, load_settings
 
-__all__ = ["AzureBatchCredentials", "AzureBlobStorageCredentials", "parse_connection_string", "settings_from_blocks"]
+__all__ = [
+    "AzureBatchCredentials",
+    "AzureBlobStorageCredentials",
+    "load_settings_from_blocks",
+    "parse_connection_string",
+    "settings_from_blocks",
+]
 
 REGISTER = "prefect block register -m tasks.blocks"
 AZURITE_BLOB = f"http://127.0.0.1:10000/{AZURITE_ACCOUNT}"  # what UseDevelopmentStorage=true means
@@ -197,27 +205,35 @@ def _load(kind: type[B], name: str) -> B:
     )
 
 
-def settings_from_blocks(settings: TopnSettings, batch: str | None, storage: str | None) -> TopnSettings:
-    """`settings` with the credentials of the named blocks in place of the TOPN_* ones: `batch` names an
-    Azure Batch Credentials block, `storage` an Azure Blob Storage Credentials block; either may be None,
-    and that side keeps its TOPN_* settings. topn uses one way in for both services (TOPN_USE_ENTRA_ID), so
-    the two must agree. Raises SettingsError (never quoting a secret) when a block is missing or the result
-    cannot work. Call it from sync code (it loads the blocks from the Prefect API)."""
-    if batch is None and storage is None:
-        return settings
+class _Credentials(BaseSettings):
+    """The TOPN_* credential switches alone, read as TopnSettings reads them but without its checks: what
+    the side without a block uses, even when the rest cannot validate until the block fills it in."""
+
+    model_config = TopnSettings.model_config
+
+    batch_endpoint: str | None = None
+    storage_account_name: str | None = None
+    use_entra_id: bool = False
+
+
+def _block_credentials(
+    batch: str | None, storage: str | None, topn: TopnSettings | _Credentials
+) -> tuple[dict[str, Any], str]:
+    """The settings the named blocks stand for, and what they are (for messages). Batch and Storage must
+    agree on Entra ID or keys, where a side without a block counts only when TOPN_* configures it."""
     update: dict[str, Any] = {}
     modes: dict[str, bool] = {}
     if batch is not None:
         update |= batch_settings(_load(AzureBatchCredentials, batch))
         modes[f"Azure Batch Credentials block {batch!r}"] = update["use_entra_id"]
-    elif settings.batch_endpoint:
-        modes[f"{ENV_PREFIX}USE_ENTRA_ID for {ENV_PREFIX}BATCH_*"] = settings.use_entra_id
+    elif topn.batch_endpoint:
+        modes[f"{ENV_PREFIX}USE_ENTRA_ID for {ENV_PREFIX}BATCH_*"] = topn.use_entra_id
     if storage is not None:
         found = storage_settings(_load(AzureBlobStorageCredentials, storage))
         modes[f"Azure Blob Storage Credentials block {storage!r}"] = found["use_entra_id"]
         update |= found
-    elif settings.storage_account_name:
-        modes[f"{ENV_PREFIX}USE_ENTRA_ID for {ENV_PREFIX}STORAGE_*"] = settings.use_entra_id
+    elif topn.storage_account_name:
+        modes[f"{ENV_PREFIX}USE_ENTRA_ID for {ENV_PREFIX}STORAGE_*"] = topn.use_entra_id
     if len(set(modes.values())) > 1:
         says = "; ".join(f"{where}: {'Entra ID' if entra else 'keys'}" for where, entra in modes.items())
         raise SettingsError(
@@ -225,8 +241,40 @@ def settings_from_blocks(settings: TopnSettings, batch: str | None, storage: str
             "keys for both; a storage block with an account URL (no connection string) means Entra ID"
         )
     named = {"Azure Batch Credentials": batch, "Azure Blob Storage Credentials": storage}
-    sources = " and ".join(f"{kind} block {name!r}" for kind, name in named.items() if name is not None)
+    return update, " and ".join(f"{kind} block {name!r}" for kind, name in named.items() if name is not None)
+
+
+def _validated(values: dict[str, Any], sources: str) -> TopnSettings:
     try:
-        return load_settings(**{**settings.model_dump(), **update})
+        return load_settings(**values)
     except SettingsError as e:
         raise SettingsError(f"{e} (with the credentials of the {sources})") from None
+
+
+def settings_from_blocks(settings: TopnSettings, batch: str | None, storage: str | None) -> TopnSettings:
+    """`settings` with the credentials of the named blocks in place of the TOPN_* ones: `batch` names an
+    Azure Batch Credentials block, `storage` an Azure Blob Storage Credentials block; either may be None,
+    and that side keeps its settings. topn uses one way in for both services (TOPN_USE_ENTRA_ID), so the
+    two must agree. Raises SettingsError (never quoting a secret) when a block is missing or the result
+    cannot work. Call it from sync code (it loads the blocks from the Prefect API).
+
+    `settings` must be valid on its own: when TOPN_* holds only part of the credentials (the rest being in
+    a block), use `load_settings_from_blocks`."""
+    if batch is None and storage is None:
+        return settings
+    update, sources = _block_credentials(batch, storage, settings)
+    return _validated({**settings.model_dump(), **update}, sources)
+
+
+def load_settings_from_blocks(batch: str | None, storage: str | None, **overrides: object) -> TopnSettings:
+    """`load_settings(**overrides)` with the named blocks' credentials in place of the TOPN_* ones, checked
+    once all is merged: the TOPN_* side without a block may need the block's half to be valid (storage
+    in TOPN_STORAGE_*, Batch in a block)."""
+    if batch is None and storage is None:
+        return load_settings(**overrides)
+    try:
+        switches = _Credentials(**{k: v for k, v in overrides.items() if k in _Credentials.model_fields})
+    except ValidationError:
+        switches = _Credentials.model_construct()  # a bad TOPN_USE_ENTRA_ID: load_settings says so below
+    update, sources = _block_credentials(batch, storage, switches)
+    return _validated({**overrides, **update}, sources)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +18,7 @@ from pydantic import SecretStr, ValidationError
 from tasks.blocks import (
     AzureBatchCredentials,
     _account_from_url,
+    load_settings_from_blocks,
     parse_connection_string,
     settings_from_blocks,
     storage_settings,
@@ -70,7 +70,7 @@ def test_development_storage_shorthand_is_azurite() -> None:
     (f"AccountKey={SECRET}", "no AccountName"),
     (f"BlobEndpoint=https://acct.blob.core.windows.net;SharedAccessSignature=sv=2024&sig={SECRET}",
      "SharedAccessSignature is not enough"),
-    (f"AccountName=acct;{SECRET}", "Key=Value pairs"),
+    ("AccountName=acct;just-text", "Key=Value pairs"),
     ("", "Key=Value pairs"),
 ])  # fmt: skip
 def test_unusable_connection_strings_say_why_without_the_secret(connection_string: str, says: str) -> None:
@@ -203,21 +203,27 @@ def test_blocks_load_in_a_sync_flow_and_under_an_event_loop(saved: tuple[str, st
 def test_one_block_the_other_side_from_topn_settings(
     saved: tuple[str, str], clean: pytest.MonkeyPatch, azurite: Azurite, emulator: Emulator
 ) -> None:
-    clean.setenv("TOPN_STORAGE_ACCOUNT_NAME", AZURITE_ACCOUNT)
-    clean.setenv("TOPN_STORAGE_ACCOUNT_KEY", AZURITE_KEY)
-    clean.setenv("TOPN_STORAGE_BLOB_ENDPOINT", azurite.blob_endpoint)
-    assert_reaches_the_stack(settings_from_blocks(load_settings(), saved[0], None), azurite, emulator)
+    stack = {"TOPN_BATCH_ENDPOINT": emulator.endpoint, "TOPN_BATCH_ACCOUNT_NAME": emulator.account,
+             "TOPN_BATCH_ACCOUNT_KEY": emulator.key, "TOPN_STORAGE_ACCOUNT_NAME": AZURITE_ACCOUNT,
+             "TOPN_STORAGE_ACCOUNT_KEY": AZURITE_KEY, "TOPN_STORAGE_BLOB_ENDPOINT": azurite.blob_endpoint}  # fmt: skip
+    for batch, storage, from_env in ((saved[0], None, "TOPN_STORAGE"), (None, saved[1], "TOPN_BATCH")):
+        for name, value in stack.items():
+            clean.setenv(name, value)
+        # Complete TOPN_* settings: the block replaces its side.
+        assert_reaches_the_stack(settings_from_blocks(load_settings(), batch, storage), azurite, emulator)
 
-    for name in ("STORAGE_ACCOUNT_NAME", "STORAGE_ACCOUNT_KEY", "STORAGE_BLOB_ENDPOINT"):
-        clean.delenv(f"TOPN_{name}")
-    clean.setenv("TOPN_BATCH_ENDPOINT", emulator.endpoint)
-    clean.setenv("TOPN_BATCH_ACCOUNT_NAME", emulator.account)
-    clean.setenv("TOPN_BATCH_ACCOUNT_KEY", emulator.key)
-    assert_reaches_the_stack(settings_from_blocks(load_settings(), None, saved[1]), azurite, emulator)
+        # TOPN_* holding only the other side: load_settings() alone fails, loading with the blocks works.
+        for name in stack:
+            if not name.startswith(from_env):
+                clean.delenv(name)
+        with pytest.raises(SettingsError, match="needed to use Azure"):
+            load_settings()
+        assert_reaches_the_stack(load_settings_from_blocks(batch, storage), azurite, emulator)
+        assert load_settings_from_blocks(batch, storage, pool_id="kept").pool_id == "kept"
 
-    clean.delenv("TOPN_BATCH_ENDPOINT")  # the other side is missing: the usual message, naming the block too
-    with pytest.raises(SettingsError, match=r"TOPN_BATCH_ENDPOINT.*needed.*'t-storage'") as e:
-        settings_from_blocks(load_settings(), None, saved[1])
+    clean.delenv("TOPN_BATCH_ENDPOINT")  # the other side is incomplete: the usual message, naming the block too
+    with pytest.raises(SettingsError, match=r"TOPN_BATCH_ENDPOINT: needed.*'t-storage'") as e:
+        load_settings_from_blocks(None, saved[1])
     assert emulator.key not in str(e.value) and AZURITE_KEY not in str(e.value)
 
 
@@ -263,6 +269,16 @@ def test_entra_id_and_keys_do_not_mix(clean: pytest.MonkeyPatch, emulator: Emula
         settings_from_blocks(load_settings(), "t-batch-key", "t-storage-url")
     assert SECRET not in str(e.value)
 
+    # A side without a block counts with its TOPN_USE_ENTRA_ID when TOPN_* configures it.
+    clean.setenv("TOPN_STORAGE_ACCOUNT_NAME", "acct")
+    clean.setenv("TOPN_STORAGE_ACCOUNT_KEY", SECRET)
+    with pytest.raises(SettingsError, match=r"TOPN_USE_ENTRA_ID for TOPN_BATCH_\*: keys; .* 't-storage-url': Entra ID"):
+        load_settings_from_blocks(None, "t-storage-url", batch_endpoint=emulator.endpoint)
+    clean.delenv("TOPN_STORAGE_ACCOUNT_KEY")
+    clean.setenv("TOPN_USE_ENTRA_ID", "true")
+    with pytest.raises(SettingsError, match=r"'t-batch-key': keys; TOPN_USE_ENTRA_ID for TOPN_STORAGE_\*: Entra"):
+        load_settings_from_blocks("t-batch-key", None)
+
     AzureBatchCredentials(endpoint="https://acct.westeurope.batch.azure.com", use_entra_id=True).save(
         "t-batch-entra", overwrite=True
     )
@@ -275,7 +291,6 @@ def test_prefect_block_register_finds_the_block_types(prefect_api: str) -> None:
     prefect = str(Path(sys.executable).with_name("prefect"))
     done = subprocess.run(
         [prefect, "block", "register", "-m", "tasks.blocks"],
-        env=os.environ,
         capture_output=True,
         text=True,
         timeout=120,
