@@ -40,12 +40,11 @@ def _on_cancellation(flow: object, flow_run: object, state: object) -> None:
 
 def _settings(batch_credentials: str | None, storage_credentials: str | None) -> TopnSettings:
     """The TOPN_* settings, with credentials from the named blocks instead, if any."""
-    settings = load_settings()
     if batch_credentials or storage_credentials:
-        from tasks.blocks import settings_from_blocks
+        from tasks.blocks import load_settings_from_blocks
 
-        settings = settings_from_blocks(settings, batch_credentials, storage_credentials)
-    return settings
+        return load_settings_from_blocks(batch_credentials, storage_credentials)
+    return load_settings()
 
 
 def _run_name() -> str:

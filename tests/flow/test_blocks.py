@@ -269,6 +269,13 @@ def test_entra_id_and_keys_do_not_mix(clean: pytest.MonkeyPatch, emulator: Emula
         settings_from_blocks(load_settings(), "t-batch-key", "t-storage-url")
     assert SECRET not in str(e.value)
 
+    AzureBatchCredentials(endpoint="https://acct.westeurope.batch.azure.com", use_entra_id=True).save(
+        "t-batch-entra", overwrite=True
+    )
+    settings = settings_from_blocks(load_settings(), "t-batch-entra", "t-storage-url")
+    assert settings.use_entra_id and settings.storage_account_name == "acct"
+    assert settings.batch_account_key is None and settings.storage_account_key is None
+
     # A side without a block counts with its TOPN_USE_ENTRA_ID when TOPN_* configures it.
     clean.setenv("TOPN_STORAGE_ACCOUNT_NAME", "acct")
     clean.setenv("TOPN_STORAGE_ACCOUNT_KEY", SECRET)
@@ -278,13 +285,6 @@ def test_entra_id_and_keys_do_not_mix(clean: pytest.MonkeyPatch, emulator: Emula
     clean.setenv("TOPN_USE_ENTRA_ID", "true")
     with pytest.raises(SettingsError, match=r"'t-batch-key': keys; TOPN_USE_ENTRA_ID for TOPN_STORAGE_\*: Entra"):
         load_settings_from_blocks("t-batch-key", None)
-
-    AzureBatchCredentials(endpoint="https://acct.westeurope.batch.azure.com", use_entra_id=True).save(
-        "t-batch-entra", overwrite=True
-    )
-    settings = settings_from_blocks(load_settings(), "t-batch-entra", "t-storage-url")
-    assert settings.use_entra_id and settings.storage_account_name == "acct"
-    assert settings.batch_account_key is None and settings.storage_account_key is None
 
 
 def test_prefect_block_register_finds_the_block_types(prefect_api: str) -> None:
