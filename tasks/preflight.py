@@ -38,7 +38,9 @@ def unreachable(settings: TopnSettings) -> str:
     names = " and ".join(f"{name} at {url}" for name, url, _ in down)
     if settings.local:
         return f"{names} did not answer: start the local stack with `topn stack start`, then run again"
-    return f"{names} did not answer: check {', '.join(h for _, _, h in down)} and the network, then run again"
+    local = any(url.startswith(("http://127.0.0.1:", "http://localhost:")) for _, url, _ in down)
+    hint = " (the local stack: `topn stack start`)" if local else ""
+    return f"{names} did not answer{hint}: check {', '.join(h for _, _, h in down)} and the network, then run again"
 
 
 def _explain(settings: TopnSettings, service: str, url: str, settings_hint: str, error: Exception) -> AccessError:

@@ -92,3 +92,28 @@ def test_a_second_run_uses_the_prefect_server_that_answers(stack_env: dict, tmp_
         stopped = subprocess.run([str(BIN / "topn"), "server", "stop"], env=env, capture_output=True, text=True,
                                  timeout=120)  # fmt: skip
     assert "prefect-server stopped" in stopped.stdout or "killed" in stopped.stdout, stopped.stdout + stopped.stderr
+
+
+def test_a_run_configured_only_through_blocks(stack_env: dict, azurite, emulator) -> None:
+    import os
+
+    from prefect_azure import AzureBlobStorageCredentials
+
+    from tasks.blocks import AzureBatchCredentials
+    from tasks.settings import AZURITE_KEY
+    from tests.conftest import SAMPLE
+
+    assert not [k for k in os.environ if k.startswith(("TOPN_BATCH_", "TOPN_STORAGE_"))]  # no credentials there
+    AzureBatchCredentials(endpoint=emulator.endpoint, account_name=emulator.account,
+                          account_key=emulator.key).save("only-batch", overwrite=True)  # fmt: skip
+    AzureBlobStorageCredentials(connection_string=f"DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
+                                f"AccountKey={AZURITE_KEY};BlobEndpoint={azurite.blob_endpoint};").save(
+        "only-storage", overwrite=True)  # fmt: skip
+    state = topn(paths=[str(SAMPLE)], top=3, run_id="blocks-only", batch_credentials="only-batch",
+                 storage_credentials="only-storage", return_state=True)  # fmt: skip
+    result = state.result()
+    assert (result.files_counted, result.top) == (11, [("the", 12495), ("and", 6396), ("of", 5858)])
+    with get_client(sync_client=True) as client:
+        flow_run = client.read_flow_run(state.state_details.flow_run_id)
+    assert flow_run.parameters["batch_credentials"] == "only-batch"
+    assert emulator.key not in json.dumps(flow_run.parameters) and AZURITE_KEY not in json.dumps(flow_run.parameters)
