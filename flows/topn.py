@@ -133,36 +133,13 @@ def topn(
             storage.list_blob_names(settings, settings.output_container, f"{layout.job}/"),
         )
     if state != batch.JobState.DONE:
-        # Task specs are built and added for at most ADD_GROUP_FILES files at a time: memory stays flat, and
-        # each merge is added after the tasks it waits for (todo lists children first).
-        for group in _groups(todo, ADD_GROUP_FILES):
-            n, total = batch.add_tasks(settings, job_id, _tasks(settings, sas, inputs, run_plan, group, layout, top,
-                                                                app.version))  # fmt: skip
-            added += n
-        watch = monitor.watch_job(settings, job_id, pool_id, total, expiry - settings.sas_margin)
+        added, watch = _run_job(settings, sas, inputs, run_plan, todo, job_id, pool_id, top, app.version, expiry)
         if watch.ending != monitor.Ending.SUCCEEDED:
             names = {s.id: plan.describe([inputs[i].name for i in s.over]) for s in run_plan.levels[0]}
             _fail(settings, job_id, watch, names, delete_job, run_id is None)
         if not delete_job:  # a kept job is ended, so that a later run with the same inputs reuses its outputs
             batch.terminate_job(settings, job_id, "AllTasksComplete")
-
-    merged, lines = storage.download_result(settings, layout)
-    task_of = [""] * len(inputs)
-    for step in run_plan.levels[0]:
-        for i in step.over:
-            task_of[i] = step.id
-    files, missing = file_results(lines, [i.name for i in inputs], task_of)
-    del lines
-    if merged is None or missing:
-        # Storage lost outputs the tasks wrote (e.g. a storage emulator killed before it saved them). The
-        # job goes even if kept: a finished job would be taken as done by the next run.
-        batch.delete_job(settings, job_id)
-        storage.delete_blobs(settings, settings.output_container, [layout.top(), layout.files()])
-        raise TopnFailed(
-            f"job {job_id}: outputs went missing from container {settings.output_container!r} "
-            f"({'the merged result' if merged is None else f'{missing} of {len(inputs)} files'}): "
-            "run again to count them anew"
-        )
+    merged, files = _read_result(settings, layout, inputs, run_plan)
     result = TopnResult(
         top=[tuple(p) for p in merged["top"]], words=merged["words"], distinct=merged["distinct"],
         files_counted=merged["files"],
@@ -172,20 +149,7 @@ def topn(
                        tasks_added=added, reused_job=state == batch.JobState.DONE, polls=watch.polls if watch else 0,
                        seconds=round(time.monotonic() - started, 2)),
     )  # fmt: skip
-    create_table_artifact(
-        [{"rank": r, "word": w, "count": n} for r, (w, n) in enumerate(result.top, 1)],
-        key=_artifact_key("result"),
-        description=f"Top {top} words of {len(inputs)} files (job {job_id})",
-    )
-    shown = result.files[:FILE_ROWS_SHOWN]
-    create_table_artifact(
-        [{"file": f.name, "words": f.words, "distinct": f.distinct, "skipped": f.skipped or "",
-          "top word": f"{f.top[0][0]} ({f.top[0][1]})" if f.top else ""} for f in shown],
-        key=_artifact_key("files"),
-        description=f"Each file of job {job_id}" if len(shown) == len(inputs) else
-        f"The first {len(shown):,} of {len(inputs):,} files of job {job_id}: every file is in the flow's result, "
-        f"and in blob {settings.output_container}/{layout.files()} unless the outputs were deleted",
-    )  # fmt: skip
+    _publish(result, settings, layout, len(inputs))
     _clean_up(
         settings,
         job_id,
@@ -214,6 +178,71 @@ def _nothing_to_count(settings: TopnSettings, prefix: str, started: float) -> To
     stats = RunStats(job_id="", pool_id=settings.pool_id, files=0, bytes=0, tasks_added=0, reused_job=False, polls=0,
                      seconds=round(time.monotonic() - started, 2))  # fmt: skip
     return TopnResult(top=[], words=0, distinct=0, files_counted=0, files=[], stats=stats)
+
+
+def _run_job(
+    settings: TopnSettings,
+    sas: SasIssuer,
+    inputs: list[plan.InputBlob],
+    run_plan: plan.Plan,
+    todo: list,
+    job_id: str,
+    pool_id: str,
+    top: int,
+    version: str,
+    expiry: datetime,
+) -> tuple[int, monitor.Watch]:
+    """Adds the tasks still to run and watches the job; returns how many tasks were added, and how it ended.
+    Task specs are built and added for at most ADD_GROUP_FILES files at a time: memory stays flat, and each
+    merge is added after the tasks it waits for (todo lists children first)."""
+    layout, added, total = plan.Layout(job_id), 0, 0
+    for group in _groups(todo, ADD_GROUP_FILES):
+        n, total = batch.add_tasks(
+            settings, job_id, _tasks(settings, sas, inputs, run_plan, group, layout, top, version)
+        )
+        added += n
+    return added, monitor.watch_job(settings, job_id, pool_id, total, expiry - settings.sas_margin)
+
+
+def _read_result(
+    settings: TopnSettings, layout: plan.Layout, inputs: list[plan.InputBlob], run_plan: plan.Plan
+) -> tuple[dict, list]:
+    """The root merge's result and the files' rows; if storage lost some (e.g. a storage emulator killed
+    before it saved them), the job and the partial result go, and the run says to run again."""
+    merged, lines = storage.download_result(settings, layout)
+    task_of = [""] * len(inputs)
+    for step in run_plan.levels[0]:
+        for i in step.over:
+            task_of[i] = step.id
+    files, missing = file_results(lines, [i.name for i in inputs], task_of)
+    if merged is None or missing:
+        # The job goes even if kept: a finished job would be taken as done by the next run.
+        batch.delete_job(settings, layout.job)
+        storage.delete_blobs(settings, settings.output_container, [layout.top(), layout.files()])
+        raise TopnFailed(
+            f"job {layout.job}: outputs went missing from container {settings.output_container!r} "
+            f"({'the merged result' if merged is None else f'{missing} of {len(inputs)} files'}): "
+            "run again to count them anew"
+        )
+    return merged, files
+
+
+def _publish(result: TopnResult, settings: TopnSettings, layout: plan.Layout, files: int) -> None:
+    """The result as two table artifacts: the top N, and one row per file (the first FILE_ROWS_SHOWN)."""
+    create_table_artifact(
+        [{"rank": r, "word": w, "count": n} for r, (w, n) in enumerate(result.top, 1)],
+        key=_artifact_key("result"),
+        description=f"Top {len(result.top)} words of {files} files (job {layout.job})",
+    )
+    shown = result.files[:FILE_ROWS_SHOWN]
+    create_table_artifact(
+        [{"file": f.name, "words": f.words, "distinct": f.distinct, "skipped": f.skipped or "",
+          "top word": f"{f.top[0][0]} ({f.top[0][1]})" if f.top else ""} for f in shown],
+        key=_artifact_key("files"),
+        description=f"Each file of job {layout.job}" if len(shown) == files else
+        f"The first {len(shown):,} of {files:,} files of job {layout.job}: every file is in the flow's result, "
+        f"and in blob {settings.output_container}/{layout.files()} unless the outputs were deleted",
+    )  # fmt: skip
 
 
 def _groups(todo: list, files: int) -> list[list]:
