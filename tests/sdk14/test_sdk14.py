@@ -54,6 +54,30 @@ def test_pool_lifecycle(client: BatchServiceClient) -> None:
     assert e.value.error.code == "PoolExists"
 
 
+def test_list_supported_images(client: BatchServiceClient) -> None:
+    images = list(client.account.list_supported_images())
+    assert images, "no supported images"
+    for image in images:
+        assert image.node_agent_sku_id and image.image_reference.publisher and image.image_reference.offer
+        assert image.os_type in (m.OSType.linux, m.OSType.windows)
+        assert image.verification_type in (m.VerificationType.verified, m.VerificationType.unverified)
+    key = [(i.node_agent_sku_id, i.image_reference.offer, i.image_reference.sku) for i in images]
+    paged = list(client.account.list_supported_images(m.AccountListSupportedImagesOptions(max_results=1)))
+    assert [(i.node_agent_sku_id, i.image_reference.offer, i.image_reference.sku) for i in paged] == key
+    linux = list(client.account.list_supported_images(m.AccountListSupportedImagesOptions(filter="osType eq 'linux'")))
+    assert linux and all(i.os_type == m.OSType.linux for i in linux)
+
+
+def test_list_pool_node_counts(client: BatchServiceClient) -> None:
+    counts = {c.pool_id: c for c in client.account.list_pool_node_counts()}
+    assert "p14" in counts  # created by test_pool_lifecycle with one node
+    mine = counts["p14"]
+    assert (mine.dedicated.total, mine.dedicated.idle + mine.dedicated.running) == (1, 1)
+    assert (mine.dedicated.creating, mine.dedicated.start_task_failed, mine.low_priority.total) == (0, 0, 0)
+    only = list(client.account.list_pool_node_counts(m.AccountListPoolNodeCountsOptions(filter="poolId eq 'p14'")))
+    assert [c.pool_id for c in only] == ["p14"]
+
+
 def test_jobs_tasks_paging_and_files(client: BatchServiceClient) -> None:
     client.job.add(m.JobAddParameter(id="j14", pool_info=m.PoolInformation(pool_id="p14")))
     tasks = [m.TaskAddParameter(id=f"t{i:03}", command_line=f"/bin/sh -c 'echo {i}; exit {i % 2}'") for i in range(150)]

@@ -6,9 +6,11 @@ import re
 from collections.abc import Callable
 
 from batch_emulator import responses as r
+from batch_emulator import responses_account as a
 
 _ID = r"([^/]+)"
 _REST = r"(.+)"
+_CERT = r"/certificates(?:\(|%28)thumbprintAlgorithm=([^,/]+),thumbprint=([^)/%]+)(?:\)|%29)"
 
 ROUTES: list[tuple[str, str, Callable, str]] = [
     ("POST", "/pools", r.create_pool, "create_pool"),
@@ -41,6 +43,30 @@ ROUTES: list[tuple[str, str, Callable, str]] = [
     ("GET", f"/jobs/{_ID}/tasks/{_ID}/files/{_REST}", r.get_task_file, "download_task_file"),
     ("HEAD", f"/jobs/{_ID}/tasks/{_ID}/files/{_REST}", r.get_task_file, "get_task_file_properties"),
     ("DELETE", f"/jobs/{_ID}/tasks/{_ID}/files/{_REST}", r.delete_task_file, "delete_task_file"),
+    # account level (responses_account): images, node counts, usage metrics
+    ("GET", "/supportedimages", a.list_supported_images, "list_supported_images"),
+    ("GET", "/nodeagentskus", a.list_node_agent_skus, "list_node_agent_skus"),
+    ("GET", "/nodecounts", a.list_pool_node_counts, "list_pool_node_counts"),
+    ("GET", "/poolusagemetrics", a.list_pool_usage_metrics, "list_pool_usage_metrics"),
+    # what the emulator never holds: empty lists, {kind}NotFound for one, creation refused
+    ("GET", "/applications", a.empty_list("applications"), "list_applications"),
+    ("GET", f"/applications/{_ID}", a.missing("Application", "applications"), "get_application"),
+    ("GET", "/jobschedules", a.empty_list("jobschedules"), "list_job_schedules"),
+    ("POST", "/jobschedules", a.not_emulated("create_job_schedule", "job schedules"), "create_job_schedule"),
+    ("GET", f"/jobschedules/{_ID}", a.missing("JobSchedule", "job schedules"), "get_job_schedule"),
+    ("HEAD", f"/jobschedules/{_ID}", a.job_schedule_exists, "job_schedule_exists"),
+    ("PATCH", f"/jobschedules/{_ID}", a.missing("JobSchedule", "job schedules"), "update_job_schedule"),
+    ("PUT", f"/jobschedules/{_ID}", a.missing("JobSchedule", "job schedules"), "replace_job_schedule"),
+    ("DELETE", f"/jobschedules/{_ID}", a.missing("JobSchedule", "job schedules"), "delete_job_schedule"),
+    ("POST", f"/jobschedules/{_ID}/disable", a.missing("JobSchedule", "job schedules"), "disable_job_schedule"),
+    ("POST", f"/jobschedules/{_ID}/enable", a.missing("JobSchedule", "job schedules"), "enable_job_schedule"),
+    ("POST", f"/jobschedules/{_ID}/terminate", a.missing("JobSchedule", "job schedules"), "terminate_job_schedule"),
+    ("GET", f"/jobschedules/{_ID}/jobs", a.missing("JobSchedule", "job schedules"), "list_jobs_from_schedule"),
+    ("GET", "/certificates", a.empty_list("certificates"), "list_certificates"),
+    ("POST", "/certificates", a.not_emulated("create_certificate", "certificates"), "create_certificate"),
+    ("GET", _CERT, a.certificate_not_found, "get_certificate"),
+    ("DELETE", _CERT, a.certificate_not_found, "delete_certificate"),
+    ("POST", f"{_CERT}/canceldelete", a.certificate_not_found, "cancel_certificate_deletion"),
 ]
 
 _COMPILED = [(method, re.compile(f"^{pattern}/?$"), handler, name) for method, pattern, handler, name in ROUTES]
