@@ -12,11 +12,12 @@ import threading
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from batch_emulator import persistence, responses, urls
+from batch_emulator import persistence, responses, urls, versions
 from batch_emulator.accounts import DEV_ACCOUNT_KEY, DEV_ACCOUNT_NAME
 from batch_emulator.auth import SharedKeyAuth, failed
 from batch_emulator.errors import BatchError
@@ -116,6 +117,7 @@ class Emulator:
                     "A query parameter that's mandatory for this request is not specified.",
                     QueryParameterName="api-version",
                 )
+            version = versions.rank(req.query["api-version"])  # an unknown one is refused, never misread
             self.auth.check(req.method, urlsplit(req.raw_path).path, urlsplit(req.raw_path).query, req.headers)
             route = urls.resolve(req.method, path)
             if route is None:
@@ -130,9 +132,24 @@ class Emulator:
                     "The request body is too large and exceeds the maximum permissible limit.",
                     MaxLimit=self.max_body_bytes,
                 )
-            return handler(self.service, req, *(unquote(i) for i in ids))
+            if version >= versions.CURRENT:
+                return handler(self.service, req, *(unquote(i) for i in ids))
+            return self._older(req, version, handler, name, ids)
         except BatchError as e:
             return responses.Response(e.status, e.body(req.base_url))
+
+    def _older(
+        self, req: responses.Request, version: int, handler: Callable, name: str, ids: list[str]
+    ) -> responses.Response:
+        """A request in an older api-version's names: renamed into the current ones, the answer renamed back."""
+        versions.map_request(name, req, version)
+        try:
+            res = handler(self.service, req, *(unquote(i) for i in ids))
+        except BatchError as e:
+            versions.map_error(e, version)
+            raise
+        res.body = versions.map_response(name, res.body, version)
+        return res
 
     def _own(self, req: responses.Request, path: str) -> responses.Response:
         if path == "/_emulator/stats" and req.method == "GET":

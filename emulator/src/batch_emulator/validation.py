@@ -2,6 +2,13 @@
 
 The SDKs check almost nothing themselves (SDK 15 none at all), so the emulator must. Features the
 emulator does not model are refused by name instead of being silently ignored.
+
+Values are read as the service reads them: its OData (JSON Light, DataServiceVersion 3.0) reader converts a JSON
+string to the property's type with .NET's Convert.ChangeType (integers: optional sign and surrounding white space;
+booleans: true/false in any case) and durations with XmlConvert.ToTimeSpan (xs:duration, where a year is 365 days
+and a month 30). The Azure CLI on azure-batch 15 sends its numeric flags as strings, e.g. {"targetDedicatedNodes":
+"1"}. A converted value is written back into the body, so it is stored, used and echoed as the number, boolean or
+canonical duration the service would hold. A JSON number is never read as a string, nor a fraction as a whole.
 """
 
 from __future__ import annotations
@@ -13,6 +20,11 @@ from batch_emulator import wire
 from batch_emulator.errors import BatchError, invalid, missing
 
 _ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_WHOLE = re.compile(r"[ \t\n\v\f\r]*[+-]?[0-9]+[ \t\n\v\f\r]*")  # Int32.Parse, NumberStyles.Integer
+_XS_DURATION = re.compile(
+    r"(?P<sign>-)?P(?:(?P<years>[0-9]+)Y)?(?:(?P<months>[0-9]+)M)?(?:(?P<days>[0-9]+)D)?"
+    r"(?:T(?:(?P<hours>[0-9]+)H)?(?:(?P<minutes>[0-9]+)M)?(?:(?P<seconds>[0-9]+(?:\.[0-9]+)?)S)?)?"
+)  # XmlConvert.ToTimeSpan
 UPLOAD_CONDITIONS = {"tasksuccess", "taskfailure", "taskcompletion"}
 
 
@@ -21,6 +33,15 @@ def unsupported(prop: str) -> BatchError:
         400,
         "UnsupportedProperty",
         f"The property {prop} is not supported by the Azure Batch emulator.",
+        PropertyName=prop,
+    )
+
+
+def renamed(prop: str, now: str, version: str) -> BatchError:
+    return BatchError(
+        400,
+        "UnsupportedProperty",
+        f"The property {prop} is not supported in this api-version: it is called {now} from {version} on.",
         PropertyName=prop,
     )
 
@@ -43,13 +64,18 @@ def integer(body: dict, prop: str, low: int, high: int, default: int, path: str 
     value = body.get(prop, default)
     if value is None:
         return default
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+    number = value
+    if isinstance(value, str) and _WHOLE.fullmatch(value):
+        number = body[prop] = int(value)
+    if isinstance(number, bool) or not isinstance(number, int) or not low <= number <= high:
         raise invalid(path + prop, value, f"It must be a whole number from {low} to {high}.")
-    return value
+    return number
 
 
 def boolean(body: dict, prop: str, default: bool, path: str = "") -> bool:
     value = body.get(prop, default)
+    if isinstance(value, str) and value.strip(" \t\n\v\f\r\0").lower() in ("true", "false"):
+        value = body[prop] = value.strip(" \t\n\v\f\r\0").lower() == "true"
     if not isinstance(value, bool):
         raise invalid(path + prop, value, "It must be true or false.")
     return value
@@ -69,10 +95,44 @@ def duration(body: dict, prop: str, path: str = "") -> timedelta:
     try:
         parsed = wire.parse_duration(value)
     except ValueError:
-        raise invalid(path + prop, value, "It must be an ISO 8601 duration such as PT1H.") from None
+        parsed = _xs_duration(value)
+        if parsed is None:
+            raise invalid(path + prop, value, "It must be an ISO 8601 duration such as PT1H.") from None
+        if parsed > timedelta(0):
+            body[prop] = _canonical(parsed)
     if parsed <= timedelta(0):
         raise invalid(path + prop, value, "It must be positive.")
     return parsed
+
+
+def _xs_duration(value: object) -> timedelta | None:
+    """What XmlConvert.ToTimeSpan also reads: white space around, a sign, years (365 days) and months (30)."""
+    m = _XS_DURATION.fullmatch(value.strip(" \t\n\r")) if isinstance(value, str) else None
+    if not m or not any(v for k, v in m.groupdict().items() if k != "sign") or m.group(0).endswith("T"):
+        return None
+    n = {k: float(v or 0) for k, v in m.groupdict().items() if k != "sign"}
+    try:
+        parsed = timedelta(
+            days=n["years"] * 365 + n["months"] * 30 + n["days"],
+            hours=n["hours"],
+            minutes=n["minutes"],
+            seconds=n["seconds"],
+        )
+    except OverflowError:
+        return None
+    return -parsed if m.group("sign") else parsed
+
+
+def _canonical(value: timedelta) -> str:
+    """The duration as the service writes it back (XmlConvert.ToString): P1279DT12H30M5S."""
+    days, rest = value.days, value.seconds
+    hours, rest = divmod(rest, 3600)
+    minutes, seconds = divmod(rest, 60)
+    clock = (f"{hours}H" if hours else "") + (f"{minutes}M" if minutes else "")
+    if seconds or value.microseconds:
+        clock += f"{seconds}" + (f".{value.microseconds:06d}".rstrip("0") if value.microseconds else "") + "S"
+    text = "P" + (f"{days}D" if days else "") + (f"T{clock}" if clock else "")
+    return text if text != "P" else "PT0S"
 
 
 def listed(body: dict, prop: str, path: str = "") -> list:
@@ -103,6 +163,10 @@ def resource_files(body: dict, path: str = "") -> list[dict]:
     files = listed(body, "resourceFiles", path)
     for i, rf in enumerate(files):
         where = f"{path}resourceFiles[{i}]."
+        if not isinstance(rf, dict):
+            raise invalid(where[:-1], rf, "It must be an object.")
+        if "blobSource" in rf:  # an older api-version's name, mapped in versions before it gets here
+            raise renamed(where + "blobSource", "httpUrl", "2018-12-01.8.0")
         sources = [k for k in ("httpUrl", "storageContainerUrl", "autoStorageContainerName") if rf.get(k)]
         if len(sources) != 1:
             raise invalid(
@@ -172,7 +236,10 @@ def pool(body: dict) -> None:
     refuse(vmc, ("containerConfiguration",), "virtualMachineConfiguration.")
     integer(body, "targetDedicatedNodes", 0, 100, 0)
     integer(body, "targetLowPriorityNodes", 0, 100, 0)
+    if "maxTasksPerNode" in body:  # an older api-version's name, mapped in versions before it gets here
+        raise renamed("maxTasksPerNode", "taskSlotsPerNode", "2020-09-01.12.0")
     integer(body, "taskSlotsPerNode", 1, 256, 1)
+    boolean(body, "enableInterNodeCommunication", False)
     duration(body, "resizeTimeout")
     choice(
         body.get("taskSchedulingPolicy") or {},
@@ -205,7 +272,6 @@ def job(body: dict) -> None:
     refuse(body, ("jobManagerTask", "jobPreparationTask", "jobReleaseTask", "networkConfiguration"))
     job_update(body)
     boolean(body, "usesTaskDependencies", False)
-    boolean(body, "allowTaskPreemption", False)
     environment(body, "commonEnvironmentSettings")
 
 
@@ -220,6 +286,7 @@ def job_update(body: dict) -> None:
     integer(constraints, "maxTaskRetryCount", -1, 100, 0, "constraints.")
     choice(body, "onAllTasksComplete", {"noaction", "terminatejob"}, "noaction")
     choice(body, "onTaskFailure", {"noaction", "performexitoptionsjobaction"}, "noaction")
+    boolean(body, "allowTaskPreemption", False)
 
 
 def task(body: dict, uses_dependencies: bool) -> None:
@@ -265,8 +332,17 @@ def task(body: dict, uses_dependencies: bool) -> None:
 
 
 def exit_conditions(body: dict) -> None:
-    options = [e.get("exitOptions") or {} for e in listed(body, "exitCodes", "exitConditions.")]
-    options += [e.get("exitOptions") or {} for e in listed(body, "exitCodeRanges", "exitConditions.")]
+    codes, ranges = listed(body, "exitCodes", "exitConditions."), listed(body, "exitCodeRanges", "exitConditions.")
+    low, high = -(2**31), 2**31 - 1
+    for i, entry in enumerate(codes):
+        require(entry, "code", f"exitConditions.exitCodes[{i}].")
+        integer(entry, "code", low, high, 0, f"exitConditions.exitCodes[{i}].")
+    for i, entry in enumerate(ranges):
+        for prop in ("start", "end"):
+            require(entry, prop, f"exitConditions.exitCodeRanges[{i}].")
+            integer(entry, prop, low, high, 0, f"exitConditions.exitCodeRanges[{i}].")
+    options = [e.get("exitOptions") or {} for e in codes]
+    options += [e.get("exitOptions") or {} for e in ranges]
     options += [body.get(k) or {} for k in ("preProcessingError", "fileUploadError", "default")]
     for opt in options:
         choice(opt, "jobAction", {"none", "disable", "terminate"}, "none", "exitConditions.exitOptions.")
