@@ -50,10 +50,11 @@ def test_pool_errors(client: BatchClient, uid: str) -> None:
                 vm_size="x",
                 virtual_machine_configuration=vm_config(),
                 enable_auto_scale=True,
-                auto_scale_formula="$TargetDedicated=1",
+                auto_scale_formula="$TargetDedicatedNodes=1",
+                target_dedicated_nodes=1,  # not with autoscale (test_autoscale.py has the rest)
             )
         )
-    assert e.value.error.code == "UnsupportedProperty" and "emulator" in e.value.error.message
+    assert e.value.error.code == "InvalidAutoScalingSettings"
 
 
 def test_nodes_and_start_task(client: BatchClient, uid: str) -> None:

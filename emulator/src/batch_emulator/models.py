@@ -99,6 +99,7 @@ class Pool(Entity):
     allocation_time: datetime = field(default_factory=wire.now)
     nodes: list[Node] = field(default_factory=list)
     node_serial: int = 0
+    autoscale_run: dict | None = None  # the last periodic evaluation's AutoScaleRun
 
     @property
     def slots_per_node(self) -> int:
@@ -128,12 +129,16 @@ class Pool(Entity):
             "currentLowPriorityNodes": sum(not n.dedicated for n in self.nodes),
             "targetDedicatedNodes": spec.get("targetDedicatedNodes") or 0,
             "targetLowPriorityNodes": spec.get("targetLowPriorityNodes") or 0,
-            "enableAutoScale": False, "enableInterNodeCommunication": bool(spec.get("enableInterNodeCommunication")),
+            "enableAutoScale": bool(spec.get("enableAutoScale")),
+            "enableInterNodeCommunication": bool(spec.get("enableInterNodeCommunication")),
             "taskSlotsPerNode": self.slots_per_node, "taskSchedulingPolicy": {"nodeFillType": self.fill_type},
         })  # fmt: skip
-        for key in ("displayName", "metadata", "startTask", "networkConfiguration", "upgradePolicy"):
+        for key in ("displayName", "metadata", "startTask", "networkConfiguration", "upgradePolicy",
+                    "autoScaleFormula", "autoScaleEvaluationInterval"):  # fmt: skip
             if spec.get(key) is not None:
                 out[key] = spec[key]
+        if self.autoscale_run:
+            out["autoScaleRun"] = self.autoscale_run
         return out
 
 
@@ -194,6 +199,7 @@ class Task(Entity):
     retry_count: int = 0
     requeue_count: int = 0
     last_retry_time: datetime | None = None
+    last_requeue_time: datetime | None = None
     start_time: datetime | None = None
     end_time: datetime | None = None
     exit_code: int | None = None
@@ -260,6 +266,7 @@ class Task(Entity):
             "startTime": self.start_time,
             "endTime": self.end_time,
             "lastRetryTime": self.last_retry_time,
+            "lastRequeueTime": self.last_requeue_time,
         }
         info.update({k: wire.rfc3339(v) for k, v in times.items() if v})
         if self.exit_code is not None:

@@ -33,7 +33,7 @@ SAVE_INTERVAL = 0.5
 _ENTITY = ("id", "spec", "state", "created", "state_time", "previous_state", "previous_state_time", "etag",
            "modified")  # fmt: skip
 _TIMES = {"created", "state_time", "previous_state_time", "modified", "allocation_time", "last_retry_time",
-          "start_time", "end_time"}  # fmt: skip
+          "last_requeue_time", "start_time", "end_time"}  # fmt: skip
 
 
 def _dump(entity: Entity, *extra: str) -> dict[str, Any]:
@@ -49,8 +49,8 @@ def _load(data: dict[str, Any]) -> dict[str, Any]:
 
 
 def _task(task: Task) -> str:
-    data = {**_dump(task, "retry_count", "requeue_count", "last_retry_time", "start_time", "end_time", "exit_code",
-                    "failure_info"),
+    data = {**_dump(task, "retry_count", "requeue_count", "last_retry_time", "last_requeue_time", "start_time",
+                    "end_time", "exit_code", "failure_info"),
             "last_node": [task.last_node.pool.id, task.last_node.id] if task.last_node else None}  # fmt: skip
     return json.dumps(data, separators=(",", ":"))
 

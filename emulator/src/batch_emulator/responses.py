@@ -134,6 +134,21 @@ def stop_resize_pool(svc: BatchService, req: Request, pool_id: str) -> Response:
     return Response(202, headers={"DataServiceId": f"{req.base_url}/pools/{quote(pool_id)}"})
 
 
+def enable_autoscale(svc: BatchService, req: Request, pool_id: str) -> Response:
+    pool = svc.enable_autoscale(pool_id, req.json())
+    return Response(200, headers={**entity_headers(pool), "DataServiceId": f"{req.base_url}/pools/{quote(pool.id)}"})
+
+
+def disable_autoscale(svc: BatchService, req: Request, pool_id: str) -> Response:
+    pool = svc.disable_autoscale(pool_id)
+    return Response(200, headers={**entity_headers(pool), "DataServiceId": f"{req.base_url}/pools/{quote(pool.id)}"})
+
+
+def evaluate_autoscale(svc: BatchService, req: Request, pool_id: str) -> Response:
+    run = svc.evaluate_autoscale(pool_id, req.json())
+    return Response(200, run, {"DataServiceId": f"{req.base_url}/pools/{quote(pool_id)}"})
+
+
 def list_nodes(svc: BatchService, req: Request, pool_id: str) -> Response:
     with svc.lock:
         return page(req, list(svc.pool(pool_id).nodes), "nodes")

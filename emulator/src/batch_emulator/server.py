@@ -13,11 +13,12 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
+from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from batch_emulator import persistence, responses, urls, versions
+from batch_emulator import persistence, preemption, responses, urls, versions
 from batch_emulator.accounts import DEV_ACCOUNT_KEY, DEV_ACCOUNT_NAME
 from batch_emulator.auth import SharedKeyAuth, failed
 from batch_emulator.errors import BatchError
@@ -43,6 +44,9 @@ class Emulator:
         boot_seconds: float = 0.2,
         accept_bearer: bool = False,
         max_body_bytes: int = MAX_BODY_BYTES,
+        preempt_rate: float = 0.0,
+        autoscale_min_interval: float | None = None,
+        autoscale_sample_seconds: float | None = None,
     ) -> None:
         self._tmp = None if data_dir else tempfile.TemporaryDirectory(prefix="batch-emulator-")
         self.data_dir = Path(data_dir or self._tmp.name).resolve()
@@ -54,6 +58,11 @@ class Emulator:
         self.httpd.emulator = self
         self.endpoint = f"http://{host}:{self.httpd.server_address[1]}"
         self.service = BatchService(self.data_dir, account, self.endpoint + "/", boot_seconds)
+        if autoscale_min_interval is not None:  # seconds: below the service's 5 minutes, for tests
+            self.service.autoscale_min_interval = timedelta(seconds=autoscale_min_interval)
+        if autoscale_sample_seconds is not None:
+            self.service.autoscale_sample_seconds = autoscale_sample_seconds
+        self.preempter = preemption.RandomPreempter(self.service, preempt_rate)  # per spot node-minute
         self._thread: threading.Thread | None = None
         self._saver: persistence.Saver | None = None
         if data_dir:  # a folder of the user's: the state lives there, across restarts
@@ -79,6 +88,7 @@ class Emulator:
             target=self.httpd.serve_forever, args=(0.1,), name="batch-emulator", daemon=True
         )  # a short poll interval: stop() waits for it
         self._thread.start()
+        self.preempter.start()
         return self
 
     def stop(self, timeout: float = 10) -> bool:
@@ -86,6 +96,7 @@ class Emulator:
 
         True if every node thread ended in that time (one may still sit in a hanging download).
         """
+        self.preempter.stop()
         self.service.halt()  # first: nothing a node is about to start may outlive us
         if self._thread:
             self.httpd.shutdown()
@@ -165,6 +176,8 @@ class Emulator:
                 return responses.Response(e.status, e.body(req.origin))
             self.counts.clear()
             return responses.Response(204)
+        if (pool_id := preemption.pool_id_of(path)) is not None:
+            return preemption.handle(self, req, path, unquote(pool_id))
         if path == "/_emulator/health":
             return responses.Response(200, {"status": "ok", "account": self.account})
         return responses.Response(404, {"code": "ResourceNotFound", "message": "unknown emulator endpoint"})
@@ -233,10 +246,37 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--key", default=DEV_ACCOUNT_KEY, help="account key, Base64 (default: the development key)")
     parser.add_argument("--boot-seconds", type=float, default=0.2, help="how long a node takes to start (0.2)")
     parser.add_argument("--accept-bearer", action="store_true", help="accept any Entra ID bearer token")
+    parser.add_argument(
+        "--preempt-rate",
+        type=float,
+        default=0.0,
+        help="pre-empt spot nodes at random, this many times per node-minute on average (default 0: never)",
+    )
+    parser.add_argument(
+        "--autoscale-interval-min",
+        type=float,
+        metavar="SECONDS",
+        help="the shortest autoScaleEvaluationInterval accepted (default 300, the service's)",
+    )
+    parser.add_argument(
+        "--autoscale-sample-seconds",
+        type=float,
+        metavar="SECONDS",
+        help="how often an autoscale pool's metrics are sampled (default 30, the service's)",
+    )
     args = parser.parse_args(argv)
     try:
         emulator = Emulator(
-            args.host, args.port, args.data_dir, args.account, args.key, args.boot_seconds, args.accept_bearer
+            args.host,
+            args.port,
+            args.data_dir,
+            args.account,
+            args.key,
+            args.boot_seconds,
+            args.accept_bearer,
+            preempt_rate=args.preempt_rate,
+            autoscale_min_interval=args.autoscale_interval_min,
+            autoscale_sample_seconds=args.autoscale_sample_seconds,
         )
     except OSError as e:
         print(

@@ -15,9 +15,10 @@ from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
+from datetime import timedelta
 from pathlib import Path
 
-from batch_emulator import validation, wire
+from batch_emulator import autoscale, validation, wire
 from batch_emulator.errors import BatchError, being_deleted, exists, invalid, not_found
 from batch_emulator.models import Job, Node, Pool, Task
 from batch_emulator.node import Outcome, TaskRun, environment, failure
@@ -49,15 +50,21 @@ class BatchService:
         self._work: set[Future] = set()
         self._closed = False
         self.processes = ProcessTable()
+        self._scalers: dict[Pool, autoscale.Schedule] = {}  # autoscale pools' samples and schedule
+        self._autoscaler: threading.Thread | None = None
 
     # ---- pools and nodes -------------------------------------------------------------------------
 
     def create_pool(self, body: dict) -> Pool:
         validation.pool(body)
+        if body.get("enableAutoScale"):
+            self._autoscale_settings(body)
         with self.lock:
             _ensure_new(self.pools, "Pool", body["id"])
             pool = Pool(body["id"], body, "active")
             self.pools[pool.id.lower()] = pool
+            if body.get("enableAutoScale"):
+                self._autoscale_enable(pool)
             self._resize(pool)
             return pool
 
@@ -83,17 +90,139 @@ class BatchService:
         validation.integer(spec, "targetDedicatedNodes", 0, 100, 0)
         validation.integer(spec, "targetLowPriorityNodes", 0, 100, 0)
         validation.duration(body, "resizeTimeout")
+        deallocation = validation.choice(body, "nodeDeallocationOption", set(autoscale.DEALLOCATION), "requeue")
         with self.lock:
             pool = self._active_pool(pool_id)
+            if pool.spec.get("enableAutoScale"):
+                message = "The pool has automatic scaling enabled: disable it before resizing."
+                raise BatchError(409, "OperationInvalidForCurrentState", message, PoolId=pool.id)
             if pool.allocation_state != "steady":
                 raise BatchError(409, "PoolBeingResized", "The pool is already being resized.", PoolId=pool.id)
             pool.spec = {**pool.spec, **spec}
-            self._resize(pool)
+            self._resize(pool, deallocation)
 
     def stop_resize(self, pool_id: str) -> None:
         with self.lock:
             pool = self._active_pool(pool_id)
             self._set_allocation(pool, "steady")
+
+    # ---- autoscale: autoscale.py evaluates, this samples, schedules and applies ----------------------
+
+    autoscale_min_interval = timedelta(minutes=5)  # the service's minimum; the emulator's option lowers it
+    autoscale_sample_seconds = autoscale.DEFAULT_SAMPLE_SECONDS
+
+    def enable_autoscale(self, pool_id: str, body: dict) -> Pool:
+        with self.lock:
+            pool = self._active_pool(pool_id)
+            spec = {**pool.spec, "enableAutoScale": True}
+            if not pool.spec.get("enableAutoScale"):
+                validation.require(body, "autoScaleFormula")
+                if pool.allocation_state != "steady":
+                    raise BatchError(409, "PoolBeingResized", "The pool is being resized.", PoolId=pool.id)
+                spec.pop("autoScaleEvaluationInterval", None)
+            for prop in ("autoScaleFormula", "autoScaleEvaluationInterval"):
+                if body.get(prop) is not None:
+                    spec[prop] = body[prop]
+            self._autoscale_settings(spec)
+            pool.spec = spec
+            pool.touch()
+            self._autoscale_enable(pool)
+            return pool
+
+    def disable_autoscale(self, pool_id: str) -> Pool:
+        with self.lock:
+            pool = self._active_pool(pool_id)
+            dropped = ("autoScaleFormula", "autoScaleEvaluationInterval")
+            pool.spec = {k: v for k, v in pool.spec.items() if k not in dropped}
+            pool.spec["enableAutoScale"] = False
+            self._scalers.pop(pool, None)
+            pool.touch()
+            return pool
+
+    def evaluate_autoscale(self, pool_id: str, body: dict) -> dict:
+        """An AutoScaleRun of the formula on the pool as it is now, not applied; a bad formula is the run's error."""
+        formula = validation.require(body, "autoScaleFormula")
+        with self.lock:
+            pool = self._active_pool(pool_id)
+            if not pool.spec.get("enableAutoScale"):
+                raise BatchError(409, "OperationInvalidForCurrentState",
+                                 "The pool does not have automatic scaling enabled.", PoolId=pool.id)  # fmt: skip
+            return autoscale.evaluate(str(formula), self._autoscale_state(pool)).to_wire()
+
+    def _autoscale_settings(self, spec: dict) -> None:
+        """Refuses a formula with a syntax error (400) and an interval out of range; stores the interval used."""
+        try:
+            autoscale.check(spec.get("autoScaleFormula"))
+        except autoscale.FormulaError as e:
+            raise BatchError(400, e.code, e.message, **e.values()) from None
+        validation.autoscale_interval(spec, self.autoscale_min_interval)
+
+    def _autoscale_enable(self, pool: Pool) -> None:
+        """Evaluates now, then every autoScaleEvaluationInterval; samples every autoscale_sample_seconds."""
+        period = timedelta(seconds=self.autoscale_sample_seconds)
+        scaler = self._scalers.setdefault(pool, autoscale.Schedule(autoscale.History(period)))
+        now = time.monotonic()
+        scaler.interval = validation.duration(pool.spec, "autoScaleEvaluationInterval").total_seconds()
+        scaler.next_eval = now + scaler.interval
+        if not scaler.history.samples:
+            scaler.history.add(wire.now(), self._pool_metrics(pool))
+            scaler.next_sample = now + self.autoscale_sample_seconds
+        self._autoscale_run(pool)
+        if self._autoscaler is None and not self._closed:
+            self._autoscaler = threading.Thread(target=self._autoscale_loop, name="batch-autoscale", daemon=True)
+            self._autoscaler.start()
+
+    def _autoscale_run(self, pool: Pool) -> None:
+        run = autoscale.evaluate(pool.spec["autoScaleFormula"], self._autoscale_state(pool))
+        pool.autoscale_run = run.to_wire()
+        pool.touch()
+        targets = (pool.spec.get("targetDedicatedNodes") or 0, pool.spec.get("targetLowPriorityNodes") or 0)
+        if run.error is None and (run.target_dedicated, run.target_low_priority) != targets:
+            pool.spec = {**pool.spec, "targetDedicatedNodes": run.target_dedicated,
+                         "targetLowPriorityNodes": run.target_low_priority}  # fmt: skip
+            self._resize(pool, run.deallocation)
+
+    def _autoscale_loop(self) -> None:
+        while not self._closed:
+            time.sleep(min(0.1, self.autoscale_sample_seconds / 4))
+            with self.lock:
+                now = time.monotonic()
+                for pool, scaler in list(self._scalers.items()):
+                    try:
+                        if self.pools.get(pool.id.lower()) is not pool or pool.state != "active":
+                            del self._scalers[pool]
+                            continue
+                        if now >= scaler.next_sample:
+                            scaler.history.add(wire.now(), self._pool_metrics(pool))
+                            scaler.next_sample = now + self.autoscale_sample_seconds
+                        if now >= scaler.next_eval:
+                            scaler.next_eval = now + scaler.interval
+                            self._autoscale_run(pool)
+                    except Exception:  # one pool's fault must not stop the others' autoscale
+                        traceback.print_exc()
+
+    def _pool_metrics(self, pool: Pool) -> dict[str, float]:
+        counts: Counter[str] = Counter()
+        for job in self.jobs.values():
+            if job.state == "active" and job.pool_id.lower() == pool.id.lower():
+                for task in job.tasks.values():
+                    counts["running" if task.state in ("running", "preparing") else task.result or task.state] += 1
+        usable = sum(n.state in ("idle", "running") for n in pool.nodes)
+        return autoscale.metrics(counts["active"], counts["running"], counts["success"], counts["failure"], usable)
+
+    def _autoscale_state(self, pool: Pool) -> autoscale.PoolState:
+        scaler = self._scalers.get(pool)
+        period = timedelta(seconds=self.autoscale_sample_seconds)
+        return autoscale.PoolState(
+            now=wire.now(),
+            current_dedicated=sum(n.dedicated for n in pool.nodes),
+            current_low_priority=sum(not n.dedicated for n in pool.nodes),
+            target_dedicated=pool.spec.get("targetDedicatedNodes") or 0,
+            target_low_priority=pool.spec.get("targetLowPriorityNodes") or 0,
+            task_slots_per_node=pool.slots_per_node,
+            live=self._pool_metrics(pool),
+            history=scaler.history if scaler else autoscale.History(period),
+        )
 
     def node(self, pool_id: str, node_id: str) -> Node:
         for node in self.pool(pool_id).nodes:
@@ -112,18 +241,33 @@ class BatchService:
             pool.allocation_state, pool.allocation_time = state, wire.now()
             pool.touch()
 
-    def _resize(self, pool: Pool) -> None:
-        """Adds or removes nodes towards the pool's targets; idle nodes go first, tasks are requeued."""
+    def _resize(self, pool: Pool, deallocation: str = "requeue") -> None:
+        """Adds or removes nodes towards the pool's targets; idle nodes go first. The running tasks of a node
+        removed are requeued, or terminated, or (taskcompletion, retaineddata) the node takes no new task and
+        leaves once they are done."""
         self._set_allocation(pool, "resizing")
         for dedicated, target in ((True, "targetDedicatedNodes"), (False, "targetLowPriorityNodes")):
-            have = [n for n in pool.nodes if n.dedicated == dedicated]
+            have = [n for n in pool.nodes if n.dedicated == dedicated and n.state != "leavingpool"]
             for _ in range(len(have), pool.spec.get(target) or 0):
                 self._add_node(pool, dedicated)
             surplus = sorted(have, key=lambda n: len(n.running))[: max(0, len(have) - (pool.spec.get(target) or 0))]
             for node in surplus:
+                if node.running and deallocation in ("taskcompletion", "retaineddata"):
+                    node.set_state("leavingpool")  # no free slots: it leaves in _drained
+                    continue
+                if deallocation == "terminate":
+                    for task in node.running:
+                        if task.run:
+                            task.run.cancel("terminated")
                 pool.nodes.remove(node)
                 self._background(self._reclaim_nodes, [node])
         self._later(self.boot_seconds / 2, self._allocated, pool)
+
+    def _drained(self, node: Node) -> None:
+        """A node leaving once its tasks are done (taskcompletion) leaves when the last one ends."""
+        if node.state == "leavingpool" and not node.running and node in node.pool.nodes:
+            node.pool.nodes.remove(node)
+            self._background(self._reclaim_nodes, [node])
 
     def _allocated(self, pool: Pool) -> None:
         with self.lock:
@@ -445,6 +589,8 @@ class BatchService:
                     self._later(self.boot_seconds / 2, self._boot, node)
                 self._set_allocation(pool, "resizing")
                 self._later(self.boot_seconds / 2, self._allocated, pool)
+                if pool.spec.get("enableAutoScale"):
+                    self._autoscale_enable(pool)
 
     def task(self, job_id: str, task_id: str) -> Task:
         task = self.job(job_id).tasks.get(task_id.lower())
@@ -582,7 +728,7 @@ class BatchService:
         if task.run is run:
             task.run, task.node = None, None
             if outcome.kind == "requeue":
-                task.requeue_count += 1
+                task.requeue_count, task.last_requeue_time = task.requeue_count + 1, wire.now()
                 task.set_state("active")
                 job.ready.appendleft(task)
             elif (
@@ -597,6 +743,7 @@ class BatchService:
                 job.ready.append(task)
             elif outcome.kind != "deleted":
                 self._complete(task, outcome)
+        self._drained(node)
         self._maybe_terminated(job)
         self._schedule()
 

@@ -218,8 +218,6 @@ def pool(body: dict) -> None:
         body,
         (
             "cloudServiceConfiguration",
-            "enableAutoScale",
-            "autoScaleFormula",
             "mountConfiguration",
             "applicationPackageReferences",
             "userAccounts",
@@ -236,6 +234,15 @@ def pool(body: dict) -> None:
     refuse(vmc, ("containerConfiguration",), "virtualMachineConfiguration.")
     integer(body, "targetDedicatedNodes", 0, 100, 0)
     integer(body, "targetLowPriorityNodes", 0, 100, 0)
+    if boolean(body, "enableAutoScale", False):
+        for prop in ("targetDedicatedNodes", "targetLowPriorityNodes"):
+            if body.get(prop) is not None:
+                raise autoscale_settings(f"{prop} must not be given when enableAutoScale is true.", prop)
+        require(body, "autoScaleFormula")
+    else:
+        for prop in ("autoScaleFormula", "autoScaleEvaluationInterval"):
+            if body.get(prop) is not None:
+                raise autoscale_settings(f"{prop} is given only when enableAutoScale is true.", prop)
     if "maxTasksPerNode" in body:  # an older api-version's name, mapped in versions before it gets here
         raise renamed("maxTasksPerNode", "taskSlotsPerNode", "2020-09-01.12.0")
     integer(body, "taskSlotsPerNode", 1, 256, 1)
@@ -250,6 +257,26 @@ def pool(body: dict) -> None:
     )
     if (start := body.get("startTask")) is not None:
         start_task(start)
+
+
+def autoscale_settings(message: str, prop: str) -> BatchError:
+    return BatchError(400, "InvalidAutoScalingSettings", message, PropertyName=prop)
+
+
+def autoscale_interval(body: dict, minimum: timedelta) -> timedelta:
+    """autoScaleEvaluationInterval: 15 minutes unless given, from `minimum` (the service's: 5 minutes) to 168 hours."""
+    if body.get("autoScaleEvaluationInterval") is None:
+        default = max(timedelta(minutes=15), minimum)
+        body["autoScaleEvaluationInterval"] = _canonical(default)
+        return default
+    value = duration(body, "autoScaleEvaluationInterval")
+    if not minimum <= value <= timedelta(hours=168):
+        raise invalid(
+            "autoScaleEvaluationInterval",
+            body["autoScaleEvaluationInterval"],
+            f"It must be from {_canonical(minimum)} to PT168H.",
+        )
+    return value
 
 
 def start_task(body: dict) -> None:

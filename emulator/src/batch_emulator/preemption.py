@@ -1,0 +1,171 @@
+"""Spot (low-priority) node pre-emption, as Azure does it when it takes the capacity back.
+
+A pre-empted node keeps its id and shows state `preempted` in the node list and node counts (and in
+`currentLowPriorityNodes`, as the service counts it); what ran on it is stopped and requeued (the task's
+`requeueCount` grows, its `retryCount` does not), and the pool keeps its target: after a while
+the pre-empted node is replaced by a fresh one that boots and runs the start task.
+
+The machine itself leaves the pool at once: the `Node` that ran the tasks is swapped for a stand-in
+with the same id in state `preempted`, so everything the service does for a node that left its pool
+(start task and boot timers that find it gone, running tasks cancelled and requeued, its folder
+removed) happens through the same paths as a pool shrink.
+
+Only an admin call (`POST /_emulator/pools/{poolId}/preempt`) or the random `--preempt-rate`
+pre-empts nodes; dedicated nodes never are.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import random
+import threading
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
+
+from batch_emulator import responses
+from batch_emulator.auth import failed
+from batch_emulator.errors import BatchError, invalid
+from batch_emulator.models import Node
+
+if TYPE_CHECKING:
+    from batch_emulator.server import Emulator
+    from batch_emulator.service import BatchService
+
+PREFIX, SUFFIX = "/_emulator/pools/", "/preempt"
+# Nodes a pre-emption can hit: those holding a VM. One already pre-empted or leaving is not there any more.
+PREEMPTIBLE = ("creating", "starting", "waitingforstarttask", "starttaskfailed", "idle", "running")
+
+
+def preempt(service: BatchService, pool_id: str, body: dict, recover_seconds: float | None = None) -> list[str]:
+    """Pre-empts spot nodes of a pool now: `body` may name `nodeIds`, or a count `nodes`; by default all
+    of them. Answers the ids of the nodes pre-empted. A replacement for each comes after `recover_seconds`
+    (default: the body's `recoverAfterSeconds`, else the service's boot time)."""
+    node_ids, count = body.get("nodeIds"), body.get("nodes")
+    if node_ids is not None and count is not None:
+        raise BatchError(400, "InvalidRequestBody", "Give either nodeIds or nodes, not both.")
+    if node_ids is not None and (not isinstance(node_ids, list) or not all(isinstance(i, str) for i in node_ids)):
+        raise invalid("nodeIds", node_ids, "It must be a list of node ids.")
+    if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 0):
+        raise invalid("nodes", count, "It must be a whole number of nodes, 0 or more.")
+    recover = body.get("recoverAfterSeconds", recover_seconds)
+    if recover is not None and (isinstance(recover, bool) or not isinstance(recover, (int, float)) or recover < 0):
+        raise invalid("recoverAfterSeconds", recover, "It must be a number of seconds, 0 or more.")
+    with service.lock:
+        pool = service._active_pool(pool_id)
+        if node_ids is not None:
+            chosen: list[Node] = []
+            for node_id in node_ids:
+                node = service.node(pool.id, node_id)
+                if node.dedicated:
+                    raise BatchError(
+                        409,
+                        "NodeNotPreemptible",
+                        f"Node {node.id} is a dedicated node: only spot (low-priority) nodes can be pre-empted.",
+                        PoolId=pool.id,
+                        NodeId=node.id,
+                    )
+                if node.state not in PREEMPTIBLE:
+                    raise BatchError(
+                        409,
+                        "NodeNotPreemptible",
+                        f"Node {node.id} is {node.state}: it holds no VM that could be pre-empted.",
+                        PoolId=pool.id,
+                        NodeId=node.id,
+                    )
+                if node not in chosen:
+                    chosen.append(node)
+        else:
+            spot = [n for n in pool.nodes if not n.dedicated and n.state in PREEMPTIBLE]
+            # Busy nodes first: a pre-emption is what a test wants to see its tasks survive.
+            spot.sort(key=lambda n: -len(n.running))
+            chosen = spot if count is None else spot[:count]
+        delay = service.boot_seconds if recover is None else float(recover)
+        for node in chosen:
+            _preempt_node(service, node, delay)
+        return [n.id for n in chosen]
+
+
+def _preempt_node(service: BatchService, node: Node, recover_seconds: float) -> None:
+    """Call under the service's lock."""
+    pool = node.pool
+    stand_in = dataclasses.replace(node, running={}, start_run=None)
+    stand_in.set_state("preempted")
+    pool.nodes[pool.nodes.index(node)] = stand_in
+    pool.touch()
+    # The machine is gone: its tasks are cancelled and requeued, its folder removed, as on a shrink.
+    service._background(service._reclaim_nodes, [node])
+    service._later(recover_seconds, _recover, service, stand_in)
+
+
+def _recover(service: BatchService, stand_in: Node) -> None:
+    """Spot capacity is back: the pre-empted node makes way for a new one, if the pool still wants it."""
+    with service.lock:
+        pool = stand_in.pool
+        if service._closed or stand_in not in pool.nodes or pool.state != "active":
+            return  # a shrink or a deletion took it already
+        pool.nodes.remove(stand_in)
+        pool.touch()
+        if sum(not n.dedicated for n in pool.nodes) < (pool.spec.get("targetLowPriorityNodes") or 0):
+            service._add_node(pool, dedicated=False)
+
+
+class RandomPreempter:
+    """Pre-empts each running spot node at random, `rate` times per node-minute on average."""
+
+    def __init__(self, service: BatchService, rate: float, tick: float = 0.5, seed: int | None = None) -> None:
+        self.service, self.rate, self.tick = service, rate, tick
+        self._random = random.Random(seed)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="batch-preempter", daemon=True)
+
+    def start(self) -> None:
+        if self.rate > 0:
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+
+    def _loop(self) -> None:
+        chance = 1 - math.exp(-self.rate * self.tick / 60)  # per node and tick, from a Poisson rate
+        while not self._stop.wait(self.tick):
+            with self.service.lock:
+                if self.service._closed:
+                    return
+                for pool in list(self.service.pools.values()):
+                    if pool.state != "active":
+                        continue
+                    hit = [n for n in pool.nodes if not n.dedicated and n.state in ("idle", "running")]
+                    for node in hit:
+                        if self._random.random() < chance:
+                            _preempt_node(self.service, node, self.service.boot_seconds)
+
+
+def pool_id_of(path: str) -> str | None:
+    """The pool id of `/_emulator/pools/{poolId}/preempt`, else None."""
+    if path.startswith(PREFIX) and path.endswith(SUFFIX) and len(path) > len(PREFIX) + len(SUFFIX):
+        ident = path[len(PREFIX) : -len(SUFFIX)]
+        return None if "/" in ident else ident
+    return None
+
+
+def handle(emulator: Emulator, req: responses.Request, path: str, pool_id: str) -> responses.Response:
+    """POST /_emulator/pools/{poolId}/preempt, signed with the account's Shared Key."""
+    if req.method != "POST":
+        return responses.Response(405, BatchError(405, "UnsupportedHttpVerb", "Use POST.").body(req.origin))
+    header = req.headers.get("Authorization") or req.headers.get("authorization") or ""
+    try:
+        if not header.startswith("SharedKey ") or ":" not in header:
+            raise failed("Pre-empting nodes needs the account's Shared Key signature.")
+        emulator.auth.check(req.method, path, urlsplit(req.raw_path).query, req.headers)
+    except BatchError as e:  # always a 403 AuthenticationFailed here
+        return responses.Response(e.status, e.body(req.origin))
+    try:
+        ids = preempt(emulator.service, pool_id, req.json())
+        with emulator.service.lock:
+            pool_id = emulator.service.pool(pool_id).id
+    except BatchError as e:
+        return responses.Response(e.status, e.body(req.origin))
+    return responses.Response(200, {"poolId": pool_id, "preemptedNodeIds": ids})
