@@ -29,7 +29,8 @@ def main() -> None:
     topn.serve(
         name="default",
         cron=CRON,
-        parameters={"blob_prefix": PREFIX, "top": 10, **_blocks()},
+        # Autoscale: the pool has nodes while a run needs them and none the rest of the day.
+        parameters={"blob_prefix": PREFIX, "top": 10, "pool_mode": "autoscale", **_blocks()},
         tags=["topn"],
         description="Top N words of the blobs under incoming/ in the input container, daily.",
     )

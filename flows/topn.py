@@ -6,7 +6,7 @@ import re
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
@@ -86,15 +86,19 @@ def topn(
     bytes_per_task: ByteSize | None = None,
     batch_credentials: str | None = None,
     storage_credentials: str | None = None,
+    pool_mode: Literal["keep", "autoscale"] | None = None,
 ) -> TopnResult:
     """Counts words across files with Azure Batch: local `paths` (files or folders) are uploaded; or, with
     `blob_prefix`, the blobs already in the input container are counted (what scheduled runs do). Files are
     packed into tasks of at most `files_per_task` files and `bytes_per_task` bytes (settings by default).
     `batch_credentials` / `storage_credentials` name an "Azure Batch Credentials" / "Azure Blob Storage
-    Credentials" block to use instead of the TOPN_* credentials."""
+    Credentials" block to use instead of the TOPN_* credentials. `pool_mode` (TOPN_POOL_MODE by default):
+    `keep` a fixed-size pool between runs, `autoscale` a pool that grows with the tasks and has no node idle."""
     if bool(paths) == (blob_prefix is not None):
         raise ValueError("give either paths to upload or a blob_prefix already in the input container, not both")
     settings = _settings(batch_credentials, storage_credentials)  # bad settings fail here, before anything is made
+    if pool_mode:
+        settings = settings.model_copy(update={"pool_mode": pool_mode})
     log, started = get_run_logger(), time.monotonic()
     ensure_crash_detection()
     expiry = datetime.now(UTC) + settings.job_timeout + settings.sas_margin

@@ -75,6 +75,48 @@ def _sas_expiry(url: str) -> datetime | None:
     return datetime.fromisoformat(expiry[0].replace("Z", "+00:00")) if expiry else None
 
 
+def autoscale_formula(settings: TopnSettings) -> str:
+    """Nodes for the tasks waiting or running ($PendingTasks), up to the pool's dedicated and then spot
+    maximum; the same nodes while tasks came in the last `autoscale_idle`; none after that."""
+    idle = max(1, int(settings.autoscale_idle.total_seconds()))
+    return (
+        "// topn: nodes for the pending tasks; kept while tasks came recently; none when idle\n"
+        "$now = max($PendingTasks.GetSample(1));\n"
+        f"$recent = max($PendingTasks.GetSample(TimeInterval_Second * {idle}));\n"
+        "$current = $CurrentDedicatedNodes + $CurrentLowPriorityNodes;\n"
+        "$nodes = $now > 0 ? ceil($now / $TaskSlotsPerNode) : ($recent > 0 ? $current : 0);\n"
+        f"$TargetDedicatedNodes = min({settings.dedicated_nodes}, $nodes);\n"
+        f"$TargetLowPriorityNodes = min({settings.spot_nodes}, max(0, $nodes - {settings.dedicated_nodes}));\n"
+        "$NodeDeallocationOption = taskcompletion;"
+    )
+
+
+def _size(settings: TopnSettings) -> dict:
+    """The pool's size: fixed targets, or autoscale's formula (then no targets: the service refuses both)."""
+    if settings.pool_mode == "autoscale":
+        return {"enable_auto_scale": True, "auto_scale_formula": autoscale_formula(settings),
+                "auto_scale_evaluation_interval": settings.autoscale_interval}  # fmt: skip
+    return {"target_dedicated_nodes": settings.dedicated_nodes, "target_low_priority_nodes": settings.spot_nodes}
+
+
+def _set_mode(client, pool: m.BatchPool, settings: TopnSettings) -> None:
+    """Brings a reused pool to the configured mode (or formula), without recreating it."""
+    formula = autoscale_formula(settings)
+    if settings.pool_mode == "autoscale" and (not pool.enable_auto_scale or pool.auto_scale_formula != formula):
+        client.enable_pool_auto_scale(pool.id, m.BatchPoolEnableAutoScaleOptions(
+            auto_scale_formula=formula, auto_scale_evaluation_interval=settings.autoscale_interval))  # fmt: skip
+        get_run_logger().info(
+            "pool %s: autoscale on (up to %d dedicated + %d spot nodes, none after %s idle)",
+            pool.id, settings.dedicated_nodes, settings.spot_nodes, settings.autoscale_idle,
+        )  # fmt: skip
+    elif settings.pool_mode == "keep" and pool.enable_auto_scale:
+        client.disable_pool_auto_scale(pool.id)
+        size = m.BatchPoolResizeOptions(
+            target_dedicated_nodes=settings.dedicated_nodes, target_low_priority_nodes=settings.spot_nodes
+        )
+        client.resize_pool(pool.id, size)
+
+
 def _pool_is_current(pool: m.BatchPool, version: str, needed_until: datetime) -> bool:
     metadata = {item.name: item.value for item in pool.metadata or []}
     files = pool.start_task.resource_files if pool.start_task else []
@@ -98,6 +140,7 @@ def ensure_pool(settings: TopnSettings, app: TaskappBlobs, sas: SasIssuer, neede
         )
     if pool is not None and pool.state == "active" and _pool_is_current(pool, app.version, needed_until):
         log.info("reusing pool %s (%d nodes)", pool.id, pool.current_dedicated_nodes + pool.current_low_priority_nodes)
+        _set_mode(client, pool, settings)
         return pool.id
     if pool is not None and pool.state == "deleting":
         log.info("pool %s is being deleted: waiting for it to go", pool.id)
@@ -119,7 +162,7 @@ def ensure_pool(settings: TopnSettings, app: TaskappBlobs, sas: SasIssuer, neede
             image_reference=m.BatchVmImageReference(publisher=settings.image_publisher, offer=settings.image_offer,
                                                     sku=settings.image_sku, version="latest"),
             node_agent_sku_id=settings.node_agent_sku_id),
-        target_dedicated_nodes=settings.dedicated_nodes, target_low_priority_nodes=settings.spot_nodes,
+        **_size(settings),
         task_slots_per_node=settings.task_slots_per_node,
         task_scheduling_policy=m.BatchTaskSchedulingPolicy(node_fill_type="spread"),
         start_task=_start_task(settings, app, starter),
@@ -129,8 +172,9 @@ def ensure_pool(settings: TopnSettings, app: TaskappBlobs, sas: SasIssuer, neede
     try:
         client.create_pool(options)
         log.info(
-            "created pool %s: %d dedicated + %d spot nodes of %s",
+            "created pool %s: %s%d dedicated + %d spot nodes of %s",
             settings.pool_id,
+            "autoscale, from 0 up to " if settings.pool_mode == "autoscale" else "",
             settings.dedicated_nodes,
             settings.spot_nodes,
             settings.vm_size,

@@ -29,6 +29,7 @@ STDERR_TAIL = 2048
 # up to MAX_RECOVERIES times each. Its own non-zero exit is Batch's to retry (maxTaskRetryCount), not ours.
 RECOVERABLE = {"BlobDownloadMiscError", "BlobDownloadTimedOut", "ResourceContainerListMiscError", "FileUploadMiscError"}
 MAX_RECOVERIES = 3
+SCALING_SAID_EVERY = 60.0  # seconds between two "scaling up" messages
 OUTAGE_LIMIT = 600.0  # how long the watch keeps polling through an unreachable Batch service, in seconds
 
 
@@ -91,6 +92,7 @@ class _Seen:
     delay: float = FIRST_DELAY
     polls: int = 0
     started: float = field(default_factory=time.monotonic)
+    scaling_said: float = 0.0  # when the watch last said the pool has no node yet
 
     def update(self, counts: tuple[int, int, int]) -> bool:
         changed, self.counts = counts != self.counts, counts
@@ -168,9 +170,25 @@ def _poll(
     if _cancelled():
         batch.terminate_job.fn(settings, job_id, "TopnFlowRunCancelled")
         return Ending.CANCELLED, "the flow run was cancelled", counts.completed
+    if counts.running == 0 and counts.active and time.monotonic() - seen.scaling_said > SCALING_SAID_EVERY:
+        _say_if_scaling_up(client, pool_id, artifact, 100.0 * counts.completed / total, seen)
     if counts.running == 0 and seen.delay >= MAX_DELAY / 2 and (why := _start_task_failure(client, pool_id)):
         return Ending.START_TASK_FAILED, why, counts.completed
     return None
+
+
+def _say_if_scaling_up(client: BatchClient, pool_id: str, artifact: object, progress: float, seen: _Seen) -> None:
+    """A pool at zero nodes with tasks waiting is scaling up (autoscale), not stuck: said in the log and on
+    the progress artifact, once a minute at most."""
+    pool = client.get_pool(pool_id, select=["currentDedicatedNodes", "currentLowPriorityNodes", "enableAutoScale",
+                                            "autoScaleEvaluationInterval"])  # fmt: skip
+    if (pool.current_dedicated_nodes or 0) + (pool.current_low_priority_nodes or 0):
+        return
+    seen.scaling_said = time.monotonic()
+    every = f" (autoscale evaluates every {pool.auto_scale_evaluation_interval})" if pool.enable_auto_scale else ""
+    what = f"pool {pool_id} has no node yet: scaling up{every}"
+    get_run_logger().info("tasks are waiting: %s", what)
+    update_progress_artifact(artifact, progress, description=f"Waiting for nodes: {what}")
 
 
 def _recover(client: BatchClient, job_id: str, recoveries: dict[str, int]) -> int:

@@ -9,7 +9,7 @@ import base64
 import binascii
 from datetime import timedelta
 from pathlib import Path
-from typing import Self
+from typing import Literal, Self
 
 from batch_emulator import DEV_ACCOUNT_KEY, DEV_ACCOUNT_NAME
 from pydantic import ByteSize, Field, SecretStr, ValidationError, model_validator
@@ -61,6 +61,12 @@ class TopnSettings(BaseSettings):
     job_timeout: timedelta = Field(timedelta(hours=1), gt=timedelta(0), description="the job's maxWallClockTime")
     sas_margin: timedelta = Field(timedelta(minutes=15), ge=timedelta(0))
     max_task_retries: int = Field(1, ge=0, le=10)
+
+    pool_mode: Literal["keep", "autoscale"] = Field(
+        "keep", description="keep: a fixed-size pool kept between runs; autoscale: grows with pending tasks, none idle"
+    )
+    autoscale_interval: timedelta = Field(timedelta(minutes=5), gt=timedelta(0), description="formula evaluations")
+    autoscale_idle: timedelta = Field(timedelta(minutes=10), ge=timedelta(0), description="idle time before zero nodes")
 
     files_per_task: int = Field(100, ge=1, le=10_000, description="files one count task takes, at most")
     bytes_per_task: ByteSize = Field(ByteSize(64 << 20), ge=1, description="bytes one count task takes, e.g. 64MiB")

@@ -58,7 +58,9 @@ def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]:
-    with Emulator(port=free_port(), data_dir=tmp_path_factory.mktemp("batch"), boot_seconds=0.05) as emu:
+    # Autoscale evaluates in seconds here (the service allows 5 minutes at least), on samples every 0.5 s.
+    with Emulator(port=free_port(), data_dir=tmp_path_factory.mktemp("batch"), boot_seconds=0.05,
+                  autoscale_min_interval=1, autoscale_sample_seconds=0.5) as emu:  # fmt: skip
         yield emu
 
 

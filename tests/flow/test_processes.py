@@ -121,15 +121,15 @@ def test_cancelling_the_flow_run_terminates_the_job(stack_env: dict, emulator: E
 def test_deployment_runs_on_a_real_prefect_server(
     stack_env: dict, azurite: Azurite, emulator: Emulator, tmp_path: Path
 ) -> None:
-    env = {**os.environ, **SLOW_POOL, "TOPN_POOL_ID": "deploy-pool"}
+    # The deployment's pool autoscales: here it evaluates every second (the session's emulator allows it).
+    env = {**os.environ, **SLOW_POOL, "TOPN_POOL_ID": "deploy-pool", "TOPN_AUTOSCALE_INTERVAL": "PT1S"}
     upload = subprocess.run([str(BIN / "topn"), "upload", str(SAMPLE)], env=env, capture_output=True, text=True,
                             timeout=300, cwd=ROOT)  # fmt: skip
     assert upload.returncode == 0 and "uploaded 11 files" in upload.stdout, upload.stderr
     container = azurite.client().get_container_client("topn-input")
     serve_log = open(tmp_path / "serve.log", "w")  # noqa: SIM115 - for the serve process's lifetime
     serve = spawn([sys.executable, "-m", "deployments.serve"], cwd=ROOT, stdout=serve_log, stderr=subprocess.STDOUT,
-                  text=True, env={**os.environ, **SLOW_POOL, "TOPN_POOL_ID": "deploy-pool",
-                                  "PREFECT_RUNNER_POLL_FREQUENCY": "1"})  # fmt: skip
+                  text=True, env={**env, "PREFECT_RUNNER_POLL_FREQUENCY": "1"})  # fmt: skip
     try:
 
         def deployed() -> bool:
