@@ -31,7 +31,7 @@ class RunStats(BaseModel):
     seconds: float
 
 
-MAX_FILE_ROWS = 10_000  # per-file rows a result holds: beyond, memory would grow with the number of files
+MAX_FILE_ROWS = 1_000  # per-file rows a result holds: beyond, memory (and the persisted result) would grow
 
 
 class TopnResult(BaseModel):

@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from urllib.parse import parse_qs
 
-from batch_emulator import wire
+from batch_emulator import tokens, wire
 from batch_emulator.errors import BatchError
 
 MAX_CLOCK_SKEW = timedelta(minutes=15)
@@ -51,19 +51,40 @@ class SharedKeyAuth:
     """Checks the Authorization header and the request time of a request against one account."""
 
     def __init__(
-        self, account: str, key: str, accept_bearer: bool = False, now: Callable[[], datetime] = wire.now
+        self,
+        account: str,
+        key: str,
+        accept_bearer: bool = False,
+        now: Callable[[], datetime] = wire.now,
+        entra: bool = False,
+        shared_key: bool = True,
     ) -> None:
+        """`accept_bearer`: any bearer token, unchecked; `entra`: Entra ID tokens, their claims checked
+        (tokens.check); `shared_key=False`: Shared Key refused, as on an account whose
+        allowedAuthenticationModes lacks SharedKey."""
         self.account, self._key, self._accept_bearer, self._now = account, key, accept_bearer, now
+        self._entra, self._shared_key = entra, shared_key
 
     def check(self, method: str, path: str, query: str, headers: Mapping[str, str]) -> None:
         header = headers.get("Authorization") or headers.get("authorization") or ""
         scheme, _, credential = header.partition(" ")
+        if scheme == "Bearer" and self._entra:
+            if not credential.strip():
+                raise tokens.TokenError("The Authorization header is missing the access token.")
+            tokens.check(credential.strip(), self._now())
+            if _date_header(headers) is not None:
+                self.check_time(headers)
+            return
         if scheme == "Bearer" and credential:
             if not self._accept_bearer:
-                raise failed("Bearer tokens are not accepted: start the emulator with --accept-bearer.")
+                raise failed("Bearer tokens are not accepted: start the emulator with --entra or --accept-bearer.")
             if _date_header(headers) is not None:  # the SDKs send none with a token; one that is sent must be right
                 self.check_time(headers)
             return
+        if not header and self._entra:  # the same 401 AuthenticationFailed, with a Bearer challenge
+            raise tokens.TokenError("The request has no Authorization header: an Entra ID bearer token is required.")
+        if scheme == "SharedKey" and not self._shared_key:
+            raise failed("The specified type of authentication SharedKey is not allowed for this account.")
         if scheme != "SharedKey" or ":" not in credential:
             raise BatchError(
                 401 if not header else 400,

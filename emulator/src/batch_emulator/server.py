@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import signal
+import ssl
 import sys
 import tempfile
 import threading
@@ -47,16 +48,35 @@ class Emulator:
         preempt_rate: float = 0.0,
         autoscale_min_interval: float | None = None,
         autoscale_sample_seconds: float | None = None,
+        entra: bool = False,
+        shared_key: bool = True,
+        cert: Path | str | None = None,
+        cert_key: Path | str | None = None,
     ) -> None:
+        """`entra`: check Entra ID bearer tokens' claims (tokens.py); `shared_key=False`: refuse Shared Key;
+        `cert` (+ `cert_key`, else the key is in `cert`): PEM files, served over HTTPS (TLS 1.2+)."""
+        if not shared_key and not (entra or accept_bearer):
+            raise ValueError("shared_key=False needs entra=True (or accept_bearer=True): nothing could authenticate")
         self._tmp = None if data_dir else tempfile.TemporaryDirectory(prefix="batch-emulator-")
         self.data_dir = Path(data_dir or self._tmp.name).resolve()
         self.account, self.key = account, key
-        self.auth = SharedKeyAuth(account, key, accept_bearer)
+        self.auth = SharedKeyAuth(account, key, accept_bearer, entra=entra, shared_key=shared_key)
         self.counts: Counter[str] = Counter()
         self.max_body_bytes = max_body_bytes
         self.httpd = _Server((host, port), _Handler)
         self.httpd.emulator = self
-        self.endpoint = f"http://{host}:{self.httpd.server_address[1]}"
+        self.scheme = "https" if cert else "http"
+        if cert:
+            try:
+                context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+                context.minimum_version = ssl.TLSVersion.TLSv1_2
+                context.load_cert_chain(cert, cert_key)
+            except (OSError, ssl.SSLError):
+                self.httpd.server_close()
+                raise
+            # The handshake happens on the first read, in the request's thread: a stalled client cannot block accept().
+            self.httpd.socket = context.wrap_socket(self.httpd.socket, server_side=True, do_handshake_on_connect=False)
+        self.endpoint = f"{self.scheme}://{host}:{self.httpd.server_address[1]}"
         self.service = BatchService(self.data_dir, account, self.endpoint + "/", boot_seconds)
         if autoscale_min_interval is not None:  # seconds: below the service's 5 minutes, for tests
             self.service.autoscale_min_interval = timedelta(seconds=autoscale_min_interval)
@@ -146,8 +166,8 @@ class Emulator:
             if version >= versions.CURRENT:
                 return handler(self.service, req, *(unquote(i) for i in ids))
             return self._older(req, version, handler, name, ids)
-        except BatchError as e:
-            return responses.Response(e.status, e.body(req.base_url))
+        except BatchError as e:  # a refused bearer token also carries its WWW-Authenticate challenge
+            return responses.Response(e.status, e.body(req.base_url), dict(getattr(e, "headers", {})))
 
     def _older(
         self, req: responses.Request, version: int, handler: Callable, name: str, ids: list[str]
@@ -190,7 +210,7 @@ class _Server(ThreadingHTTPServer):
     emulator: Emulator
 
     def handle_error(self, request: object, client_address: object) -> None:
-        if not isinstance(sys.exc_info()[1], ConnectionError):  # a client hanging up is not our error
+        if not isinstance(sys.exc_info()[1], ConnectionError | ssl.SSLError):  # a client hanging up, or not trusting us
             super().handle_error(request, client_address)
 
 
@@ -206,7 +226,7 @@ class _Handler(BaseHTTPRequestHandler):
         body = self.rfile.read(length) if length else b""
         query = {k: v[0] for k, v in parse_qs(urlsplit(self.path).query, keep_blank_values=True).items()}
         host, port = self.server.server_address[:2]
-        origin = f"http://{self.headers.get('Host') or f'{host}:{port}'}"
+        origin = f"{self.server.emulator.scheme}://{self.headers.get('Host') or f'{host}:{port}'}"
         req = responses.Request(self.command, self.path, query, dict(self.headers.items()), body, origin)
         try:
             res = self.server.emulator.handle(req)
@@ -245,7 +265,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--account", default=DEV_ACCOUNT_NAME, help=f"account name (default {DEV_ACCOUNT_NAME})")
     parser.add_argument("--key", default=DEV_ACCOUNT_KEY, help="account key, Base64 (default: the development key)")
     parser.add_argument("--boot-seconds", type=float, default=0.2, help="how long a node takes to start (0.2)")
-    parser.add_argument("--accept-bearer", action="store_true", help="accept any Entra ID bearer token")
+    parser.add_argument("--accept-bearer", action="store_true", help="accept any bearer token, unchecked")
+    parser.add_argument(
+        "--entra",
+        action="store_true",
+        help="check Entra ID bearer tokens: audience, issuer, lifetime (not the signature)",
+    )
+    parser.add_argument(
+        "--no-shared-key",
+        action="store_true",
+        help="refuse Shared Key, as an account without SharedKey in allowedAuthenticationModes (needs --entra)",
+    )
+    parser.add_argument("--cert", type=Path, metavar="PEM", help="serve HTTPS with this certificate (chain)")
+    parser.add_argument(
+        "--cert-key", type=Path, metavar="PEM", help="the certificate's private key (default: inside --cert)"
+    )
     parser.add_argument(
         "--preempt-rate",
         type=float,
@@ -265,6 +299,10 @@ def main(argv: list[str] | None = None) -> int:
         help="how often an autoscale pool's metrics are sampled (default 30, the service's)",
     )
     args = parser.parse_args(argv)
+    if args.no_shared_key and not (args.entra or args.accept_bearer):
+        parser.error("--no-shared-key needs --entra (or --accept-bearer): nothing could authenticate")
+    if args.cert_key and not args.cert:
+        parser.error("--cert-key needs --cert")
     try:
         emulator = Emulator(
             args.host,
@@ -277,8 +315,18 @@ def main(argv: list[str] | None = None) -> int:
             preempt_rate=args.preempt_rate,
             autoscale_min_interval=args.autoscale_interval_min,
             autoscale_sample_seconds=args.autoscale_sample_seconds,
+            entra=args.entra,
+            shared_key=not args.no_shared_key,
+            cert=args.cert,
+            cert_key=args.cert_key,
         )
+    except ssl.SSLError as e:
+        print(f"azure-batch-emulator: cannot use the certificate {args.cert}: {e}", file=sys.stderr)
+        return 1
     except OSError as e:
+        if args.cert and e.filename:
+            print(f"azure-batch-emulator: cannot read {e.filename}: {e.strerror or e}", file=sys.stderr)
+            return 1
         print(
             f"azure-batch-emulator: cannot listen on {args.host}:{args.port}: {e.strerror or e}",
             file=sys.stderr,
