@@ -96,7 +96,7 @@ class StorageRetry(ExponentialRetry):
 
 # Files up to SINGLE_PUT_BYTES go in one PUT (the SDK's default is 64 MiB: a large file would go up on one
 # thread); larger ones as blocks of that size, several at once. Each block in flight is held in memory:
-# Azurite takes 69-86 MB/s whatever the block size (4-64 MiB), so small blocks cost nothing here.
+# Azurite takes 69-86 MB/s whatever the block size (8-64 MiB; 4 MiB in ./dev bench scale), so small blocks cost nothing.
 SINGLE_PUT_BYTES = 4 << 20
 
 # azure-storage-blob 12.31 speaks a newer service version than Azurite accepts (shared/spec/local-stack.md).
