@@ -21,10 +21,8 @@ import math
 import random
 import threading
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit
 
 from batch_emulator import responses
-from batch_emulator.auth import failed
 from batch_emulator.errors import BatchError, invalid
 from batch_emulator.models import Node
 
@@ -155,13 +153,8 @@ def handle(emulator: Emulator, req: responses.Request, path: str, pool_id: str) 
     """POST /_emulator/pools/{poolId}/preempt, signed with the account's Shared Key."""
     if req.method != "POST":
         return responses.Response(405, BatchError(405, "UnsupportedHttpVerb", "Use POST.").body(req.origin))
-    header = req.headers.get("Authorization") or req.headers.get("authorization") or ""
-    try:
-        if not header.startswith("SharedKey ") or ":" not in header:
-            raise failed("Pre-empting nodes needs the account's Shared Key signature.")
-        emulator.auth.check(req.method, path, urlsplit(req.raw_path).query, req.headers)
-    except BatchError as e:  # always a 403 AuthenticationFailed here
-        return responses.Response(e.status, e.body(req.origin))
+    if refused := emulator.refuse_unsigned(req, path, "Pre-empting nodes"):
+        return refused
     try:
         ids = preempt(emulator.service, pool_id, req.json())
         with emulator.service.lock:

@@ -182,18 +182,24 @@ class Emulator:
         res.body = versions.map_response(name, res.body, version)
         return res
 
+    def refuse_unsigned(self, req: responses.Request, path: str, action: str) -> responses.Response | None:
+        """The 403 for an admin request that changes state without the account's Shared Key signature."""
+        header = req.headers.get("Authorization") or req.headers.get("authorization") or ""
+        try:
+            if not header.startswith("SharedKey ") or ":" not in header:
+                raise failed(f"{action} needs the account's Shared Key signature.")
+            self.auth.check(req.method, path, urlsplit(req.raw_path).query, req.headers)
+        except BatchError as e:  # always a 403 AuthenticationFailed here
+            return responses.Response(e.status, e.body(req.origin))
+        return None
+
     def _own(self, req: responses.Request, path: str) -> responses.Response:
         if path == "/_emulator/stats" and req.method == "GET":
             return responses.stats(self.service, self.counts)
         if path == "/_emulator/stats/reset" and req.method == "POST":
             # It changes state: only the account's Shared Key may do it (reading stats and health stays open).
-            header = req.headers.get("Authorization") or req.headers.get("authorization") or ""
-            try:
-                if not header.startswith("SharedKey ") or ":" not in header:
-                    raise failed("Resetting the request counts needs the account's Shared Key signature.")
-                self.auth.check(req.method, path, urlsplit(req.raw_path).query, req.headers)
-            except BatchError as e:  # always a 403 AuthenticationFailed here
-                return responses.Response(e.status, e.body(req.origin))
+            if refused := self.refuse_unsigned(req, path, "Resetting the request counts"):
+                return refused
             self.counts.clear()
             return responses.Response(204)
         if (pool_id := preemption.pool_id_of(path)) is not None:

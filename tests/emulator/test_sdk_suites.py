@@ -1,15 +1,18 @@
-"""Runs tests/sdk11 (azure-batch 11.0, api-version 2021-06-01.14.0) in its own locked environment."""
+"""Runs the suites of older clients (azure-batch 14.x and 11.0) each in its own locked environment, apart from
+the project's SDK 15."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 
+import pytest
+
 from tests.stack import ROOT
 
 
-def test_sdk11_suite_passes() -> None:
-    suite = "tests/sdk11"
+@pytest.mark.parametrize("suite", ["tests/sdk14", "tests/sdk11"])
+def test_sdk_suite_passes(suite: str) -> None:
     proc = subprocess.run(
         [os.environ.get("UV", "uv"), "run", "--project", suite, "--frozen", "--quiet", "pytest", "-c",
          f"{suite}/pyproject.toml", "--rootdir", suite, "--confcutdir", suite, "-q", suite],
