@@ -63,6 +63,10 @@ def _parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     stack = commands.add_parser("stack", help="the local stack: Azurite and the Batch emulator")
     stack.add_argument("action", choices=["start", "stop", "status"])
+    stack.add_argument(
+        "--entra", action="store_true", help="Entra ID mode: HTTPS and bearer tokens only, Shared Key refused "
+        "(as TOPN_USE_ENTRA_ID=true, which topn run then needs too)"
+    )  # fmt: skip
     server = commands.add_parser("server", help="a Prefect server in the background that every topn run uses")
     server.add_argument("action", choices=["start", "stop", "status"])
     return parser
@@ -157,19 +161,20 @@ def _server(args: argparse.Namespace, settings: TopnSettings) -> int:
 def _stack(args: argparse.Namespace, settings: TopnSettings) -> int:
     from flows.local_stack import azurite_up, emulator_up, ensure_local_stack, stop_local_stack
 
+    if args.entra:
+        settings = settings.model_copy(update={"use_entra_id": True})
     if args.action == "start":
         started = ensure_local_stack(settings)
         print(f"started: {', '.join(started) or 'nothing (already running)'}")
     elif args.action == "stop":
         print("\n".join(stop_local_stack(settings)) or "nothing to stop")
-    print(
-        f"Azurite (Blob) http://127.0.0.1:{settings.local_blob_port}/devstoreaccount1: "
-        f"{'up' if azurite_up(settings) else 'down'}"
-    )
-    print(
-        f"Batch emulator http://127.0.0.1:{settings.local_batch_port} (account devbatchaccount1): "
-        f"{'up' if emulator_up(settings) else 'down'}"
-    )
+    print(f"Azurite (Blob) {settings.blob_url}: {'up' if azurite_up(settings) else 'down'}")
+    batch = "up" if emulator_up(settings) else "down"
+    print(f"Batch emulator {settings.batch_url} (account devbatchaccount1): {batch}")
+    if settings.use_entra_id:
+        print(f"Entra ID mode: tokens only (topn makes its own for the local stack), Shared Key refused; the "
+              f"development certificate to trust is {settings.local_tls[0]} (e.g. SSL_CERT_FILE or "
+              "REQUESTS_CA_BUNDLE for other clients)")  # fmt: skip
     return 0
 
 

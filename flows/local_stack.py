@@ -8,10 +8,13 @@ They outlive a `topn run`, as Azure does, so a run that died can be resumed; `to
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
+import secrets
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -19,7 +22,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from tasks.settings import TopnSettings
+from flows.dev_tls import ensure_certificate
+from tasks.settings import AZURITE_ACCOUNT, TopnSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 AZURITE = ROOT / "node_modules" / ".bin" / "azurite-blob"
@@ -29,9 +33,10 @@ class StackError(RuntimeError):
     """The local stack cannot be started."""
 
 
-def _probe(url: str) -> tuple[int, dict[str, str], bytes] | None:
+def _probe(url: str, ca_file: str | None = None) -> tuple[int, dict[str, str], bytes] | None:
     try:
-        with urllib.request.urlopen(url, timeout=2) as r:
+        context = ssl.create_default_context(cafile=ca_file) if url.startswith("https:") else None
+        with urllib.request.urlopen(url, timeout=2, context=context) as r:
             return r.status, dict(r.headers), r.read()
     except urllib.error.HTTPError as e:
         return e.code, dict(e.headers), e.read()
@@ -39,8 +44,29 @@ def _probe(url: str) -> tuple[int, dict[str, str], bytes] | None:
         return None
 
 
+def _mode(entra: bool) -> str:
+    return "Entra ID mode (HTTPS)" if entra else "Shared Key mode (HTTP)"
+
+
+def _answer(settings: TopnSettings, port: int, path: str) -> tuple[int, dict[str, str], bytes] | None:
+    """The service's answer on `port` in the mode the settings ask for; a StackError if it runs in the
+    other mode (HTTP where HTTPS is expected, or the reverse); None if nothing answers."""
+    scheme = settings.local_scheme
+    answer = _probe(f"{scheme}://127.0.0.1:{port}{path}", settings.ca_file)
+    if answer is None:
+        other = "http" if scheme == "https" else "https"
+        if _probe(f"{other}://127.0.0.1:{port}{path}", str(settings.local_tls[0])) is not None:
+            raise StackError(
+                f"the local stack on port {port} runs in {_mode(other == 'https')}, and topn is set for "
+                f"{_mode(scheme == 'https')}: restart it with `topn stack stop` then `topn stack start"
+                f"{' --entra' if scheme == 'https' else ''}`, or {'unset' if scheme == 'https' else 'set'} "
+                "TOPN_USE_ENTRA_ID"
+            )
+    return answer
+
+
 def azurite_up(settings: TopnSettings) -> bool:
-    answer = _probe(f"http://127.0.0.1:{settings.local_blob_port}/")
+    answer = _answer(settings, settings.local_blob_port, "/")
     if answer is None:
         return False
     if "Azurite" not in answer[1].get("Server", ""):
@@ -52,7 +78,7 @@ def azurite_up(settings: TopnSettings) -> bool:
 
 
 def emulator_up(settings: TopnSettings) -> bool:
-    answer = _probe(f"http://127.0.0.1:{settings.local_batch_port}/_emulator/health")
+    answer = _answer(settings, settings.local_batch_port, "/_emulator/health")
     if answer is None:
         return False
     try:
@@ -117,25 +143,49 @@ def _wait(check, name: str, home: Path, timeout: float = 60) -> None:
 
 
 def ensure_local_stack(settings: TopnSettings) -> list[str]:
-    """Starts whatever of Azurite and the emulator is not answering yet; returns what it started."""
+    """Starts whatever of Azurite and the emulator is not answering yet; returns what it started. With
+    TOPN_USE_ENTRA_ID both serve HTTPS with the development certificate and take Entra ID tokens only."""
     home = settings.local_dir.resolve()
     started = []
+    if settings.use_entra_id:
+        ensure_certificate(*settings.local_tls)
     if not azurite_up(settings):
         if not AZURITE.exists():
             raise StackError(f"Azurite is not installed at {AZURITE}: run ./dev demo (or npm ci) first")
         _spawn("azurite", [str(AZURITE), "--blobHost", "127.0.0.1", "--blobPort", str(settings.local_blob_port),
                            "--location", str(home / "azurite"), "--silent", "--disableTelemetry",
-                           "--skipApiVersionCheck"], home)  # fmt: skip
+                           "--skipApiVersionCheck", *_azurite_entra(settings)],
+               home, _azurite_env(settings))  # fmt: skip
         started.append("azurite")
     if not emulator_up(settings):
         _spawn("batch-emulator", [sys.executable, "-m", "batch_emulator", "--port", str(settings.local_batch_port),
-                                  "--data-dir", str(home / "batch")], home)  # fmt: skip
+                                  "--data-dir", str(home / "batch"), *_emulator_entra(settings)], home)  # fmt: skip
         started.append("batch-emulator")
     if "azurite" in started:
         _wait(lambda: azurite_up(settings), "azurite", home)
     if "batch-emulator" in started:
         _wait(lambda: emulator_up(settings), "batch-emulator", home)
     return started
+
+
+def _azurite_entra(settings: TopnSettings) -> list[str]:
+    cert, key = settings.local_tls
+    return ["--oauth", "basic", "--cert", str(cert), "--key", str(key)] if settings.use_entra_id else []
+
+
+def _azurite_env(settings: TopnSettings) -> dict[str, str] | None:
+    """In Entra ID mode, Azurite's account gets a random key that is kept nowhere: Shared Key (the well-known
+    development key included) is refused, as on an account with key access disabled."""
+    if not settings.use_entra_id:
+        return None
+    return {**os.environ, "AZURITE_ACCOUNTS": f"{AZURITE_ACCOUNT}:{base64.b64encode(secrets.token_bytes(64)).decode()}"}
+
+
+def _emulator_entra(settings: TopnSettings) -> list[str]:
+    cert, key = settings.local_tls
+    if not settings.use_entra_id:
+        return []
+    return ["--cert", str(cert), "--cert-key", str(key), "--entra", "--no-shared-key", "--trust-ca", str(cert)]
 
 
 def stop_local_stack(settings: TopnSettings, grace: float = 15) -> list[str]:

@@ -117,17 +117,29 @@ def _set_mode(client, pool: m.BatchPool, settings: TopnSettings) -> None:
         client.resize_pool(pool.id, size)
 
 
-def _pool_is_current(pool: m.BatchPool, version: str, needed_until: datetime) -> bool:
-    metadata = {item.name: item.value for item in pool.metadata or []}
+def _start_task_lasts(pool: m.BatchPool, needed_until: datetime) -> bool:
+    """Whether the start task's SAS URLs (the task application) stay valid as long as the run needs them."""
     files = pool.start_task.resource_files if pool.start_task else []
     expiries = [_sas_expiry(f.http_url) for f in files if f.http_url]
-    return metadata.get(VERSION_KEY) == version and all(e and e > needed_until for e in expiries)
+    return all(e and e > needed_until for e in expiries)
+
+
+def _renew_start_task(client, settings: TopnSettings, app: TaskappBlobs, sas: SasIssuer) -> None:
+    """Gives the pool's start task new SAS URLs in place (update_pool): nodes joining later (a resize,
+    autoscale, a replaced spot node) can fetch the task application again; running nodes go on as they are."""
+    starter = SasIssuer.for_lifetime(sas, START_TASK_SAS_LIFETIME)
+    client.update_pool(settings.pool_id, m.BatchPoolUpdateOptions(start_task=_start_task(settings, app, starter)))
+    get_run_logger().info(
+        "pool %s: renewed its start task's access to the task application, until %s",
+        settings.pool_id, starter.expiry.strftime("%Y-%m-%d %H:%M UTC"),
+    )  # fmt: skip
 
 
 @task(name="ensure-pool", task_run_name=named("ensure-pool {settings.pool_id}"), **BATCH_TASK)
 def ensure_pool(settings: TopnSettings, app: TaskappBlobs, sas: SasIssuer, needed_until: datetime) -> str:
-    """Reuses the pool if it runs this task application version, else creates it (create_pool) with a start
-    task that installs the wheel. A stale pool with no active jobs is replaced."""
+    """Reuses the pool if it runs this task application version (renewing its start task's SAS if they
+    would expire during the run), else creates it (create_pool) with a start task that installs the
+    wheel. A pool of another version with no active jobs is replaced."""
     client, log = batch_client(settings), get_run_logger()
     try:
         pool = client.get_pool(settings.pool_id)
@@ -138,8 +150,11 @@ def ensure_pool(settings: TopnSettings, app: TaskappBlobs, sas: SasIssuer, neede
             f"pool {pool.id!r} exists and was not created by topn: it is left untouched; "
             "set TOPN_POOL_ID to another pool id"
         )
-    if pool is not None and pool.state == "active" and _pool_is_current(pool, app.version, needed_until):
+    version = {item.name: item.value for item in pool.metadata or []}.get(VERSION_KEY) if pool else None
+    if pool is not None and pool.state == "active" and version == app.version:
         log.info("reusing pool %s (%d nodes)", pool.id, pool.current_dedicated_nodes + pool.current_low_priority_nodes)
+        if not _start_task_lasts(pool, needed_until):
+            _renew_start_task(client, settings, app, sas)
         _set_mode(client, pool, settings)
         return pool.id
     if pool is not None and pool.state == "deleting":
@@ -150,8 +165,8 @@ def ensure_pool(settings: TopnSettings, app: TaskappBlobs, sas: SasIssuer, neede
         busy = [j.id for j in client.list_jobs(filter="state eq 'active'") if j.pool_info.pool_id == pool.id]
         if busy:
             raise PoolConflict(
-                f"pool {pool.id!r} runs another task application version (or its start task's access "
-                f"expires) and has active jobs {busy}: set TOPN_POOL_ID to another pool id"
+                f"pool {pool.id!r} runs another task application version and has active jobs {busy}: "
+                "set TOPN_POOL_ID to another pool id"
             )
         log.info("replacing pool %s: it was made for another task application version", pool.id)
         client.begin_delete_pool(pool.id, polling_interval=POLL).result()

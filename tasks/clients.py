@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import random
-from functools import cache
 from typing import Any
 
 import requests
 from azure.batch import BatchClient
-from azure.core.credentials import AzureNamedKeyCredential, TokenCredential
+from azure.core.credentials import AzureNamedKeyCredential
 from azure.core.exceptions import HttpResponseError
 from azure.core.pipeline.policies import RetryPolicy
 from azure.core.pipeline.transport import RequestsTransport
@@ -16,6 +15,7 @@ from azure.core.pipeline.transport._bigger_block_size_http_adapters import Bigge
 from azure.storage.blob import BlobServiceClient, ExponentialRetry
 from urllib3.util.retry import Retry
 
+from tasks import entra
 from tasks.settings import TopnSettings
 
 # Both SDKs retry transient failures themselves, RETRIES times: the first retry comes at once (within
@@ -103,18 +103,18 @@ SINGLE_PUT_BYTES = 4 << 20
 AZURITE_API_VERSION = "2025-11-05"
 
 
-@cache
-def _entra_credential() -> TokenCredential:
-    from azure.identity import DefaultAzureCredential
-
-    return DefaultAzureCredential()
+def _tls(settings: TopnSettings) -> dict[str, Any]:
+    """On the local stack over HTTPS, trust its development certificate (and nothing else)."""
+    return {"connection_verify": settings.ca_file} if settings.ca_file else {}
 
 
 def batch_client(settings: TopnSettings) -> BatchClient:
-    """A BatchClient for the configured account: Shared Key, or Entra ID when use_entra_id is set."""
-    if settings.use_entra_id and not settings.local:
-        return BatchClient(settings.batch_url, _entra_credential(), retry_policy=BatchRetry())
-    return BatchClient(settings.batch_url, AzureNamedKeyCredential(*settings.batch_account), retry_policy=BatchRetry())
+    """A BatchClient for the configured account: Shared Key, or Entra ID tokens when use_entra_id is set."""
+    if settings.use_entra_id:
+        credential: Any = entra.credential(settings)
+    else:
+        credential = AzureNamedKeyCredential(*settings.batch_account)
+    return BatchClient(settings.batch_url, credential, retry_policy=BatchRetry(), **_tls(settings))
 
 
 def _session(connections: int) -> requests.Session:
@@ -136,10 +136,12 @@ def blob_service(settings: TopnSettings, connections: int = 0) -> BlobServiceCli
         "max_block_size": SINGLE_PUT_BYTES,
     }
     if connections:
-        extra["transport"] = RequestsTransport(session=_session(connections))
+        extra["transport"] = RequestsTransport(session=_session(connections), **_tls(settings))
     if settings.local:
         extra["api_version"] = AZURITE_API_VERSION
-    if settings.use_entra_id and not settings.local:
-        return BlobServiceClient(settings.blob_url, credential=_entra_credential(), **extra)
+    if settings.use_entra_id:
+        return BlobServiceClient(settings.blob_url, credential=entra.credential(settings), **extra, **_tls(settings))
     name, key = settings.storage_account
-    return BlobServiceClient(settings.blob_url, credential={"account_name": name, "account_key": key}, **extra)
+    return BlobServiceClient(
+        settings.blob_url, credential={"account_name": name, "account_key": key}, **extra, **_tls(settings)
+    )

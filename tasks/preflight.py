@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import socket
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime, timedelta
+from typing import NamedTuple
 from urllib.parse import urlsplit
 
 from azure.core.exceptions import ClientAuthenticationError, HttpResponseError, ServiceRequestError
 from prefect import task
 
+from tasks import entra
 from tasks.clients import batch_client, blob_service
 from tasks.retry import AZURE_TASK
 from tasks.settings import TopnSettings
@@ -43,12 +47,43 @@ def unreachable(settings: TopnSettings) -> str:
     return f"{names} did not answer{hint}: check {', '.join(h for _, _, h in down)} and the network, then run again"
 
 
-def _explain(settings: TopnSettings, service: str, url: str, settings_hint: str, error: Exception) -> AccessError:
+class _Probe(NamedTuple):
+    service: str
+    url: str
+    hint: str  # the settings to check when the credentials are refused
+    role: str  # the role to grant when an Entra ID identity is refused
+    first_page: Callable[[], Iterable]  # a call whose first answer proves access
+
+
+def _explain(settings: TopnSettings, probe: _Probe, error: Exception) -> AccessError:
     if isinstance(error, ServiceRequestError):
         return AccessError(unreachable(settings))
+    if settings.use_entra_id:
+        if isinstance(error, ClientAuthenticationError) and error.response is None:  # the credential's own failure
+            return AccessError(entra.no_token(error))
+        said = isinstance(error, HttpResponseError) and entra.refused(error, probe.service, probe.url, probe.role)
+        if said:
+            return AccessError(said)
     status = getattr(error, "status_code", None)
     code = getattr(getattr(error, "error", None), "code", None) or getattr(error, "error_code", None) or ""
-    return AccessError(f"{service} at {url} refused the credentials ({status} {code}): check {settings_hint}")
+    return AccessError(f"{probe.service} at {probe.url} refused the credentials ({status} {code}): check {probe.hint}")
+
+
+def _probes(settings: TopnSettings) -> list[_Probe]:
+    keys = not settings.use_entra_id
+    batch_hint = "TOPN_BATCH_ENDPOINT" + (", TOPN_BATCH_ACCOUNT_NAME and TOPN_BATCH_ACCOUNT_KEY" if keys else "")
+    blob_hint = "TOPN_STORAGE_ACCOUNT_NAME" + (" and TOPN_STORAGE_ACCOUNT_KEY" if keys else "")
+    probes = [
+        _Probe("Azure Batch", settings.batch_url, batch_hint, entra.BATCH_ROLE,
+               lambda: batch_client(settings).list_pools(max_results=1, select=["id"])),
+        _Probe("Azure Storage", settings.blob_url, blob_hint, entra.STORAGE_ROLE,
+               lambda: blob_service(settings).list_containers(results_per_page=1)),
+    ]  # fmt: skip
+    if settings.use_entra_id:  # the nodes' access is signed by a user delegation key: its role, checked now
+        now = datetime.now(UTC)
+        key = lambda: [blob_service(settings).get_user_delegation_key(now, now + timedelta(minutes=5))]  # noqa: E731
+        probes.append(_Probe("Azure Storage", settings.blob_url, blob_hint, entra.DELEGATOR_ROLE, key))
+    return probes
 
 
 @task(
@@ -57,17 +92,12 @@ def _explain(settings: TopnSettings, service: str, url: str, settings_hint: str,
     **{**AZURE_TASK, "retries": 2, "tags": ["azure-batch", "azure-storage"]},
 )
 def check_access(settings: TopnSettings) -> None:
-    """One cheap authenticated read each from Batch (list_pools) and Storage (list_containers)."""
-    probes = [
-        ("Azure Batch", settings.batch_url, "TOPN_BATCH_ENDPOINT, TOPN_BATCH_ACCOUNT_NAME and TOPN_BATCH_ACCOUNT_KEY",
-         lambda: batch_client(settings).list_pools(max_results=1, select=["id"])),
-        ("Azure Storage", settings.blob_url, "TOPN_STORAGE_ACCOUNT_NAME and TOPN_STORAGE_ACCOUNT_KEY",
-         lambda: blob_service(settings).list_containers(results_per_page=1)),
-    ]  # fmt: skip
-    for service, url, hint, first_page in probes:
+    """One cheap authenticated read each from Batch (list_pools) and Storage (list_containers); with Entra
+    ID, a short user delegation key too (get_user_delegation_key), as the run signs the nodes' access so."""
+    for probe in _probes(settings):
         try:
-            next(iter(first_page()), None)
+            next(iter(probe.first_page()), None)
         except (ClientAuthenticationError, HttpResponseError, ServiceRequestError) as e:
             if isinstance(e, HttpResponseError) and (e.status_code or 0) >= 500:
                 raise  # transient: retried
-            raise _explain(settings, service, url, hint, e) from None
+            raise _explain(settings, probe, e) from None

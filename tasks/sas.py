@@ -15,7 +15,7 @@ from azure.storage.blob import (
     generate_container_sas,
 )
 
-from tasks.settings import TopnSettings
+from tasks.settings import DELEGATION_KEY_MAX, TopnSettings
 
 _SIGNATURE = re.compile(r"(?i)(sig=)[^&\s'\"]+")
 
@@ -26,24 +26,32 @@ def redact(text: str) -> str:
 
 
 class SasIssuer:
-    """Issues SAS URLs that expire at one moment, signed by the account key or a user delegation key."""
+    """Issues SAS URLs that expire at one moment, signed by the account key, or with Entra ID by a user
+    delegation key (Get User Delegation Key) valid until that moment."""
 
     def __init__(self, settings: TopnSettings, service: BlobServiceClient, expiry: datetime) -> None:
         self._account, self._key = settings.storage_account
         self._base = settings.blob_url
         self.expiry = expiry
-        self._delegation: UserDelegationKey | None = None
-        if settings.use_entra_id and not settings.local:
-            start = datetime.now(UTC) - timedelta(minutes=5)
-            self._delegation = service.get_user_delegation_key(start, expiry)
+        self._service = service if settings.use_entra_id else None
+        self._delegation = self._delegation_key() if self._service else None
+
+    def _delegation_key(self) -> UserDelegationKey:
+        assert self._service is not None
+        start = datetime.now(UTC) - timedelta(minutes=5)  # Storage's clock may be behind ours
+        return self._service.get_user_delegation_key(start, self.expiry)
 
     @classmethod
     def for_lifetime(cls, issuer: SasIssuer, lifetime: timedelta) -> SasIssuer:
-        """The same signer with another expiry (a user delegation key lives at most 7 days, so it keeps its own)."""
+        """The same signer with another expiry. A user delegation key lives 7 days at most, so with Entra ID
+        the lifetime is capped to that, and signed by a key of its own."""
         twin = object.__new__(cls)
         twin.__dict__.update(issuer.__dict__)
-        if not issuer._delegation:
-            twin.expiry = datetime.now(UTC) + lifetime
+        if issuer._service:
+            lifetime = min(lifetime, DELEGATION_KEY_MAX - timedelta(minutes=10))
+        twin.expiry = datetime.now(UTC) + lifetime
+        if issuer._service:
+            twin._delegation = twin._delegation_key()
         return twin
 
     def _signing(self) -> dict:

@@ -37,7 +37,13 @@ class TopnSettings(BaseSettings):
     storage_account_name: str | None = None
     storage_account_key: SecretStr | None = None
     storage_blob_endpoint: str | None = Field(None, description="default https://<account>.blob.core.windows.net")
-    use_entra_id: bool = Field(False, description="DefaultAzureCredential for Batch and Storage instead of keys")
+    use_entra_id: bool = Field(False, description="Microsoft Entra ID tokens for Batch and Storage instead of keys")
+    entra_credential: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$",
+        description="module:name of the TokenCredential to use (a class, factory or instance), e.g. "
+        "azure.identity:AzureCliCredential; unset: DefaultAzureCredential, or on the local stack its own",
+    )
 
     local_batch_port: int = Field(10100, ge=1, le=65535)
     local_prefect_port: int = Field(4200, ge=1, le=65535, description="where `topn server start` serves Prefect")
@@ -104,6 +110,8 @@ class TopnSettings(BaseSettings):
                     )
             if self.batch_endpoint and not self.batch_endpoint.startswith(("https://", "http://")):
                 problems.append(f"{ENV_PREFIX}BATCH_ENDPOINT: expected https://<account>.<region>.batch.azure.com")
+        if self.use_entra_id:
+            problems += _entra_problems(self)
         if problems:
             raise ValueError("; ".join(problems))
         return self
@@ -111,13 +119,31 @@ class TopnSettings(BaseSettings):
     # ---- where things are ------------------------------------------------------------------------
 
     @property
+    def local_scheme(self) -> str:
+        """The local stack speaks HTTPS in Entra ID mode (the SDKs send tokens over HTTPS only), else HTTP."""
+        return "https" if self.use_entra_id else "http"
+
+    @property
+    def local_tls(self) -> tuple[Path, Path]:
+        """The local stack's development certificate (the CA clients trust) and its private key."""
+        folder = self.local_dir.resolve() / "tls"
+        return folder / "cert.pem", folder / "key.pem"
+
+    @property
+    def ca_file(self) -> str | None:
+        """The certificate to trust on the local stack over HTTPS; None: the system's trust store."""
+        return str(self.local_tls[0]) if self.local and self.use_entra_id else None
+
+    @property
     def batch_url(self) -> str:
-        return self.batch_endpoint.rstrip("/") if self.batch_endpoint else f"http://127.0.0.1:{self.local_batch_port}"
+        if self.batch_endpoint:
+            return self.batch_endpoint.rstrip("/")
+        return f"{self.local_scheme}://127.0.0.1:{self.local_batch_port}"
 
     @property
     def batch_account(self) -> tuple[str, str]:
         if self.local:
-            return DEV_ACCOUNT_NAME, DEV_ACCOUNT_KEY
+            return DEV_ACCOUNT_NAME, "" if self.use_entra_id else DEV_ACCOUNT_KEY
         return (
             self.batch_account_name or "",
             self.batch_account_key.get_secret_value() if self.batch_account_key else "",
@@ -126,7 +152,7 @@ class TopnSettings(BaseSettings):
     @property
     def storage_account(self) -> tuple[str, str]:
         if self.local:
-            return AZURITE_ACCOUNT, AZURITE_KEY
+            return AZURITE_ACCOUNT, "" if self.use_entra_id else AZURITE_KEY
         key = self.storage_account_key.get_secret_value() if self.storage_account_key else ""
         return self.storage_account_name or "", key
 
@@ -135,8 +161,28 @@ class TopnSettings(BaseSettings):
         if self.storage_blob_endpoint:
             return self.storage_blob_endpoint.rstrip("/")
         if self.local:
-            return f"http://127.0.0.1:{self.local_blob_port}/{AZURITE_ACCOUNT}"
+            return f"{self.local_scheme}://127.0.0.1:{self.local_blob_port}/{AZURITE_ACCOUNT}"
         return f"https://{self.storage_account_name}.blob.core.windows.net"
+
+
+# A user delegation key, which signs every SAS with Entra ID, is valid for 7 days at most (Azure Storage).
+DELEGATION_KEY_MAX = timedelta(days=7)
+
+
+def _entra_problems(settings: TopnSettings) -> list[str]:
+    problems = []
+    keys = [f"{ENV_PREFIX}{k.upper()}" for k in ("batch_account_key", "storage_account_key") if getattr(settings, k)]
+    if keys:
+        problems.append(
+            f"{', '.join(keys)}: not used with {ENV_PREFIX}USE_ENTRA_ID=true; unset them, so that no key is kept "
+            "where it is not needed"
+        )
+    if settings.job_timeout + settings.sas_margin >= DELEGATION_KEY_MAX:
+        problems.append(
+            f"{ENV_PREFIX}JOB_TIMEOUT + {ENV_PREFIX}SAS_MARGIN: with Entra ID, access for the nodes is signed by a "
+            "user delegation key valid 7 days at most; give a job timeout under that"
+        )
+    return problems
 
 
 def _is_base64(value: str) -> bool:
