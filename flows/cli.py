@@ -96,6 +96,9 @@ def _quiet_tracebacks_in_terminal() -> None:
         for handler in getattr(logger, "handlers", []):
             if isinstance(handler, PrefectConsoleHandler) and not isinstance(handler.formatter, _WithoutTraceback):
                 handler.setFormatter(_WithoutTraceback(handler.formatter))
+    # DefaultAzureCredential warns with a 15-line dump of every credential it tried: topn's one line says
+    # what was tried and why the one set up failed.
+    logging.getLogger("azure.identity").setLevel(logging.ERROR)
 
 
 def _run(args: argparse.Namespace, settings: TopnSettings) -> int:

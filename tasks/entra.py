@@ -8,6 +8,7 @@ import importlib
 import json
 import re
 import time
+from collections.abc import Mapping
 from functools import cache
 from typing import Any
 
@@ -97,17 +98,24 @@ _HOW = {
 }
 
 
+_UNAVAILABLE = re.compile(r"unavailable|not installed|not found|could not be found|requires|no accounts", re.I)
+
+
 def no_token(error: ClientAuthenticationError) -> str:
-    """The credential got no token: what it tried, and how to give it one."""
+    """The credential got no token: what it tried and why each failed, and how to give it one."""
     message = str(error.message or error)
-    tried = [name for name, _ in _TRIED.findall(message)]
+    tried = _TRIED.findall(message)
     if not tried:  # one credential (TOPN_ENTRA_CREDENTIAL), not the chain: its own first line says it all
         first = message.strip().splitlines()[0] if message.strip() else type(error).__name__
         return f"no Microsoft Entra ID token: {first}"
-    ways = [_HOW[name] for name in tried if name in _HOW]
+    failed = [f"{name}: {reason.strip()[:300]}" for name, reason in tried if not _UNAVAILABLE.search(reason)]
+    if failed:  # one was set up but did not work (a wrong secret, an expired login): that is the news
+        return f"no Microsoft Entra ID token: {'; '.join(failed)}"
+    ways = [_HOW[name] for name, _ in tried if name in _HOW]
     return (
-        f"no Microsoft Entra ID credential found: DefaultAzureCredential tried {', '.join(tried)}, and none "
-        f"had a sign-in. Give it one: {'; or '.join(ways)}. Or name a credential in {ENV_PREFIX}ENTRA_CREDENTIAL"
+        f"no Microsoft Entra ID credential found: DefaultAzureCredential tried {', '.join(n for n, _ in tried)}, "
+        f"and none was set up. Give it one: {'; or '.join(ways)}. Or name a credential in "
+        f"{ENV_PREFIX}ENTRA_CREDENTIAL"
     )
 
 
@@ -141,8 +149,8 @@ def _code(error: HttpResponseError) -> str:
 def _detail(error: HttpResponseError) -> str:
     """The service's reason for refusing a token: Batch's AuthenticationErrorDetail, Storage's detail line."""
     model = getattr(error, "model", None)  # Batch's OData error: {"code", "message", "values": [{"key", "value"}]}
-    for item in (model.get("values") if isinstance(model, dict) else None) or []:
-        if isinstance(item, dict) and str(item.get("key", "")).lower() == "authenticationerrordetail":
+    for item in (model.get("values") if isinstance(model, Mapping) else None) or []:
+        if isinstance(item, Mapping) and str(item.get("key", "")).lower() == "authenticationerrordetail":
             return str(item.get("value", ""))[:300]
     found = re.search(r"(?im)^authenticationerrordetail:\s*(.+)$", str(error.message or ""))
     return found.group(1).strip()[:200] if found else ""

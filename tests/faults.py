@@ -15,6 +15,11 @@ and its number, whether it fails and how; the faults are those real networks and
 
 STORAGE_KINDS leaves out 429, which Azure Storage never sends and its SDK does not retry.
 
+With `tls` (a certificate and its key) the proxy serves HTTPS and speaks HTTPS upstream, trusting that
+certificate (the local stack's in Entra ID mode). `answer(method, path)` may return (status, code, message)
+for a request the service itself would refuse (e.g. 403 for a principal without a role): the proxy answers
+that, in the service's format, and the request never reaches upstream.
+
 Stdlib only. Nothing is logged: request URLs carry SAS signatures in their query strings.
 """
 
@@ -25,11 +30,13 @@ import json
 import random
 import socket
 import socketserver
+import ssl
 import struct
 import threading
 from collections import Counter
 from collections.abc import Callable
 from email.utils import formatdate
+from pathlib import Path
 from typing import BinaryIO, Self
 
 ALL_KINDS: tuple[str, ...] = ("503", "500", "429", "reset-request", "reset-response")
@@ -61,6 +68,8 @@ class FaultProxy:
         spare: Callable[[str, str], bool] | None = None,
         retry_after: int | None = 1,
         timeout: float = 60,
+        tls: tuple[Path, Path] | None = None,
+        answer: Callable[[str, str], tuple[int, str, str] | None] | None = None,
     ) -> None:
         if not 0 <= rate <= 1 or not kinds or not set(kinds) <= set(ALL_KINDS):
             raise ValueError(f"rate must be in [0, 1] and kinds a non-empty subset of {ALL_KINDS}")
@@ -71,6 +80,13 @@ class FaultProxy:
         self.spare = spare
         self.retry_after = retry_after
         self.timeout = timeout
+        self.answer = answer
+        self.server_tls: ssl.SSLContext | None = None
+        self.upstream_tls: ssl.SSLContext | None = None
+        if tls:
+            self.server_tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            self.server_tls.load_cert_chain(*tls)
+            self.upstream_tls = ssl.create_default_context(cafile=str(tls[0]))
         self.requests = 0  # requests received
         self.forwarded = 0  # requests sent upstream (reset-response ones included)
         self.faults: Counter[str] = Counter()
@@ -132,10 +148,12 @@ class FaultProxy:
                 self.faults[kind] += 1
         return kind, rng
 
-    def _status_response(self, kind: str, method: str, fields: dict[str, str]) -> bytes:
+    def _status_response(
+        self, kind: str, method: str, fields: dict[str, str], said: tuple[int, str, str] | None = None
+    ) -> bytes:
         """An error as the service would send it: XML for Storage, JSON (OData) for Batch."""
-        status, reason, code = _STATUS[kind]
-        message = f"Injected fault: {reason}."
+        status, reason, code = _STATUS[kind] if said is None else (said[0], "Refused", said[1])
+        message = f"Injected fault: {reason}." if said is None else said[2]
         if "json" in fields.get("accept", "").lower():
             body = json.dumps({"code": code, "message": {"lang": "en-US", "value": message}}).encode()
             content_type = "application/json;odata=minimalmetadata"
@@ -149,7 +167,7 @@ class FaultProxy:
             f"Date: {formatdate(usegmt=True)}",
             f"x-ms-error-code: {code}",
         ]
-        if status != 500 and self.retry_after is not None:
+        if status in (429, 503) and self.retry_after is not None:
             lines.append(f"Retry-After: {self.retry_after}")
         if request_id := fields.get("x-ms-client-request-id"):
             lines.append(f"x-ms-client-request-id: {request_id}")
@@ -158,7 +176,8 @@ class FaultProxy:
 
     def _forward(self, request: bytes, method: str) -> tuple[bytes, int, bool]:
         """Sends a request on a new upstream connection: (raw response, length of its head, keep-alive)."""
-        with socket.create_connection(("127.0.0.1", self.upstream_port), timeout=self.timeout) as upstream:
+        with socket.create_connection(("127.0.0.1", self.upstream_port), timeout=self.timeout) as plain:
+            upstream = self.upstream_tls.wrap_socket(plain, server_hostname="127.0.0.1") if self.upstream_tls else plain
             self._track(upstream, True)
             try:
                 upstream.sendall(request)
@@ -198,6 +217,11 @@ class _Server(socketserver.ThreadingTCPServer):
 class _Handler(socketserver.StreamRequestHandler):
     server: _Server
 
+    def setup(self) -> None:
+        if self.server.proxy.server_tls:
+            self.request = self.server.proxy.server_tls.wrap_socket(self.request, server_side=True)
+        super().setup()
+
     def handle(self) -> None:
         proxy = self.server.proxy
         proxy._track(self.connection, True)
@@ -223,6 +247,10 @@ class _Handler(socketserver.StreamRequestHandler):
             self.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")  # the client waits for it before sending the body
         request = b"".join(head) + _read_body(self.rfile, fields)
         keep = version == "HTTP/1.1" and "close" not in fields.get("connection", "").lower()
+        said = proxy.answer(method, target.split("?", 1)[0]) if proxy.answer else None
+        if said:
+            self.wfile.write(proxy._status_response("500", method, fields, said))
+            return keep
         kind, rng = proxy._decide(method, target.split("?", 1)[0])
         if kind == "reset-request":
             self._reset()

@@ -59,6 +59,7 @@ class Node(Entity):
     dedicated: bool = True
     running: dict[Task, int] = field(default_factory=dict)  # task -> slots it holds
     start_task_info: dict | None = None
+    start_task: dict | None = None  # the one it ran when it booted ({}: none); None: not booted yet
     start_run: TaskRun | None = None
     tasks_run: int = 0
     tasks_succeeded: int = 0
@@ -86,8 +87,9 @@ class Node(Entity):
             "runningTaskSlotsCount": sum(self.running.values()), "isDedicated": self.dedicated,
             "nodeAgentInfo": {"version": "emulator", "lastUpdateTime": wire.rfc3339(self.created)},
         })  # fmt: skip
-        if self.pool.spec.get("startTask"):
-            out["startTask"] = self.pool.spec["startTask"]
+        # A node keeps the start task it booted with when the pool's is updated (until it reboots).
+        if start := self.pool.spec.get("startTask") if self.start_task is None else self.start_task:
+            out["startTask"] = start
         if self.start_task_info:
             out["startTaskInfo"] = self.start_task_info
         return out
@@ -134,7 +136,7 @@ class Pool(Entity):
             "taskSlotsPerNode": self.slots_per_node, "taskSchedulingPolicy": {"nodeFillType": self.fill_type},
         })  # fmt: skip
         for key in ("displayName", "metadata", "startTask", "networkConfiguration", "upgradePolicy",
-                    "autoScaleFormula", "autoScaleEvaluationInterval"):  # fmt: skip
+                    "autoScaleFormula", "autoScaleEvaluationInterval", "targetNodeCommunicationMode"):  # fmt: skip
             if spec.get(key) is not None:
                 out[key] = spec[key]
         if self.autoscale_run:

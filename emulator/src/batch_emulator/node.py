@@ -11,6 +11,7 @@ import glob
 import os
 import re
 import shlex
+import ssl
 import subprocess
 import threading
 from collections.abc import Callable
@@ -273,4 +274,10 @@ def _reason(error: OSError) -> str:
     status = storage.http_status(error)
     if status:
         return f"HTTP {status}"
-    return str(getattr(error, "reason", None) or error.strerror or error)
+    reason = getattr(error, "reason", None)
+    if isinstance(reason, ssl.SSLCertVerificationError):  # Azurite over HTTPS with its own certificate, say
+        return (
+            f"the server's certificate is not trusted ({reason.verify_message}): give the emulator its CA "
+            "with --trust-ca (Emulator(trust_ca=...))"
+        )
+    return str(reason or error.strerror or error)

@@ -119,6 +119,13 @@ def pool_exists(svc: BatchService, req: Request, pool_id: str) -> Response:
         return Response(200, b"", entity_headers(pool)) if pool else Response(404, b"")
 
 
+def update_pool(svc: BatchService, req: Request, pool_id: str) -> Response:
+    with svc.lock:  # the entity headers of the pool as updated, not as autoscale may change it next
+        pool = svc.update_pool(pool_id, req.json())
+        url = f"{req.base_url}/pools/{quote(pool.id)}"
+        return Response(200, headers={**entity_headers(pool), "DataServiceId": url})
+
+
 def delete_pool(svc: BatchService, req: Request, pool_id: str) -> Response:
     svc.delete_pool(pool_id)
     return Response(202)

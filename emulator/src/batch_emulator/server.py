@@ -19,7 +19,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from batch_emulator import persistence, preemption, responses, urls, versions
+from batch_emulator import persistence, preemption, responses, storage, urls, versions
 from batch_emulator.accounts import DEV_ACCOUNT_KEY, DEV_ACCOUNT_NAME
 from batch_emulator.auth import SharedKeyAuth, failed
 from batch_emulator.errors import BatchError
@@ -52,11 +52,16 @@ class Emulator:
         shared_key: bool = True,
         cert: Path | str | None = None,
         cert_key: Path | str | None = None,
+        trust_ca: Path | str | None = None,
     ) -> None:
         """`entra`: check Entra ID bearer tokens' claims (tokens.py); `shared_key=False`: refuse Shared Key;
-        `cert` (+ `cert_key`, else the key is in `cert`): PEM files, served over HTTPS (TLS 1.2+)."""
+        `cert` (+ `cert_key`, else the key is in `cert`): PEM files, served over HTTPS (TLS 1.2+);
+        `trust_ca`: a PEM file of CA certificates the nodes trust besides the system's for their blob transfers
+        (Azurite's over HTTPS): added to `storage.trust`'s process-wide trust, which stays after `stop()`."""
         if not shared_key and not (entra or accept_bearer):
             raise ValueError("shared_key=False needs entra=True (or accept_bearer=True): nothing could authenticate")
+        if trust_ca is not None:
+            storage.trust(trust_ca)  # first: a bad file (OSError, ssl.SSLError) leaves nothing open behind
         self._tmp = None if data_dir else tempfile.TemporaryDirectory(prefix="batch-emulator-")
         self.data_dir = Path(data_dir or self._tmp.name).resolve()
         self.account, self.key = account, key
@@ -287,6 +292,13 @@ def main(argv: list[str] | None = None) -> int:
         "--cert-key", type=Path, metavar="PEM", help="the certificate's private key (default: inside --cert)"
     )
     parser.add_argument(
+        "--trust-ca",
+        type=Path,
+        metavar="PEM",
+        help="CA certificate(s) the nodes trust, besides the system's, when they download resource files and "
+        "upload output files: e.g. Azurite's development certificate",
+    )
+    parser.add_argument(
         "--preempt-rate",
         type=float,
         default=0.0,
@@ -309,6 +321,15 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--no-shared-key needs --entra (or --accept-bearer): nothing could authenticate")
     if args.cert_key and not args.cert:
         parser.error("--cert-key needs --cert")
+    if args.trust_ca:  # trusted here, not by Emulator(trust_ca=): a bad file is a usage error, told apart from --cert's
+        try:
+            storage.trust(args.trust_ca)
+        except ssl.SSLError as e:  # read, but no usable certificate in it
+            print(f"azure-batch-emulator: --trust-ca {args.trust_ca}: not a PEM CA certificate ({e})", file=sys.stderr)
+            return 2
+        except OSError as e:
+            print(f"azure-batch-emulator: cannot read --trust-ca {args.trust_ca}: {e.strerror or e}", file=sys.stderr)
+            return 2
     try:
         emulator = Emulator(
             args.host,

@@ -101,6 +101,16 @@ class BatchService:
             pool.spec = {**pool.spec, **spec}
             self._resize(pool, deallocation)
 
+    def update_pool(self, pool_id: str, body: dict) -> Pool:
+        """PATCH: replaces only the properties given. A new start task runs on the nodes that join from now on
+        (and on every node after a restart, a reboot); the nodes in the pool keep the one they ran, as on Azure."""
+        changes = validation.pool_update(body)
+        with self.lock:
+            pool = self._active_pool(pool_id)
+            pool.spec = {**pool.spec, **changes}  # a new dict: a booting node reads either the old or the new
+            pool.touch()
+            return pool
+
     def stop_resize(self, pool_id: str) -> None:
         with self.lock:
             pool = self._active_pool(pool_id)
@@ -303,7 +313,8 @@ class BatchService:
         with self.lock:
             if node not in node.pool.nodes:
                 return
-            start = node.pool.spec.get("startTask")
+            start = node.pool.spec.get("startTask")  # the pool's as it is now: update_pool may have changed it
+            node.start_task = start or {}
             if not start:
                 node.set_state("idle")
                 self._schedule()

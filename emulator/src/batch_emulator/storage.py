@@ -1,8 +1,12 @@
-"""Blob Storage over plain HTTP with SAS URLs, as a node agent uses it (Azurite or Azure alike).
+"""Blob Storage over HTTP(S) with SAS URLs, as a node agent uses it (Azurite or Azure alike).
 
 Like the Batch node agent, every transfer is retried after a transient failure (5xx, 408, 429, a
 refused, reset or dropped connection, a cut-short body, a timeout), with capped exponential back-off
-and full jitter, for at most RETRY_BUDGET seconds; any other failure (403, 404, 409, ...) stands at once.
+and full jitter, for at most RETRY_BUDGET seconds; any other failure (403, 404, 409, an untrusted
+certificate, ...) stands at once.
+
+HTTPS servers are verified against the system's CAs and those `trust` added (Azurite's development
+certificate, say): one context for the whole process, so trust is only ever added, never taken away.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import http.client
 import os
 import random
 import shutil
+import ssl
 import time
 import urllib.error
 import urllib.request
@@ -28,6 +33,16 @@ RETRY_CAP = 5.0  # ... up to this
 RETRY_AFTER_CAP = 30.0  # the longest Retry-After a server gets honoured
 RETRY_BUDGET = 60.0  # seconds all attempts of one transfer may take; read at each call, so tests can lower it
 _POLL = 0.05  # how often a back-off looks whether its transfer was cancelled
+_tls = ssl.create_default_context()  # every transfer's: the system's CAs, and those `trust` added
+
+
+def trust(ca_file: Path | str) -> None:
+    """Nodes also trust the CA certificate(s) in this PEM file when they download and upload.
+
+    Process-wide and only ever added: several emulators in one process all trust every CA any of them was
+    given. A missing or unreadable file raises OSError, one without a certificate ssl.SSLError.
+    """
+    _tls.load_verify_locations(cafile=os.fspath(ca_file))
 
 
 def shown(url: str) -> str:
@@ -106,7 +121,7 @@ def download(url: str, dest: Path, cancelled: Callable[[], bool] = lambda: False
     part = dest.with_name(f".{dest.name}.part")
 
     def attempt() -> None:
-        with urllib.request.urlopen(url, timeout=TIMEOUT) as response, open(part, "wb") as out:
+        with urllib.request.urlopen(url, timeout=TIMEOUT, context=_tls) as response, open(part, "wb") as out:
             shutil.copyfileobj(response, out, 1 << 20)
             if response.length:  # read in pieces, http.client ends a cut-short body quietly
                 raise http.client.IncompleteRead(b"", response.length)
@@ -142,7 +157,7 @@ def list_blobs(container_url: str, prefix: str = "", cancelled: Callable[[], boo
 
 
 def _read(url: str) -> bytes:
-    with urllib.request.urlopen(url, timeout=TIMEOUT) as response:
+    with urllib.request.urlopen(url, timeout=TIMEOUT, context=_tls) as response:
         return response.read()  # a cut-short body raises IncompleteRead when read whole
 
 
@@ -154,7 +169,7 @@ def upload(container_url: str, name: str, source: Path, cancelled: Callable[[], 
                 headers={"x-ms-blob-type": "BlockBlob", "Content-Length": str(source.stat().st_size),
                          "Content-Type": "application/octet-stream"},
             )  # fmt: skip
-            urllib.request.urlopen(request, timeout=TIMEOUT).close()
+            urllib.request.urlopen(request, timeout=TIMEOUT, context=_tls).close()
 
     with_retries(attempt, cancelled)
 

@@ -17,6 +17,7 @@ ROUTES: list[tuple[str, str, Callable, str]] = [
     ("GET", "/pools", r.list_pools, "list_pools"),
     ("GET", f"/pools/{_ID}", r.get_pool, "get_pool"),
     ("HEAD", f"/pools/{_ID}", r.pool_exists, "pool_exists"),
+    ("PATCH", f"/pools/{_ID}", r.update_pool, "update_pool"),
     ("DELETE", f"/pools/{_ID}", r.delete_pool, "delete_pool"),
     ("POST", f"/pools/{_ID}/resize", r.resize_pool, "resize_pool"),
     ("POST", f"/pools/{_ID}/stopresize", r.stop_resize_pool, "stop_pool_resize"),

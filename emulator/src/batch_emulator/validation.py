@@ -257,6 +257,36 @@ def pool(body: dict) -> None:
     )
     if (start := body.get("startTask")) is not None:
         start_task(start)
+    metadata(body)
+
+
+POOL_UPDATABLE = ("startTask", "metadata", "applicationPackageReferences", "certificateReferences",
+                  "targetNodeCommunicationMode")  # fmt: skip
+
+
+def pool_update(body: dict) -> dict:
+    """PATCH /pools/{id}: the properties it replaces, checked as create_pool checks them. A null one is left
+    unchanged, as an omitted one. What only an empty pool may change (vmSize, taskSlotsPerNode, ...) is refused:
+    the emulator does not model it."""
+    changes = {k: v for k, v in body.items() if v is not None}
+    if refused := sorted(set(changes) - set(POOL_UPDATABLE)):
+        raise unsupported(refused[0])
+    refuse(changes, ("applicationPackageReferences", "certificateReferences"))  # an empty list clears them
+    if "startTask" in changes:
+        if not isinstance(changes["startTask"], dict):
+            raise invalid("startTask", changes["startTask"], "It must be an object.")
+        start_task(changes["startTask"])
+    metadata(changes)
+    if "targetNodeCommunicationMode" in changes:
+        choice(changes, "targetNodeCommunicationMode", {"default", "classic", "simplified"}, "default")
+    return changes
+
+
+def metadata(body: dict) -> None:
+    for i, item in enumerate(listed(body, "metadata")):
+        if not isinstance(item, dict):
+            raise invalid(f"metadata[{i}]", item, "It must be an object with a name and a value.")
+        require(item, "name", f"metadata[{i}].")
 
 
 def autoscale_settings(message: str, prop: str) -> BatchError:
