@@ -251,3 +251,23 @@ def test_the_stack_in_the_other_mode_is_named(entra: TopnSettings) -> None:
     keys = entra.model_copy(update={"use_entra_id": False})
     with pytest.raises(StackError, match=r"runs in Entra ID mode \(HTTPS\), and topn is set for Shared Key mode"):
         azurite_up(keys)
+
+
+def test_a_named_credential_without_a_token_says_why(entra: TopnSettings, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TOPN_ENTRA_CREDENTIAL", "azure.identity:AzureCliCredential")
+    monkeypatch.setenv("PATH", str(Path(sys.executable).parent))  # no `az` to ask
+    with pytest.raises(AccessError, match=r"^no Microsoft Entra ID token: Azure CLI not found on path"):
+        topn(paths=[str(SAMPLE)], top=1)
+
+
+def test_topn_stack_status_entra_names_the_mode_and_the_certificate(entra: TopnSettings) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "TOPN_USE_ENTRA_ID"}  # --entra alone says it
+    ran = subprocess.run([str(Path(sys.executable).with_name("topn")), "stack", "status", "--entra"], env=env,
+                         cwd=ROOT, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert ran.returncode == 0, ran.stderr
+    assert f"Azurite (Blob) {entra.blob_url}: up" in ran.stdout
+    assert f"Batch emulator {entra.batch_url} (account devbatchaccount1): up" in ran.stdout
+    assert f"the development certificate to trust is {entra.local_tls[0]}" in ran.stdout
+    plain = subprocess.run([str(Path(sys.executable).with_name("topn")), "stack", "status"], env=env, cwd=ROOT,
+                           capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert plain.returncode == 1 and "runs in Entra ID mode (HTTPS)" in plain.stderr, plain.stderr
