@@ -4,10 +4,11 @@ meet: no credential, a token for the wrong audience or expired, a principal with
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -190,6 +191,23 @@ def test_no_credential_found_says_what_was_tried(entra: TopnSettings, tmp_path: 
     assert "Traceback" not in ran.stderr and "Attempted credentials" not in ran.stderr
 
 
+@contextlib.contextmanager
+def _as_azure_behind_a_proxy(
+    entra: TopnSettings, monkeypatch: pytest.MonkeyPatch, answer: Callable[[str, str], tuple[int, str, str] | None]
+) -> Iterator[None]:
+    """Settings as for Azure (endpoints, an account name, Entra ID) that reach the local stack through
+    proxies answering `answer`'s refusals, as Azure answers a principal without a role."""
+    tls = entra.local_tls
+    with (FaultProxy(entra.local_batch_port, 0, 1, tls=tls, answer=answer) as batch,
+          FaultProxy(entra.local_blob_port, 0, 1, tls=tls, answer=answer) as blob):  # fmt: skip
+        monkeypatch.setenv("TOPN_BATCH_ENDPOINT", f"https://127.0.0.1:{batch.port}")
+        monkeypatch.setenv("TOPN_STORAGE_ACCOUNT_NAME", AZURITE_ACCOUNT)
+        monkeypatch.setenv("TOPN_STORAGE_BLOB_ENDPOINT", f"https://127.0.0.1:{blob.port}/{AZURITE_ACCOUNT}")
+        monkeypatch.setenv("TOPN_ENTRA_CREDENTIAL", "tasks.entra:LocalStackCredential")
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(tls[0]))  # Azure-like settings trust the system's CAs
+        yield
+
+
 BATCH_FORBIDDEN = (403, "AuthorizationFailure", "This request is not authorized to perform this operation.")
 STORAGE_FORBIDDEN = (403, "AuthorizationPermissionMismatch",
                      "This request is not authorized to perform this operation using this permission.")  # fmt: skip
@@ -215,16 +233,8 @@ def test_a_principal_without_the_role_is_told_which_to_grant(
             return None
         return BATCH_FORBIDDEN if path == "/pools" else STORAGE_FORBIDDEN
 
-    tls = entra.local_tls
-    with (FaultProxy(entra.local_batch_port, 0, 1, tls=tls, answer=forbid) as batch,
-          FaultProxy(entra.local_blob_port, 0, 1, tls=tls, answer=forbid) as blob):  # fmt: skip
-        monkeypatch.setenv("TOPN_BATCH_ENDPOINT", f"https://127.0.0.1:{batch.port}")
-        monkeypatch.setenv("TOPN_STORAGE_ACCOUNT_NAME", AZURITE_ACCOUNT)
-        monkeypatch.setenv("TOPN_STORAGE_BLOB_ENDPOINT", f"https://127.0.0.1:{blob.port}/{AZURITE_ACCOUNT}")
-        monkeypatch.setenv("TOPN_ENTRA_CREDENTIAL", "tasks.entra:LocalStackCredential")
-        monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(tls[0]))  # Azure-like settings trust the system's CAs
-        with pytest.raises(AccessError) as refused:
-            topn(paths=[str(SAMPLE)], top=1)
+    with _as_azure_behind_a_proxy(entra, monkeypatch, forbid), pytest.raises(AccessError) as refused:
+        topn(paths=[str(SAMPLE)], top=1)
     message = str(refused.value)
     assert "refused the request (403 " in message and role in message, message
 
@@ -271,3 +281,30 @@ def test_topn_stack_status_entra_names_the_mode_and_the_certificate(entra: TopnS
     plain = subprocess.run([str(Path(sys.executable).with_name("topn")), "stack", "status"], env=env, cwd=ROOT,
                            capture_output=True, text=True, timeout=120)  # fmt: skip
     assert plain.returncode == 1 and "runs in Entra ID mode (HTTPS)" in plain.stderr, plain.stderr
+
+
+@pytest.mark.parametrize(
+    ("refused", "role"),
+    [
+        (("POST", "/pools"), "grant it Azure Batch Data Contributor on the Batch account"),
+        (("PUT", "/devstoreaccount1/topn-app"), "grant it Storage Blob Data Contributor on the storage account"),
+    ],
+)  # fmt: skip
+def test_a_role_missing_for_a_later_step_is_named_too(
+    entra: TopnSettings, monkeypatch: pytest.MonkeyPatch, refused: tuple[str, str], role: str
+) -> None:
+    """A principal that may read but not write (a Reader role) passes check-access and is refused later:
+    the one line the command prints still names the role."""
+    from flows.errors import explain
+
+    def forbid(method: str, path: str) -> tuple[int, str, str] | None:
+        if (method, path.rstrip("/")) != refused:
+            return None
+        return BATCH_FORBIDDEN if path == "/pools" else STORAGE_FORBIDDEN
+
+    monkeypatch.setenv("TOPN_POOL_ID", "topn-entra-reader")  # a pool that does not exist yet
+    with _as_azure_behind_a_proxy(entra, monkeypatch, forbid):
+        with pytest.raises(HttpResponseError) as failed:
+            topn(paths=[str(SAMPLE)], top=1, run_id="entra-reader")  # an id of its own: work to do, a pool to make
+        said = explain(failed.value, load_settings())
+    assert said is not None and "refused the request (403 " in said and role in said, said
