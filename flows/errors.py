@@ -5,7 +5,6 @@ from __future__ import annotations
 import errno
 
 from azure.core.exceptions import (
-    ClientAuthenticationError,
     HttpResponseError,
     ServiceRequestError,
     ServiceResponseError,
@@ -34,7 +33,7 @@ def explain(error: BaseException, settings: TopnSettings | None) -> str | None:
 
 def _entra(error: BaseException, settings: TopnSettings) -> str | None:
     """With Entra ID: no token to be had, a token refused, or a role missing."""
-    if isinstance(error, ClientAuthenticationError) and error.response is None:
+    if isinstance(error, entra.NoToken):
         return entra.no_token(error)
     if not isinstance(error, HttpResponseError) or error.status_code not in (401, 403):
         return None

@@ -14,6 +14,7 @@ import json
 import os
 import secrets
 import signal
+import socket
 import ssl
 import subprocess
 import sys
@@ -22,7 +23,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from flows.dev_tls import ensure_certificate
+from flows.dev_tls import certificate_due, make_certificate
 from tasks.settings import AZURITE_ACCOUNT, TopnSettings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -52,10 +53,11 @@ def _answer(settings: TopnSettings, port: int, path: str) -> tuple[int, dict[str
     """The service's answer on `port` in the mode the settings ask for; a StackError if it runs in the
     other mode (HTTP where HTTPS is expected, or the reverse); None if nothing answers."""
     scheme = settings.local_scheme
-    answer = _probe(f"{scheme}://127.0.0.1:{port}{path}", settings.ca_file)
+    ca_file = str(settings.local_tls[0])  # the local stack's, whatever the rest of the settings point at
+    answer = _probe(f"{scheme}://127.0.0.1:{port}{path}", ca_file)
     if answer is None:
         other = "http" if scheme == "https" else "https"
-        if _probe(f"{other}://127.0.0.1:{port}{path}", str(settings.local_tls[0])) is not None:
+        if _probe(f"{other}://127.0.0.1:{port}{path}", ca_file) is not None:
             raise StackError(
                 f"the local stack on port {port} runs in {_mode(other == 'https')}, and topn is set for "
                 f"{_mode(scheme == 'https')}: restart it with `topn stack stop` then `topn stack start"
@@ -148,7 +150,7 @@ def ensure_local_stack(settings: TopnSettings) -> list[str]:
     home = settings.local_dir.resolve()
     started = []
     if settings.use_entra_id:
-        ensure_certificate(*settings.local_tls)
+        _ensure_certificate(settings)
     if not azurite_up(settings):
         if not AZURITE.exists():
             raise StackError(f"Azurite is not installed at {AZURITE}: run ./dev demo (or npm ci) first")
@@ -166,6 +168,28 @@ def ensure_local_stack(settings: TopnSettings) -> list[str]:
     if "batch-emulator" in started:
         _wait(lambda: emulator_up(settings), "batch-emulator", home)
     return started
+
+
+def _ensure_certificate(settings: TopnSettings) -> None:
+    """Makes the development certificate when it is missing or ends within a month, but never under
+    services that serve the old one (clients would stop trusting them)."""
+    cert, key = settings.local_tls
+    if not certificate_due(cert, key):
+        return
+    if any(_listening(port) for port in (settings.local_blob_port, settings.local_batch_port)):
+        raise StackError(
+            f"the local stack's development certificate ({cert}) is missing or ends within a month, and the "
+            "stack is running: restart it (`topn stack stop`, then `topn stack start --entra`) to get a new one"
+        )
+    make_certificate(cert, key)
+
+
+def _listening(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=2):
+            return True
+    except OSError:
+        return False
 
 
 def _azurite_entra(settings: TopnSettings) -> list[str]:

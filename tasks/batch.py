@@ -114,7 +114,7 @@ def _set_mode(client, pool: m.BatchPool, settings: TopnSettings) -> None:
         size = m.BatchPoolResizeOptions(
             target_dedicated_nodes=settings.dedicated_nodes, target_low_priority_nodes=settings.spot_nodes
         )
-        client.resize_pool(pool.id, size)
+        client.begin_resize_pool(pool.id, size)  # sent now; the watch waits for the nodes
 
 
 def _start_task_lasts(pool: m.BatchPool, needed_until: datetime) -> bool:
@@ -122,6 +122,10 @@ def _start_task_lasts(pool: m.BatchPool, needed_until: datetime) -> bool:
     files = pool.start_task.resource_files if pool.start_task else []
     expiries = [_sas_expiry(f.http_url) for f in files if f.http_url]
     return all(e and e > needed_until for e in expiries)
+
+
+def _start_task_failed(client, pool_id: str) -> bool:
+    return any(n.state == "starttaskfailed" for n in client.list_nodes(pool_id, select=["id", "state"]))
 
 
 def _renew_start_task(client, settings: TopnSettings, app: TaskappBlobs, sas: SasIssuer) -> None:
@@ -151,12 +155,20 @@ def ensure_pool(settings: TopnSettings, app: TaskappBlobs, sas: SasIssuer, neede
             "set TOPN_POOL_ID to another pool id"
         )
     version = {item.name: item.value for item in pool.metadata or []}.get(VERSION_KEY) if pool else None
+    why = "it was made for another task application version"
     if pool is not None and pool.state == "active" and version == app.version:
-        log.info("reusing pool %s (%d nodes)", pool.id, pool.current_dedicated_nodes + pool.current_low_priority_nodes)
-        if not _start_task_lasts(pool, needed_until):
-            _renew_start_task(client, settings, app, sas)
-        _set_mode(client, pool, settings)
-        return pool.id
+        lasts = _start_task_lasts(pool, needed_until)
+        # Renewed SAS serve the nodes that join from now on; a node whose start task already failed for
+        # want of them would stay failed, so such a pool is replaced instead (when idle), as it was before.
+        if lasts or not _start_task_failed(client, pool.id):
+            log.info(
+                "reusing pool %s (%d nodes)", pool.id, pool.current_dedicated_nodes + pool.current_low_priority_nodes
+            )
+            if not lasts:
+                _renew_start_task(client, settings, app, sas)
+            _set_mode(client, pool, settings)
+            return pool.id
+        why = "its start task's access to the task application expired and nodes failed their start task"
     if pool is not None and pool.state == "deleting":
         log.info("pool %s is being deleted: waiting for it to go", pool.id)
         _wait_gone(client.get_pool, pool.id)
@@ -165,10 +177,10 @@ def ensure_pool(settings: TopnSettings, app: TaskappBlobs, sas: SasIssuer, neede
         busy = [j.id for j in client.list_jobs(filter="state eq 'active'") if j.pool_info.pool_id == pool.id]
         if busy:
             raise PoolConflict(
-                f"pool {pool.id!r} runs another task application version and has active jobs {busy}: "
+                f"pool {pool.id!r} must be replaced ({why}) but has active jobs {busy}: "
                 "set TOPN_POOL_ID to another pool id"
             )
-        log.info("replacing pool %s: it was made for another task application version", pool.id)
+        log.info("replacing pool %s: %s", pool.id, why)
         client.begin_delete_pool(pool.id, polling_interval=POLL).result()
     starter = SasIssuer.for_lifetime(sas, START_TASK_SAS_LIFETIME)
     options = m.BatchPoolCreateOptions(

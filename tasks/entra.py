@@ -55,15 +55,34 @@ def credential(settings: TopnSettings) -> TokenCredential:
     return _credential(settings.entra_credential, settings.local)
 
 
+class NoToken(ClientAuthenticationError):
+    """The credential itself got no token (as opposed to a service refusing one)."""
+
+
+class _Guarded:
+    """A credential whose every failure is a NoToken: azure-identity raises some with an HTTP response
+    attached (Entra ID's, or the managed identity endpoint's), which must not pass for the service's."""
+
+    def __init__(self, inner: TokenCredential) -> None:
+        self.inner = inner
+
+    def get_token(self, *scopes: str, **options: Any) -> AccessToken:
+        try:
+            return self.inner.get_token(*scopes, **options)
+        except Exception as e:  # whatever it raised, the news is the same: no token, and the reason
+            message = getattr(e, "message", None) or str(e) or type(e).__name__
+            raise NoToken(message=str(message)) from None
+
+
 @cache
 def _credential(path: str | None, local: bool) -> TokenCredential:
     if path:
-        return _load(path)
+        return _Guarded(_load(path))
     if local:
-        return LocalStackCredential()
+        return _Guarded(LocalStackCredential())
     from azure.identity import DefaultAzureCredential
 
-    return DefaultAzureCredential()
+    return _Guarded(DefaultAzureCredential())
 
 
 def _load(path: str) -> TokenCredential:
@@ -72,7 +91,7 @@ def _load(path: str) -> TokenCredential:
     where = f"{ENV_PREFIX}ENTRA_CREDENTIAL={path}"
     try:
         found = getattr(importlib.import_module(module_name), name)
-    except (ImportError, AttributeError) as e:
+    except Exception as e:  # ImportError, AttributeError, or whatever the module raised while importing
         raise SettingsError(f"{where}: cannot load it ({e}); name a TokenCredential as module:name, "
                             "e.g. azure.identity:AzureCliCredential") from None  # fmt: skip
     try:
@@ -101,7 +120,7 @@ _HOW = {
 _UNAVAILABLE = re.compile(r"unavailable|not installed|not found|could not be found|requires|no accounts", re.I)
 
 
-def no_token(error: ClientAuthenticationError) -> str:
+def no_token(error: NoToken) -> str:
     """The credential got no token: what it tried and why each failed, and how to give it one."""
     message = str(error.message or error)
     tried = _TRIED.findall(message)
@@ -133,10 +152,14 @@ def refused(error: HttpResponseError, service: str, url: str, role: str) -> str 
     if error.status_code == 403:
         scope = "Batch account" if service == "Azure Batch" else "storage account"
         also = f" (or {STORAGE_ROLE}, which includes it)" if role == DELEGATOR_ROLE else ""
+        grant = f"grant it {role}{also} on the {scope}, then run again (a new role assignment takes a few minutes)"
+        if code == "AuthorizationPermissionMismatch":  # Storage: authenticated, but no role allows it
+            return f"{service} at {url} refused the request (403 {code}): the identity has no role allowing it: {grant}"
+        # Batch's AuthorizationFailure, and Storage's, mean a missing role or the account's network rules.
         return (
-            f"{service} at {url} refused the request ({error.status_code} {code}): the identity has no role "
-            f"allowing it: grant it {role}{also} on the {scope}, then run again (a new role assignment takes "
-            "a few minutes to apply)"
+            f"{service} at {url} refused the request (403 {code}): the identity has no role allowing it, or "
+            f"the account's network rules (firewall, private endpoints) refuse this machine: {grant}, or "
+            "allow this network"
         )
     return None
 

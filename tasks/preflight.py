@@ -59,7 +59,7 @@ def _explain(settings: TopnSettings, probe: _Probe, error: Exception) -> AccessE
     if isinstance(error, ServiceRequestError):
         return AccessError(unreachable(settings))
     if settings.use_entra_id:
-        if isinstance(error, ClientAuthenticationError) and error.response is None:  # the credential's own failure
+        if isinstance(error, entra.NoToken):  # the credential's own failure
             return AccessError(entra.no_token(error))
         said = isinstance(error, HttpResponseError) and entra.refused(error, probe.service, probe.url, probe.role)
         if said:

@@ -15,7 +15,7 @@ from azure.storage.blob import (
     generate_container_sas,
 )
 
-from tasks.settings import DELEGATION_KEY_MAX, TopnSettings
+from tasks.settings import DELEGATION_SAS_MAX, TopnSettings
 
 _SIGNATURE = re.compile(r"(?i)(sig=)[^&\s'\"]+")
 
@@ -48,11 +48,15 @@ class SasIssuer:
         twin = object.__new__(cls)
         twin.__dict__.update(issuer.__dict__)
         if issuer._service:
-            lifetime = min(lifetime, DELEGATION_KEY_MAX - timedelta(minutes=10))
+            lifetime = min(lifetime, DELEGATION_SAS_MAX)
         twin.expiry = datetime.now(UTC) + lifetime
         if issuer._service:
             twin._delegation = twin._delegation_key()
         return twin
+
+    def __repr__(self) -> str:  # never the key: a SasIssuer is a task parameter
+        signer = "a user delegation key" if self._delegation else "the account key"
+        return f"SasIssuer(expiry={self.expiry.isoformat()}, signed with {signer})"
 
     def _signing(self) -> dict:
         if self._delegation:

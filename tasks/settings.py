@@ -165,8 +165,9 @@ class TopnSettings(BaseSettings):
         return f"https://{self.storage_account_name}.blob.core.windows.net"
 
 
-# A user delegation key, which signs every SAS with Entra ID, is valid for 7 days at most (Azure Storage).
-DELEGATION_KEY_MAX = timedelta(days=7)
+# A user delegation key, which signs every SAS with Entra ID, is valid for 7 days at most (Azure Storage);
+# topn asks for a little less, as its clock and Storage's may differ.
+DELEGATION_SAS_MAX = timedelta(days=7) - timedelta(minutes=10)
 
 
 def _entra_problems(settings: TopnSettings) -> list[str]:
@@ -177,7 +178,7 @@ def _entra_problems(settings: TopnSettings) -> list[str]:
             f"{', '.join(keys)}: not used with {ENV_PREFIX}USE_ENTRA_ID=true; unset them, so that no key is kept "
             "where it is not needed"
         )
-    if settings.job_timeout + settings.sas_margin >= DELEGATION_KEY_MAX:
+    if settings.job_timeout + settings.sas_margin >= DELEGATION_SAS_MAX:
         problems.append(
             f"{ENV_PREFIX}JOB_TIMEOUT + {ENV_PREFIX}SAS_MARGIN: with Entra ID, access for the nodes is signed by a "
             "user delegation key valid 7 days at most; give a job timeout under that"

@@ -181,8 +181,9 @@ def test_no_credential_found_says_what_was_tried(entra: TopnSettings, tmp_path: 
     ran = subprocess.run([str(Path(sys.executable).with_name("topn")), "run", str(SAMPLE)], env=env, cwd=ROOT,
                          capture_output=True, text=True, timeout=300)  # fmt: skip
     assert ran.returncode == 1, ran.stderr
-    last = ran.stderr.strip().splitlines()[-2:]  # the message, then Prefect stopping its temporary server
-    message = next(line for line in last if line.startswith("topn: "))
+    said = [line for line in ran.stderr.splitlines() if line.startswith("topn: ")]
+    assert len(said) == 1, ran.stderr  # one line from topn; Prefect's own lines around it are timestamped
+    message = said[0]
     assert message.startswith(
         "topn: no Microsoft Entra ID credential found: DefaultAzureCredential tried EnvironmentCredential, "
     ), message
@@ -308,3 +309,23 @@ def test_a_role_missing_for_a_later_step_is_named_too(
             topn(paths=[str(SAMPLE)], top=1, run_id="entra-reader")  # an id of its own: work to do, a pool to make
         said = explain(failed.value, load_settings())
     assert said is not None and "refused the request (403 " in said and role in said, said
+
+
+def test_the_development_certificate_is_for_loopback_only_and_never_swapped_under_the_stack(
+    entra: TopnSettings, tmp_path: Path
+) -> None:
+    from cryptography import x509
+
+    from flows.local_stack import StackError, ensure_local_stack
+
+    cert, key = entra.local_tls
+    assert key.stat().st_mode & 0o777 == 0o600
+    loaded = x509.load_pem_x509_certificate(cert.read_bytes())
+    constraints = loaded.extensions.get_extension_for_class(x509.NameConstraints).value
+    assert {str(n.value) for n in constraints.permitted_subtrees} == {"127.0.0.1/32", "localhost"}
+    # Another local folder (no certificate there) while this stack serves on the same ports: topn will not
+    # make a new certificate that the running services do not serve.
+    elsewhere = entra.model_copy(update={"local_dir": tmp_path})
+    with pytest.raises(StackError, match="the stack is running: restart it"):
+        ensure_local_stack(elsewhere)
+    assert not (tmp_path / "tls" / "cert.pem").exists()

@@ -72,3 +72,71 @@ def test_a_run_survives_its_spot_nodes_being_pre_empted(
     requeued = [t.id for t in client.list_tasks("spot-run") if t.execution_info and t.execution_info.requeue_count]
     assert requeued, "no task was running on a pre-empted node"
     client.begin_delete_job("spot-run", polling_interval=0.1).result()
+
+
+def test_a_kept_pool_gets_new_start_task_access_in_place_or_is_replaced_when_nodes_failed_for_want_of_it(
+    settings_env: pytest.MonkeyPatch, emulator: Emulator
+) -> None:
+    """Shared Key: a pool's start task SAS last 30 days. Expiring ones are renewed in the pool (update_pool);
+    but a node that already failed its start task because they had expired stays failed, so then the pool
+    is replaced (it is idle between runs)."""
+    from datetime import UTC, datetime, timedelta
+    from urllib.parse import parse_qs, unquote, urlsplit
+
+    from azure.batch import models as m
+
+    from tasks.clients import blob_service
+    from tasks.sas import SasIssuer
+    from tasks.settings import load_settings
+    from tests.conftest import SAMPLE
+
+    settings_env.setenv("TOPN_POOL_ID", "expiring")
+    settings_env.setenv("TOPN_DEDICATED_NODES", "1")
+    client = BatchClient(emulator.endpoint, emulator.credential())
+    topn(paths=[str(SAMPLE)], top=1, run_id="expiring-1")
+    first = client.get_pool("expiring")
+
+    def start_task_until(when: datetime) -> None:
+        settings = load_settings()
+        signer = SasIssuer(settings, blob_service(settings), when)
+        start = client.get_pool("expiring").start_task
+        for file in start.resource_files:
+            container, blob = urlsplit(file.http_url).path.split("/", 3)[2:]
+            file.http_url = signer.blob_read(container, unquote(blob))
+        client.update_pool("expiring", m.BatchPoolUpdateOptions(start_task=start))
+
+    def expiries() -> list[timedelta]:
+        files = client.get_pool("expiring").start_task.resource_files
+        ends = [parse_qs(urlsplit(f.http_url).query)["se"][0] for f in files]
+        return [datetime.fromisoformat(end.replace("Z", "+00:00")) - datetime.now(UTC) for end in ends]
+
+    start_task_until(datetime.now(UTC) + timedelta(minutes=30))  # ends before the next run would
+    assert topn(paths=[str(SAMPLE)], top=2, run_id="expiring-2").top == [("the", 12495), ("and", 6396)]
+    assert client.get_pool("expiring").creation_time == first.creation_time  # the same pool ...
+    assert all(timedelta(days=29) < left <= timedelta(days=30) for left in expiries())  # ... renewed
+
+    start_task_until(datetime.now(UTC) - timedelta(minutes=1))  # expired: a node joining now fails
+    wait_for(lambda: client.get_pool("expiring").allocation_state == "steady", timeout=120, what="a steady pool")
+    client.begin_resize_pool("expiring", m.BatchPoolResizeOptions(target_dedicated_nodes=2))
+    wait_for(lambda: any(n.state == "starttaskfailed" for n in client.list_nodes("expiring")), timeout=120,
+             what="the new node to fail its start task")  # fmt: skip
+    assert topn(paths=[str(SAMPLE)], top=2, run_id="expiring-3").top == [("the", 12495), ("and", 6396)]
+    replaced = client.get_pool("expiring")
+    assert replaced.creation_time > first.creation_time
+    assert all(n.state != "starttaskfailed" for n in client.list_nodes("expiring"))
+    assert all(timedelta(days=29) < left <= timedelta(days=30) for left in expiries())
+
+
+def test_a_reused_pool_is_switched_between_autoscale_and_keep(settings_env: pytest.MonkeyPatch, emulator: Emulator):
+    settings_env.setenv("TOPN_POOL_ID", "switching")
+    settings_env.setenv("TOPN_DEDICATED_NODES", "1")
+    settings_env.setenv("TOPN_AUTOSCALE_INTERVAL", "PT1S")  # the emulator's minimum here: nodes come at once
+    client = BatchClient(emulator.endpoint, emulator.credential())
+    from tests.conftest import SAMPLE
+
+    topn(paths=[str(SAMPLE)], top=1, pool_mode="autoscale", run_id="switch-1")
+    assert client.get_pool("switching").enable_auto_scale
+    result = topn(paths=[str(SAMPLE)], top=1, pool_mode="keep", run_id="switch-2")
+    assert result.top == [("the", 12495)]
+    pool = client.get_pool("switching")
+    assert not pool.enable_auto_scale and pool.target_dedicated_nodes == 1
