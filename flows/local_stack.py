@@ -178,8 +178,8 @@ def _ensure_certificate(settings: TopnSettings) -> None:
         return
     if any(_listening(port) for port in (settings.local_blob_port, settings.local_batch_port)):
         raise StackError(
-            f"the local stack's development certificate ({cert}) is missing or ends within a month, and the "
-            "stack is running: restart it (`topn stack stop`, then `topn stack start --entra`) to get a new one"
+            f"the local stack is running without Entra ID, or with a development certificate that is gone or "
+            f"ends within a month ({cert}): restart it (`topn stack stop`, then `topn stack start --entra`)"
         )
     make_certificate(cert, key)
 

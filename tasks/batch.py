@@ -70,8 +70,8 @@ def _start_task(settings: TopnSettings, app: TaskappBlobs, sas: SasIssuer) -> m.
     )  # fmt: skip
 
 
-def _sas_expiry(url: str) -> datetime | None:
-    expiry = parse_qs(urlsplit(url).query).get("se")
+def _sas_expiry_of(query: dict[str, list[str]]) -> datetime | None:
+    expiry = query.get("se")
     return datetime.fromisoformat(expiry[0].replace("Z", "+00:00")) if expiry else None
 
 
@@ -117,15 +117,26 @@ def _set_mode(client, pool: m.BatchPool, settings: TopnSettings) -> None:
         client.begin_resize_pool(pool.id, size)  # sent now; the watch waits for the nodes
 
 
-def _start_task_lasts(pool: m.BatchPool, needed_until: datetime) -> bool:
-    """Whether the start task's SAS URLs (the task application) stay valid as long as the run needs them."""
+def _start_task_lasts(pool: m.BatchPool, needed_until: datetime, entra: bool) -> bool:
+    """Whether the start task's SAS URLs (the task application) stay valid as long as the run needs them:
+    not expiring before, and signed as the account is used now (a user delegation SAS names its key's
+    object id, `skoid`; account-key SAS stop working when an account turns to Entra ID only)."""
     files = pool.start_task.resource_files if pool.start_task else []
-    expiries = [_sas_expiry(f.http_url) for f in files if f.http_url]
-    return all(e and e > needed_until for e in expiries)
+    queries = [parse_qs(urlsplit(f.http_url).query) for f in files if f.http_url]
+
+    def lasts(query: dict[str, list[str]]) -> bool:
+        expiry = _sas_expiry_of(query)
+        return expiry is not None and expiry > needed_until and ("skoid" in query) == entra
+
+    return all(map(lasts, queries))
 
 
-def _start_task_failed(client, pool_id: str) -> bool:
-    return any(n.state == "starttaskfailed" for n in client.list_nodes(pool_id, select=["id", "state"]))
+# Nodes that run, or ran and failed, the start task they were given: a renewed one would not reach them.
+_ON_THEIR_START_TASK = {"starting", "waitingforstarttask", "starttaskfailed"}
+
+
+def _nodes_on_old_start_task(client, pool_id: str) -> bool:
+    return any(n.state in _ON_THEIR_START_TASK for n in client.list_nodes(pool_id, select=["id", "state"]))
 
 
 def _renew_start_task(client, settings: TopnSettings, app: TaskappBlobs, sas: SasIssuer) -> None:
@@ -157,10 +168,10 @@ def ensure_pool(settings: TopnSettings, app: TaskappBlobs, sas: SasIssuer, neede
     version = {item.name: item.value for item in pool.metadata or []}.get(VERSION_KEY) if pool else None
     why = "it was made for another task application version"
     if pool is not None and pool.state == "active" and version == app.version:
-        lasts = _start_task_lasts(pool, needed_until)
-        # Renewed SAS serve the nodes that join from now on; a node whose start task already failed for
-        # want of them would stay failed, so such a pool is replaced instead (when idle), as it was before.
-        if lasts or not _start_task_failed(client, pool.id):
+        lasts = _start_task_lasts(pool, needed_until, settings.use_entra_id)
+        # Renewed SAS serve the nodes that join from now on; a node running or failed on its old start task
+        # would fail or stay failed for want of them, so such a pool is replaced instead (when idle).
+        if lasts or not _nodes_on_old_start_task(client, pool.id):
             log.info(
                 "reusing pool %s (%d nodes)", pool.id, pool.current_dedicated_nodes + pool.current_low_priority_nodes
             )
@@ -168,7 +179,7 @@ def ensure_pool(settings: TopnSettings, app: TaskappBlobs, sas: SasIssuer, neede
                 _renew_start_task(client, settings, app, sas)
             _set_mode(client, pool, settings)
             return pool.id
-        why = "its start task's access to the task application expired and nodes failed their start task"
+        why = "its start task's access to the task application expired (or changed) under nodes starting with it"
     if pool is not None and pool.state == "deleting":
         log.info("pool %s is being deleted: waiting for it to go", pool.id)
         _wait_gone(client.get_pool, pool.id)

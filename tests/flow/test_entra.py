@@ -326,6 +326,33 @@ def test_the_development_certificate_is_for_loopback_only_and_never_swapped_unde
     # Another local folder (no certificate there) while this stack serves on the same ports: topn will not
     # make a new certificate that the running services do not serve.
     elsewhere = entra.model_copy(update={"local_dir": tmp_path})
-    with pytest.raises(StackError, match="the stack is running: restart it"):
+    with pytest.raises(StackError, match=r"the local stack is running without Entra ID, or with a development"):
         ensure_local_stack(elsewhere)
     assert not (tmp_path / "tls" / "cert.pem").exists()
+
+
+def test_a_pool_made_with_keys_serves_on_after_the_stack_turns_to_entra_id(
+    stack_env: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As an account that turns Shared Key off: the pool's start task SAS, signed by the account key, stop
+    working; the next run gives it user delegation SAS (or a new pool, if a node already failed for want
+    of them) and counts exactly."""
+    for name, value in {"LOCAL_DIR": str(tmp_path), "LOCAL_BLOB_PORT": str(free_port()),
+                        "LOCAL_BATCH_PORT": str(free_port()), "POOL_ID": "turned", "DEDICATED_NODES": "1"}.items():
+        monkeypatch.setenv(f"TOPN_{name}", value)  # fmt: skip
+    monkeypatch.delenv("TOPN_USE_ENTRA_ID", raising=False)  # the module's stack fixture may have set it
+    keys = load_settings()
+    try:
+        ensure_local_stack(keys)
+        topn(paths=[str(SAMPLE)], top=1)
+        assert all("skoid" not in f.http_url for f in batch_client(keys).get_pool("turned").start_task.resource_files)
+        stop_local_stack(keys, grace=10)
+        monkeypatch.setenv("TOPN_USE_ENTRA_ID", "true")
+        entra = load_settings()
+        ensure_local_stack(entra)
+        assert topn(paths=[str(SAMPLE)], top=2).top == [("the", 12495), ("and", 6396)]
+        client = batch_client(entra)
+        assert all("skoid=" in f.http_url for f in client.get_pool("turned").start_task.resource_files)
+        assert all(n.state != "starttaskfailed" for n in client.list_nodes("turned"))
+    finally:
+        stop_local_stack(keys, grace=10)  # whichever mode: the same pid files
