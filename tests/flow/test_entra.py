@@ -337,9 +337,14 @@ def test_a_pool_made_with_keys_serves_on_after_the_stack_turns_to_entra_id(
     """As an account that turns Shared Key off: the pool's start task SAS, signed by the account key, stop
     working; the next run gives it user delegation SAS (or a new pool, if a node already failed for want
     of them) and counts exactly."""
-    for name, value in {"LOCAL_DIR": str(tmp_path), "LOCAL_BLOB_PORT": str(free_port()),
-                        "LOCAL_BATCH_PORT": str(free_port()), "POOL_ID": "turned", "DEDICATED_NODES": "1"}.items():
-        monkeypatch.setenv(f"TOPN_{name}", value)  # fmt: skip
+    for name, value in {
+        "LOCAL_DIR": str(tmp_path),
+        "LOCAL_BLOB_PORT": str(free_port()),
+        "LOCAL_BATCH_PORT": str(free_port()),
+        "POOL_ID": "turned",
+        "DEDICATED_NODES": "1",
+    }.items():
+        monkeypatch.setenv(f"TOPN_{name}", value)
     monkeypatch.delenv("TOPN_USE_ENTRA_ID", raising=False)  # the module's stack fixture may have set it
     keys = load_settings()
     try:
