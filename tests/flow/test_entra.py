@@ -11,11 +11,10 @@ import sys
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from azure.batch import BatchClient
-from azure.batch import models as m
 from azure.core.credentials import AzureNamedKeyCredential
 from azure.core.exceptions import ClientAuthenticationError, HttpResponseError
 from azure.storage.blob import BlobServiceClient
@@ -23,13 +22,13 @@ from batch_emulator import DEV_ACCOUNT_KEY, DEV_ACCOUNT_NAME
 
 from flows.local_stack import azurite_up, ensure_local_stack, stop_local_stack
 from flows.topn import topn
-from tasks.clients import AZURITE_API_VERSION, batch_client, blob_service
+from tasks.clients import AZURITE_API_VERSION, batch_client
 from tasks.entra import LocalStackCredential
 from tasks.preflight import AccessError
-from tasks.sas import SasIssuer
 from tasks.settings import AZURITE_ACCOUNT, AZURITE_KEY, TopnSettings, load_settings
 from tests.conftest import SAMPLE
 from tests.faults import FaultProxy
+from tests.flow.test_pools import sas_expiry, set_topn, sign_start_task_until
 from tests.stack import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -85,10 +84,6 @@ def _sas_urls(client: BatchClient, job_id: str, pool_id: str) -> list[str]:
     return urls + [f.http_url for f in start.resource_files]
 
 
-def _expiry(url: str) -> datetime:
-    return datetime.fromisoformat(parse_qs(urlsplit(url).query)["se"][0].replace("Z", "+00:00"))
-
-
 def test_sample_corpus_with_entra_id_only(entra: TopnSettings) -> None:
     result = topn(paths=[str(SAMPLE)], top=5, delete_job=False)
     assert (result.files_counted, result.words, result.distinct) == (11, 196715, 12630)
@@ -102,7 +97,7 @@ def test_sample_corpus_with_entra_id_only(entra: TopnSettings) -> None:
     for url in urls:  # inputs, outputs and the start task: all signed by a user delegation key
         query = parse_qs(urlsplit(url).query)
         assert query["skoid"] and query["sktid"] and query["skv"], url.split("?")[0]
-        assert _expiry(url) <= datetime.now(UTC) + timedelta(days=7)  # a delegation key's longest life
+        assert sas_expiry(url) <= datetime.now(UTC) + timedelta(days=7)  # a delegation key's longest life
     client.begin_delete_job(result.stats.job_id, polling_interval=0.2).result()
 
     # Shared Key is refused by both services: the well-known development keys no longer open anything.
@@ -127,17 +122,12 @@ def test_start_task_access_is_renewed_in_place(entra: TopnSettings) -> None:
     pool = client.get_pool(entra.pool_id)
     nodes = sorted(n.id for n in client.list_nodes(pool.id))
     # As if the pool was made 6 days and 23 hours ago: its start task's access ends within the hour.
-    soon = SasIssuer(entra, blob_service(entra), datetime.now(UTC) + timedelta(hours=1))
-    start = pool.start_task
-    for file in start.resource_files:
-        container, blob = urlsplit(file.http_url).path.split("/", 3)[2:]
-        file.http_url = soon.blob_read(container, unquote(blob))
-    client.update_pool(pool.id, m.BatchPoolUpdateOptions(start_task=start))
+    sign_start_task_until(client, entra, pool.id, datetime.now(UTC) + timedelta(hours=1))
 
     result = topn(paths=[str(SAMPLE)], top=2, run_id="entra-renew")
     assert result.top == [("the", 12495), ("and", 6396)]
     renewed = client.get_pool(pool.id)
-    expiries = [_expiry(f.http_url) for f in renewed.start_task.resource_files]
+    expiries = [sas_expiry(f.http_url) for f in renewed.start_task.resource_files]
     assert all(timedelta(days=6) < e - datetime.now(UTC) <= timedelta(days=7) for e in expiries)
     assert sorted(n.id for n in client.list_nodes(pool.id)) == nodes  # the same nodes: nothing replaced
 
@@ -337,14 +327,8 @@ def test_a_pool_made_with_keys_serves_on_after_the_stack_turns_to_entra_id(
     """As an account that turns Shared Key off: the pool's start task SAS, signed by the account key, stop
     working; the next run gives it user delegation SAS (or a new pool, if a node already failed for want
     of them) and counts exactly."""
-    for name, value in {
-        "LOCAL_DIR": str(tmp_path),
-        "LOCAL_BLOB_PORT": str(free_port()),
-        "LOCAL_BATCH_PORT": str(free_port()),
-        "POOL_ID": "turned",
-        "DEDICATED_NODES": "1",
-    }.items():
-        monkeypatch.setenv(f"TOPN_{name}", value)
+    set_topn(monkeypatch, local_dir=str(tmp_path), local_blob_port=str(free_port()),
+             local_batch_port=str(free_port()), pool_id="turned", dedicated_nodes="1")  # fmt: skip
     monkeypatch.delenv("TOPN_USE_ENTRA_ID", raising=False)  # the module's stack fixture may have set it
     keys = load_settings()
     try:

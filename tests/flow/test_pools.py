@@ -3,31 +3,51 @@
 from __future__ import annotations
 
 import threading
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import pytest
 from azure.batch import BatchClient
+from azure.batch import models as m
 from batch_emulator import preemption
 from batch_emulator.server import Emulator
 
 from flows.topn import topn
+from tasks.clients import blob_service
+from tasks.sas import SasIssuer
+from tasks.settings import TopnSettings, load_settings
+from tests.conftest import SAMPLE
 from tests.flow.test_processes import corpus
 from tests.stack import wait_for
 from tests.taskapp.oracle import spec_top
 
 
+def set_topn(env: pytest.MonkeyPatch, **values: str) -> None:
+    """TOPN_<NAME>=value for each name given, for this test only."""
+    for name, value in values.items():
+        env.setenv(f"TOPN_{name.upper()}", value)
+
+
+def sas_expiry(url: str) -> datetime:
+    return datetime.fromisoformat(parse_qs(urlsplit(url).query)["se"][0].replace("Z", "+00:00"))
+
+
+def sign_start_task_until(client: BatchClient, settings: TopnSettings, pool_id: str, when: datetime) -> None:
+    """Gives the pool's start task SAS that end at `when`, as an older pool's would (update_pool)."""
+    signer = SasIssuer(settings, blob_service(settings), when)
+    start = client.get_pool(pool_id).start_task
+    for file in start.resource_files:
+        container, blob = urlsplit(file.http_url).path.split("/", 3)[2:]
+        file.http_url = signer.blob_read(container, unquote(blob))
+    client.update_pool(pool_id, m.BatchPoolUpdateOptions(start_task=start))
+
+
 def test_an_autoscale_pool_grows_from_zero_and_shrinks_back(
     settings_env: pytest.MonkeyPatch, emulator: Emulator, tmp_path: Path
 ) -> None:
-    for name, value in {
-        "POOL_ID": "autoscaled",
-        "POOL_MODE": "autoscale",
-        "AUTOSCALE_INTERVAL": "PT1S",
-        "AUTOSCALE_IDLE": "PT2S",
-        "DEDICATED_NODES": "2",
-        "TASK_SLOTS_PER_NODE": "2",
-    }.items():
-        settings_env.setenv(f"TOPN_{name}", value)  # fmt: skip
+    set_topn(settings_env, pool_id="autoscaled", pool_mode="autoscale", autoscale_interval="PT1S",
+             autoscale_idle="PT2S", dedicated_nodes="2", task_slots_per_node="2")  # fmt: skip
     folder = corpus(tmp_path / "texts", 12, tag="autoscale-")
     client = BatchClient(emulator.endpoint, emulator.credential())
     result = topn(paths=[str(folder)], top=3, files_per_task=2, run_id="autoscale-run")
@@ -43,13 +63,7 @@ def test_an_autoscale_pool_grows_from_zero_and_shrinks_back(
 def test_a_run_survives_its_spot_nodes_being_pre_empted(
     settings_env: pytest.MonkeyPatch, emulator: Emulator, tmp_path: Path
 ) -> None:
-    for name, value in {
-        "POOL_ID": "spot-only",
-        "DEDICATED_NODES": "0",
-        "SPOT_NODES": "2",
-        "TASK_SLOTS_PER_NODE": "1",
-    }.items():
-        settings_env.setenv(f"TOPN_{name}", value)  # fmt: skip
+    set_topn(settings_env, pool_id="spot-only", dedicated_nodes="0", spot_nodes="2", task_slots_per_node="1")
     folder = corpus(tmp_path / "texts", 30, tag="spot-")
     client = BatchClient(emulator.endpoint, emulator.credential())
     pre_empted: list[str] = []
@@ -80,35 +94,17 @@ def test_a_kept_pool_gets_new_start_task_access_in_place_or_is_replaced_when_nod
     """Shared Key: a pool's start task SAS last 30 days. Expiring ones are renewed in the pool (update_pool);
     but a node that already failed its start task because they had expired stays failed, so then the pool
     is replaced (it is idle between runs)."""
-    from datetime import UTC, datetime, timedelta
-    from urllib.parse import parse_qs, unquote, urlsplit
-
-    from azure.batch import models as m
-
-    from tasks.clients import blob_service
-    from tasks.sas import SasIssuer
-    from tasks.settings import load_settings
-    from tests.conftest import SAMPLE
-
-    settings_env.setenv("TOPN_POOL_ID", "expiring")
-    settings_env.setenv("TOPN_DEDICATED_NODES", "1")
+    set_topn(settings_env, pool_id="expiring", dedicated_nodes="1")
     client = BatchClient(emulator.endpoint, emulator.credential())
     topn(paths=[str(SAMPLE)], top=1, run_id="expiring-1")
     first = client.get_pool("expiring")
 
     def start_task_until(when: datetime) -> None:
-        settings = load_settings()
-        signer = SasIssuer(settings, blob_service(settings), when)
-        start = client.get_pool("expiring").start_task
-        for file in start.resource_files:
-            container, blob = urlsplit(file.http_url).path.split("/", 3)[2:]
-            file.http_url = signer.blob_read(container, unquote(blob))
-        client.update_pool("expiring", m.BatchPoolUpdateOptions(start_task=start))
+        sign_start_task_until(client, load_settings(), "expiring", when)
 
     def expiries() -> list[timedelta]:
         files = client.get_pool("expiring").start_task.resource_files
-        ends = [parse_qs(urlsplit(f.http_url).query)["se"][0] for f in files]
-        return [datetime.fromisoformat(end.replace("Z", "+00:00")) - datetime.now(UTC) for end in ends]
+        return [sas_expiry(f.http_url) - datetime.now(UTC) for f in files]
 
     start_task_until(datetime.now(UTC) + timedelta(minutes=30))  # ends before the next run would
     assert topn(paths=[str(SAMPLE)], top=2, run_id="expiring-2").top == [("the", 12495), ("and", 6396)]
@@ -128,12 +124,9 @@ def test_a_kept_pool_gets_new_start_task_access_in_place_or_is_replaced_when_nod
 
 
 def test_a_reused_pool_is_switched_between_autoscale_and_keep(settings_env: pytest.MonkeyPatch, emulator: Emulator):
-    settings_env.setenv("TOPN_POOL_ID", "switching")
-    settings_env.setenv("TOPN_DEDICATED_NODES", "1")
-    settings_env.setenv("TOPN_AUTOSCALE_INTERVAL", "PT1S")  # the emulator's minimum here: nodes come at once
+    # PT1S: the emulator's minimum here, so nodes come at once
+    set_topn(settings_env, pool_id="switching", dedicated_nodes="1", autoscale_interval="PT1S")
     client = BatchClient(emulator.endpoint, emulator.credential())
-    from tests.conftest import SAMPLE
-
     topn(paths=[str(SAMPLE)], top=1, pool_mode="autoscale", run_id="switch-1")
     assert client.get_pool("switching").enable_auto_scale
     result = topn(paths=[str(SAMPLE)], top=1, pool_mode="keep", run_id="switch-2")
