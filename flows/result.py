@@ -26,9 +26,21 @@ class RunStats(BaseModel):
     files: int
     bytes: int
     tasks_added: int
-    reused_job: bool
+    reused_job: bool  # no task ran: every output was in storage, or a finished job had them
     polls: int
     seconds: float
+    # Against the lineage's last run (the same prefix or paths, N and packing): files by name...
+    new: int = 0
+    changed: int = 0
+    deleted: int = 0
+    # ...and what this run did with them: read from outputs in storage, or counted by its tasks.
+    reused: int = 0
+    counted: int = 0
+
+    def reuse_line(self) -> str:
+        """E.g. "20 new, 1 changed, 2 deleted: 21 counted, 2,000 reused"."""
+        return (f"{self.new:,} new, {self.changed:,} changed, {self.deleted:,} deleted: "
+                f"{self.counted:,} counted, {self.reused:,} reused")  # fmt: skip
 
 
 MAX_FILE_ROWS = 1_000  # per-file rows a result holds: beyond, memory (and the persisted result) would grow
@@ -56,16 +68,18 @@ class TopnResult(BaseModel):
 
 
 def file_results(
-    lines: bytes, names: list[str], task_of: list[str], keep: int = MAX_FILE_ROWS
+    lines: bytes, keys: list[str], names: list[str], task_of: list[str], keep: int = MAX_FILE_ROWS
 ) -> tuple[list[FileResult], int]:
-    """The rows of the first `keep` inputs from the root merge's JSON lines (`key` is the input's number, from
-    1), and how many inputs have no row at all. Words are interned: "the" of 10,000 files is one string."""
+    """The rows of the first `keep` inputs from the root merge's JSON lines (`key` is the input's row key,
+    `keys[n]` that of input n), and how many inputs have no row at all. Words are interned: "the" of 10,000
+    files is one string."""
     seen = bytearray(len(names))
     kept: dict[int, FileResult] = {}
+    where = {key: n for n, key in enumerate(keys)}
     for line in lines.splitlines():
         row = json.loads(line)
-        n = int(row["key"]) - 1 if str(row.get("key", "")).isdigit() else -1
-        if not 0 <= n < len(names) or seen[n]:
+        n = where.get(str(row.get("key", "")), -1)
+        if n < 0 or seen[n]:
             continue
         seen[n] = 1
         if n < keep:

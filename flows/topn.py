@@ -2,8 +2,10 @@
 
 # No `from __future__ import annotations` here: Prefect builds its parameter model from these annotations
 # when a runner loads the flow, and string annotations of Annotated[...] cannot be resolved there.
+import json
 import re
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Literal
@@ -16,7 +18,7 @@ from pydantic import ByteSize, Field
 
 from flows.crashes import ensure_crash_detection
 from flows.result import RunStats, TopnResult, file_results
-from tasks import batch, monitor, plan, preflight, storage
+from tasks import batch, lineage, monitor, plan, preflight, storage
 from tasks.clients import blob_service
 from tasks.sas import SasIssuer, redact
 from tasks.settings import TopnSettings, load_settings
@@ -106,68 +108,150 @@ def topn(
     preflight.check_access(settings)  # a bad key fails here, before anything is created
     storage.ensure_containers(settings, [settings.app_container, settings.input_container, settings.output_container])
     app_future = storage.upload_taskapp.submit(settings, build_taskapp(settings.local_dir / "cache"))
-    if paths:
-        inputs = storage.upload_inputs(settings, paths)
-    else:
-        inputs = storage.list_inputs(settings, settings.input_container, blob_prefix)
+    inputs = _inputs(settings, paths, blob_prefix)
     app = app_future.result()
     if not inputs:
         return _nothing_to_count(settings, blob_prefix or "", started)
-    # Task ids number the inputs: in one order whatever order they were given in, as the job id is.
-    inputs = sorted(inputs, key=lambda i: (i.name, i.container, i.blob, i.version))
-
     packing = plan.Packing(
         files_per_task or settings.files_per_task, int(bytes_per_task or settings.bytes_per_task), settings.merge_fan_in
     )
-    job_id = plan.job_id(inputs, top, run_id, packing)
-    layout, run_plan = plan.Layout(job_id), plan.make_plan([i.size for i in inputs], packing)
-    # What an earlier attempt of the same inputs finished is not run again. An explicit run id may name other
-    # inputs than last time, so only a derived one (a hash of the inputs) trusts storage.
-    todo = run_plan.todo(storage.finished_steps(settings, layout, run_plan) if run_id is None else set())
+    source = _source(settings, paths, blob_prefix)
+    line = lineage.lineage_id(source, top, packing)
+    catalog = storage.read_catalog(settings, line)
     sas = SasIssuer(settings, blob_service(settings), expiry)
+    for _ in range(MOVED_ROUNDS):
+        run = _count(settings, sas, app, inputs, catalog, source, line, packing, top, run_id, delete_job, expiry)
+        if paths or not run.counted:  # uploads are content-addressed: they never change under a run
+            break
+        listed = storage.list_inputs(settings, settings.input_container, blob_prefix)
+        moved = _moved(inputs, run, listed)
+        if not moved:
+            break
+        log.warning("%d blobs changed while they were counted (%s): counting them again as they are now",
+                    len(moved), plan.describe(moved))  # fmt: skip
+        if not listed:
+            return _nothing_to_count(settings, blob_prefix or "", started)
+        inputs, catalog = _ordered(listed), run.catalog
+    else:
+        raise TopnFailed(f"blobs under {blob_prefix!r} kept changing while they were counted ({MOVED_ROUNDS} "
+                         "times): run again when they stay as they are")  # fmt: skip
+    merged, files = _read_result(settings, run, inputs)
+    stats = RunStats(
+        job_id=run.job_id, pool_id=run.pool_id, files=len(inputs), bytes=sum(s.size for s in inputs),
+        tasks_added=run.added, reused_job=run.reused, polls=run.polls, seconds=round(time.monotonic() - started, 2),
+        new=run.changes.new, changed=run.changes.changed, deleted=run.changes.deleted,
+        counted=run.counted, reused=len(inputs) - run.counted,
+    )  # fmt: skip
+    files_blob = plan.result_blobs(run.plan.root.key)[1]
+    result = TopnResult(
+        top=[tuple(p) for p in merged["top"]], words=merged["words"], distinct=merged["distinct"],
+        files_counted=merged["files"], files=files, files_blob=f"{settings.output_container}/{files_blob}", stats=stats,
+    )  # fmt: skip
+    _publish(result, settings, run.job_id, files_blob, len(inputs))
+    _clean_up(settings, run, line, inputs if paths else [], delete_pool, delete_uploads, delete_outputs)
+    log.info("top %d of %d files in %.1f s (%s): %s", top, len(inputs), stats.seconds, stats.reuse_line(),
+             ", ".join(f"{w} {n:,}" for w, n in result.top))  # fmt: skip
+    return result
+
+
+MOVED_ROUNDS = 3  # plans made anew when listed blobs changed while they were counted
+
+
+@dataclass(frozen=True)
+class _Counted:
+    """One plan carried out: its packs and plan, what the job did, and what the inputs were to the lineage."""
+
+    plan: plan.Plan
+    catalog: lineage.Catalog
+    changes: lineage.Changes
+    job_id: str
+    pool_id: str
+    read: frozenset[int]  # positions of the inputs read by count tasks of this run
+    added: int
+    polls: int
+    reused: bool
+
+    @property
+    def counted(self) -> int:
+        return len(self.read)
+
+
+def _inputs(settings: TopnSettings, paths: list[str] | None, blob_prefix: str | None) -> list[plan.InputBlob]:
+    if paths:
+        return _ordered(storage.upload_inputs(settings, paths))
+    return _ordered(storage.list_inputs(settings, settings.input_container, blob_prefix))
+
+
+def _ordered(inputs: list[plan.InputBlob]) -> list[plan.InputBlob]:
+    """In one order whatever order they were given or listed in: new files are packed in this order."""
+    return sorted(inputs, key=lambda i: (i.name, i.container, i.blob, i.version))
+
+
+def _source(settings: TopnSettings, paths: list[str] | None, blob_prefix: str | None) -> str:
+    """What a series of runs counts: a prefix of the input container, or a set of local paths."""
+    if paths:
+        return "paths:" + json.dumps(sorted(str(Path(p).expanduser().resolve()) for p in paths))
+    return f"prefix:{settings.input_container}/{blob_prefix}"
+
+
+def _count(
+    settings: TopnSettings,
+    sas: SasIssuer,
+    app: storage.TaskappBlobs,
+    inputs: list[plan.InputBlob],
+    catalog: lineage.Catalog,
+    source: str,
+    line: str,
+    packing: plan.Packing,
+    top: int,
+    run_id: str | None,
+    delete_job: bool,
+    expiry: datetime,
+) -> _Counted:
+    """Plans the run against the lineage's catalog and runs what storage does not hold yet: a pack whose
+    output any earlier run left (by content key) is not counted again, a finished merge needs nothing below it."""
+    packs, changes = lineage.arrange(inputs, catalog, packing)
+    run_plan = plan.make_plan(inputs, packs, top, app.version, packing)
+    todo = run_plan.todo(storage.finished_outputs(settings, run_plan.root.key))
+    new_catalog = lineage.catalog_of(source, inputs, packs, run_plan)
+    if new_catalog != catalog:  # saved before the job: what it makes is referenced while it runs
+        storage.write_catalog(settings, line, new_catalog)
+    job_id = run_id or f"topn-{run_plan.root.key[:16]}"
+    read = frozenset(i for step, _ in todo if step.kind == plan.COUNT for i in step.inputs)
+    counted = len(read)
+    if counted < len(inputs):
+        get_run_logger().info("%d of %d files have outputs in storage already: not counting them again",
+                              len(inputs) - counted, len(inputs))  # fmt: skip
     pool_id, state, added, watch = settings.pool_id, batch.JobState.DONE, 0, None
     if todo:
         pool_id = batch.ensure_pool(settings, app, sas, expiry)
-        key = plan.inputs_key(inputs, top, packing)
-        state = batch.prepare_job(settings, job_id, pool_id, str(current_run.get_id() or ""), key)
-    if state == batch.JobState.CREATED and run_id is not None:  # an explicit id may have served other inputs
-        storage.delete_blobs(
-            settings,
-            settings.output_container,
-            storage.list_blob_names(settings, settings.output_container, f"{layout.job}/"),
-        )
+        state = batch.prepare_job(settings, job_id, pool_id, str(current_run.get_id() or ""), run_plan.root.key)
+    if state == batch.JobState.CREATED and run_id is not None:  # an explicit id: logs of another run's failures
+        storage.delete_blobs(settings, settings.output_container,
+                             storage.list_blob_names(settings, settings.output_container, f"{job_id}/"))  # fmt: skip
     if state != batch.JobState.DONE:
         added, watch = _run_job(settings, sas, inputs, run_plan, todo, job_id, pool_id, top, app.version, expiry)
         if watch.ending != monitor.Ending.SUCCEEDED:
-            names = {s.id: plan.describe([inputs[i].name for i in s.over]) for s in run_plan.levels[0]}
-            _fail(settings, job_id, watch, names, delete_job, run_id is None)
-        if not delete_job:  # a kept job is ended, so that a later run with the same inputs reuses its outputs
+            names = {s.id: plan.describe([inputs[i].name for i in s.inputs]) for s in run_plan.counts}
+            _fail(settings, job_id, watch, names, delete_job)
+        if delete_job:
+            batch.delete_job(settings, job_id)
+        else:  # a kept job is ended, so that a later run with the same inputs reuses its outputs
             batch.terminate_job(settings, job_id, "AllTasksComplete")
-    merged, files = _read_result(settings, layout, inputs, run_plan)
-    result = TopnResult(
-        top=[tuple(p) for p in merged["top"]], words=merged["words"], distinct=merged["distinct"],
-        files_counted=merged["files"],
-        files=files,
-        files_blob=f"{settings.output_container}/{layout.files()}",
-        stats=RunStats(job_id=job_id, pool_id=pool_id, files=len(inputs), bytes=sum(s.size for s in inputs),
-                       tasks_added=added, reused_job=state == batch.JobState.DONE, polls=watch.polls if watch else 0,
-                       seconds=round(time.monotonic() - started, 2)),
-    )  # fmt: skip
-    _publish(result, settings, layout, len(inputs))
-    _clean_up(
-        settings,
-        job_id,
-        pool_id,
-        inputs if paths else [],
-        layout,
-        delete_job and bool(todo),  # no job was made when every output was in storage already
-        delete_pool,
-        delete_uploads,
-        delete_outputs,
-    )
-    log.info("top %d of %d files in %.1f s: %s", top, len(inputs), result.stats.seconds,
-             ", ".join(f"{w} {n:,}" for w, n in result.top))  # fmt: skip
-    return result
+    elif todo and delete_job:
+        batch.delete_job(settings, job_id)
+    read = read if state != batch.JobState.DONE else frozenset()
+    return _Counted(run_plan, new_catalog, changes, job_id, pool_id, read, added, watch.polls if watch else 0,
+                    state == batch.JobState.DONE)  # fmt: skip
+
+
+def _moved(inputs: list[plan.InputBlob], run: _Counted, listed: list[plan.InputBlob]) -> list[str]:
+    """The names of the blobs counted by this run that changed or went since they were listed: a task may have
+    read either version, so their packs are not trusted. An ETag never comes back once it changed."""
+    now = {(i.container, i.blob): i.version for i in listed}
+    return [
+        inputs[i].name for i in sorted(run.read) if now.get((inputs[i].container, inputs[i].blob)) != inputs[i].version
+    ]
 
 
 def _nothing_to_count(settings: TopnSettings, prefix: str, started: float) -> TopnResult:
@@ -199,53 +283,52 @@ def _run_job(
     """Adds the tasks still to run and watches the job; returns how many tasks were added, and how it ended.
     Task specs are built and added for at most ADD_GROUP_FILES files at a time: memory stays flat, and each
     merge is added after the tasks it waits for (todo lists children first)."""
-    layout, added, total = plan.Layout(job_id), 0, 0
+    added, total = 0, 0
     for group in _groups(todo, ADD_GROUP_FILES):
         n, total = batch.add_tasks(
-            settings, job_id, _tasks(settings, sas, inputs, run_plan, group, layout, top, version)
+            settings, job_id, _tasks(settings, sas, inputs, run_plan, group, job_id, top, version)
         )
         added += n
     return added, monitor.watch_job(settings, job_id, pool_id, total, expiry - settings.sas_margin)
 
 
-def _read_result(
-    settings: TopnSettings, layout: plan.Layout, inputs: list[plan.InputBlob], run_plan: plan.Plan
-) -> tuple[dict, list]:
+def _read_result(settings: TopnSettings, run: _Counted, inputs: list[plan.InputBlob]) -> tuple[dict, list]:
     """The root merge's result and the files' rows; if storage lost some (e.g. a storage emulator killed
     before it saved them), the job and the partial result go, and the run says to run again."""
-    merged, lines = storage.download_result(settings, layout)
+    root = run.plan.root.key
+    merged, lines = storage.download_result(settings, root)
     task_of = [""] * len(inputs)
-    for step in run_plan.levels[0]:
-        for i in step.over:
+    for step in run.plan.counts:
+        for i in step.inputs:
             task_of[i] = step.id
-    files, missing = file_results(lines, [i.name for i in inputs], task_of)
+    files, missing = file_results(lines, [i.row_key for i in inputs], [i.name for i in inputs], task_of)
     if merged is None or missing:
         # The job goes even if kept: a finished job would be taken as done by the next run.
-        batch.delete_job(settings, layout.job)
-        storage.delete_blobs(settings, settings.output_container, [layout.top(), layout.files()])
+        batch.delete_job(settings, run.job_id)
+        storage.delete_blobs(settings, settings.output_container, list(plan.result_blobs(root)))
         raise TopnFailed(
-            f"job {layout.job}: outputs went missing from container {settings.output_container!r} "
+            f"job {run.job_id}: outputs went missing from container {settings.output_container!r} "
             f"({'the merged result' if merged is None else f'{missing} of {len(inputs)} files'}): "
             "run again to count them anew"
         )
     return merged, files
 
 
-def _publish(result: TopnResult, settings: TopnSettings, layout: plan.Layout, files: int) -> None:
+def _publish(result: TopnResult, settings: TopnSettings, job_id: str, files_blob: str, files: int) -> None:
     """The result as two table artifacts: the top N, and one row per file (the first FILE_ROWS_SHOWN)."""
     create_table_artifact(
         [{"rank": r, "word": w, "count": n} for r, (w, n) in enumerate(result.top, 1)],
         key=_artifact_key("result"),
-        description=f"Top {len(result.top)} words of {files} files (job {layout.job})",
+        description=f"Top {len(result.top)} words of {files:,} files ({result.stats.reuse_line()}; job {job_id})",
     )
     shown = result.files[:FILE_ROWS_SHOWN]
     create_table_artifact(
         [{"file": f.name, "words": f.words, "distinct": f.distinct, "skipped": f.skipped or "",
           "top word": f"{f.top[0][0]} ({f.top[0][1]})" if f.top else ""} for f in shown],
         key=_artifact_key("files"),
-        description=f"Each file of job {layout.job}" if len(shown) == files else
-        f"The first {len(shown):,} of {files:,} files of job {layout.job}: every file is in the flow's result, "
-        f"and in blob {settings.output_container}/{layout.files()} unless the outputs were deleted",
+        description=f"Each file of job {job_id}" if len(shown) == files else
+        f"The first {len(shown):,} of {files:,} files of job {job_id}: every file is in the flow's result, "
+        f"and in blob {settings.output_container}/{files_blob} unless the outputs were deleted",
     )  # fmt: skip
 
 
@@ -254,7 +337,7 @@ def _groups(todo: list, files: int) -> list[list]:
     groups: list[list] = [[]]
     held = 0
     for entry in todo:
-        size = len(entry[0].over) if entry[0].level == 0 else 0
+        size = len(entry[0].inputs) if entry[0].kind == plan.COUNT else 0
         if held and held + size > files:
             groups.append([])
             held = 0
@@ -269,37 +352,32 @@ def _tasks(
     inputs: list[plan.InputBlob],
     run_plan: plan.Plan,
     todo: list[tuple[plan.Step, list[plan.Step]]],
-    layout: plan.Layout,
+    job_id: str,
     top: int,
     version: str,
 ) -> list:
     """The Batch tasks for the steps still to run: counts read their inputs with read-only blob SAS, merges the
-    parts with a read+list container SAS; all write with a create+write container SAS."""
+    parts with a read-only container SAS; all write with a create+write container SAS."""
     output_url = sas.container(settings.output_container, "cw")
-    parts_url = sas.container(settings.output_container, "rl")
+    parts_url = sas.container(settings.output_container, "r")
     tasks = []
     for step, waits in todo:
-        if step.level == 0:
-            sources = [
-                plan.Source(i + 1, inputs[i], sas.blob_read(inputs[i].container, inputs[i].blob)) for i in step.over
-            ]
-            tasks.append(plan.count_task(step, sources, output_url, layout, run_plan, top, version))
+        if step.kind == plan.COUNT:
+            sources = [plan.Source(inputs[i], sas.blob_read(inputs[i].container, inputs[i].blob)) for i in step.inputs]
+            tasks.append(plan.count_task(step, sources, output_url, job_id, run_plan, top, version))
         else:
-            tasks.append(plan.merge_task(step, waits, parts_url, output_url, layout, run_plan, top, version))
+            tasks.append(plan.merge_task(step, waits, parts_url, output_url, job_id, top, version))
     return tasks
 
 
-def _fail(
-    settings: TopnSettings, job_id: str, watch: monitor.Watch, names: dict[str, str], delete: bool, resumable: bool
-) -> None:
+def _fail(settings: TopnSettings, job_id: str, watch: monitor.Watch, names: dict[str, str], delete: bool) -> None:
     batch.terminate_job(settings, job_id, f"Topn{watch.ending.title().replace(' ', '')}")
     failures = monitor.collect_failures(settings, job_id, names)
     lines = [f"job {job_id} {watch.ending}: {watch.completed} of {watch.total} tasks completed"]
     if watch.detail:
         lines.append(f"  {watch.detail}")
     lines += [f.describe() for f in failures if f.task_id != plan.MERGE_ID or len(failures) == 1]
-    if resumable:
-        lines.append("  files counted so far are kept: running the same command again counts only the others")
+    lines.append("  files counted so far are kept: running the same command again counts only the others")
     if delete:
         batch.delete_job(settings, job_id)
     raise TopnFailed(redact("\n".join(lines)))
@@ -307,24 +385,20 @@ def _fail(
 
 def _clean_up(
     settings: TopnSettings,
-    job_id: str,
-    pool_id: str,
+    run: _Counted,
+    line: str,
     uploads: list[plan.InputBlob],
-    layout: plan.Layout,
-    delete_job: bool,
     delete_pool: bool,
     delete_uploads: bool,
     delete_outputs: bool,
 ) -> None:
-    if delete_job:
-        batch.delete_job(settings, job_id)
+    """What the run's flags ask for, then retention: outputs no lineage references any more, once old enough.
+    `delete_outputs` forgets this lineage and removes its outputs that no other lineage references."""
     if delete_pool:
-        batch.delete_pool(settings, pool_id)
+        batch.delete_pool(settings, run.pool_id)
     if delete_uploads and uploads:
         storage.delete_blobs(settings, settings.input_container, [u.blob for u in uploads])
-    if delete_outputs:
-        names = storage.list_blob_names(settings, settings.output_container, f"{layout.job}/")
-        storage.delete_blobs(settings, settings.output_container, names)
+    storage.remove_stale_outputs(settings, set(run.catalog.keys), forget=line if delete_outputs else None)
 
 
 DEFAULT_SAMPLE = str(Path(__file__).resolve().parent.parent / "data" / "sample")

@@ -18,7 +18,6 @@ from prefect.runtime import flow_run
 
 from tasks import batch
 from tasks.clients import batch_client
-from tasks.plan import MERGE_ID
 from tasks.retry import is_transient, named
 from tasks.sas import redact
 from tasks.settings import TopnSettings
@@ -220,7 +219,7 @@ def _not_its_own(info: m.BatchTaskFailureInfo) -> bool:
 
 def _only_merge_waits(client: BatchClient, job_id: str) -> bool:
     waiting = [t.id for t in client.list_tasks(job_id, filter="state eq 'active' or state eq 'running'", select=["id"])]
-    return waiting in ([], [MERGE_ID])
+    return all(not task_id.isdigit() for task_id in waiting)  # merges only: counts have numbers for ids
 
 
 def _tail(download, size) -> str:

@@ -1,24 +1,36 @@
-"""The shape of one run, as pure functions: packing files into tasks, the merge tree, ids, command lines
-and output blobs.
+"""The shape of one run, as pure functions: packs of inputs, the merge tree over them, content keys, blob
+names and the word count's command lines.
 
-Files are packed, in name order, into count tasks "1".."T" (about `files_per_task` files or `bytes_per_task`
-bytes each); each writes one part file (per-file results and the pack's summed counts). Merges read at most
-`fan_in` parts each, level by level, up to the root merge "merge", which writes the global top N and every
-file's row: whatever the number of files, no task reads more than `fan_in` blobs and no file list ever
-reaches a command line. File names never reach a command line unquoted, and never decide a task id.
+Every output is stored under a key derived from what determines it (a Merkle tree), never under a job:
+- a pack's part file (every member's row and the pack's summed counts) under a hash of the task
+  application's version, N and its members' identities (name, container, blob and ETag or content hash);
+- a merge's part file under a hash of the keys it merges, the root's result under another.
+Any later run whose plan holds the same pack or merge reuses that output instead of running it again.
+
+Which inputs make up which pack is `tasks/lineage.py`'s: packs stay as they were from one run to the next.
+Here, packs become count tasks "1".."T"; merges read at most `fan_in` outputs each, level by level (in the
+packs' order), up to the root merge "merge", which writes the global top N and every file's row. No task
+reads more than `fan_in` blobs, no file list reaches a command line, and file names never decide an id.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import shlex
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
 
 from azure.batch import models as m
 
 MERGE_ID = "merge"
+COUNT, COMBINE, MERGE, ROOT = "count", "combine", "merge", "root"
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f\\]")
+
+
+def _hash(*parts: object, digits: int = 32) -> str:
+    return hashlib.sha256(json.dumps(parts, ensure_ascii=False).encode()).hexdigest()[:digits]
 
 
 @dataclass(frozen=True)
@@ -29,11 +41,21 @@ class InputBlob:
     container: str
     blob: str
     size: int
-    version: str  # content hash or ETag: a new version is a new run
+    version: str  # content hash or ETag: it changes when the content does
 
     @property
     def local_name(self) -> str:
         return local_name(self.name)
+
+    @cached_property
+    def row_key(self) -> str:
+        """The input's identity in 20 hex digits: the key of its row in part files, the same in every run."""
+        return _hash(self.name, self.container, self.blob, self.version, digits=20)
+
+    @cached_property
+    def name_key(self) -> str:
+        """Its name alone (12 hex digits): a new version of the same name is a changed file, not a new one."""
+        return _hash(self.name, self.container, digits=12)
 
 
 def local_name(name: str, limit: int = 150) -> str:
@@ -59,18 +81,6 @@ class Packing:
     fan_in: int = 100
 
 
-def inputs_key(inputs: list[InputBlob], top: int, packing: Packing = Packing()) -> str:
-    """What a run counts, in 16 hex digits: the same inputs (names and versions), N and packing, the same key."""
-    files = sorted((i.name, i.container, i.blob, i.version) for i in inputs)
-    shape = (packing.files_per_task, packing.bytes_per_task, packing.fan_in)
-    return hashlib.sha256(repr((top, shape, files)).encode()).hexdigest()[:16]
-
-
-def job_id(inputs: list[InputBlob], top: int, run_id: str | None = None, packing: Packing = Packing()) -> str:
-    """Deterministic per run: the same inputs, N and packing give the same job, so a re-run resumes it."""
-    return run_id or f"topn-{inputs_key(inputs, top, packing)}"
-
-
 def upload_blob_name(relative: str, sha256: str) -> str:
     """Uploads are content-addressed: a file never overwrites another's bytes."""
     return f"uploads/{sha256[:32]}/{local_name(relative)}"
@@ -92,54 +102,64 @@ def pack(sizes: list[int], files_per_task: int, bytes_per_task: int) -> list[ran
 
 
 @dataclass(frozen=True)
-class Step:
-    """One task of the plan: a count (level 0) of input positions `over`, or a merge of the outputs of the
-    steps numbered `over` (from 1) on the level below."""
+class PackSpec:
+    """One pack: positions of its members in the run's inputs, in their order in its part file. A combined
+    pack also names the packs whose part files it merges (it is never counted as a whole)."""
 
-    level: int
-    index: int  # from 1, within its level
-    over: range
-    root: bool = False
+    members: tuple[int, ...]
+    parts: tuple[tuple[int, ...], ...] = ()
+
+
+@dataclass(frozen=True, eq=False)
+class Step:
+    """One task of the plan: a count of `inputs` (positions in the run's inputs), or a merge of the outputs
+    of `children`. Its output is stored under `key`."""
+
+    id: str
+    key: str
+    kind: str
+    inputs: tuple[int, ...] = ()
+    children: tuple[Step, ...] = field(default=(), repr=False)
 
     @property
-    def id(self) -> str:
-        if self.root:
-            return MERGE_ID
-        return str(self.index) if self.level == 0 else f"merge-{self.level}-{self.index}"
+    def number(self) -> int:
+        """A count task's number (its id): task dependencies name counts by ranges of these."""
+        return int(self.id)
 
 
 @dataclass(frozen=True)
 class Plan:
-    """Every task of a run: the counts, then levels of merges of at most `fan_in` outputs, up to one root."""
+    """Every task of a run: counts, combines, then levels of merges of at most `fan_in` outputs, up to one root."""
 
-    levels: tuple[tuple[Step, ...], ...]
+    root: Step
+    counts: tuple[Step, ...]
     packing: Packing
 
     @property
     def fan_in(self) -> int:
         return self.packing.fan_in
 
-    @property
-    def root(self) -> Step:
-        return self.levels[-1][0]
+    def steps(self) -> list[Step]:
+        """Every step, each after the steps it reads."""
+        out: list[Step] = []
 
-    def parent(self, step: Step) -> int:
-        """The index of the merge, one level up, that reads this step's output."""
-        return (step.index - 1) // self.fan_in + 1
+        def visit(step: Step) -> None:
+            for child in step.children:
+                visit(child)
+            out.append(step)
 
-    def children(self, step: Step) -> list[Step]:
-        below = self.levels[step.level - 1]
-        return [below[i - 1] for i in step.over] if step.level else []
+        visit(self.root)
+        return out
 
-    def todo(self, done: set[tuple[int, int]]) -> list[tuple[Step, list[Step]]]:
-        """The steps to run, each with the steps it waits for, given the (level, index) of those whose
-        outputs are in storage already: a finished merge needs nothing below it."""
+    def todo(self, done: set[str]) -> list[tuple[Step, list[Step]]]:
+        """The steps to run, each with the steps it waits for, given the keys of the outputs in storage
+        already: a finished merge needs nothing below it."""
         steps: list[tuple[Step, list[Step]]] = []
 
         def visit(step: Step) -> bool:
-            if (step.level, step.index) in done:
+            if step.key in done:
                 return False
-            waits = [child for child in self.children(step) if visit(child)]
+            waits = [child for child in step.children if visit(child)]
             steps.append((step, waits))
             return True
 
@@ -147,70 +167,92 @@ class Plan:
         return steps
 
 
-def make_plan(sizes: list[int], packing: Packing = Packing()) -> Plan:
-    """The tasks for inputs of these sizes (in run order)."""
-    packs = pack(sizes, packing.files_per_task, packing.bytes_per_task)
-    levels = [tuple(Step(0, i, r) for i, r in enumerate(packs, 1))]
-    while len(levels) == 1 or len(levels[-1]) > 1:
-        n, level = len(levels[-1]), len(levels)
-        groups = [range(s, min(s + packing.fan_in, n + 1)) for s in range(1, n + 1, packing.fan_in)]
-        levels.append(tuple(Step(level, j, g, root=len(groups) == 1) for j, g in enumerate(groups, 1)))
-    return Plan(tuple(levels), packing)
+def pack_key(inputs: list[InputBlob], members: tuple[int, ...], top: int, version: str) -> str:
+    """What a pack's part file depends on: the task application's version, N, and its members in order."""
+    return _hash("pack", version, top, [inputs[i].row_key for i in members])
 
 
-@dataclass(frozen=True)
-class Layout:
-    """Where one job's outputs go in the output container."""
+def make_plan(inputs: list[InputBlob], packs: list[PackSpec], top: int, version: str, packing: Packing) -> Plan:
+    """The tasks for these packs (in their order): a count per pack, a merge of its packs' parts per combined
+    pack, then merges of `fan_in` consecutive outputs, level by level, up to the root."""
+    counts: list[Step] = []
 
-    job: str
+    def count(members: tuple[int, ...]) -> Step:
+        step = Step(str(len(counts) + 1), pack_key(inputs, members, top, version), COUNT, members)
+        counts.append(step)
+        return step
 
-    def parts(self) -> str:
-        return f"{self.job}/parts/"
+    leaves: list[Step] = []
+    for spec in packs:
+        if spec.parts:
+            key = pack_key(inputs, spec.members, top, version)
+            leaves.append(Step(f"combine-{len(leaves) + 1}", key, COMBINE, spec.members,
+                               tuple(count(p) for p in spec.parts)))  # fmt: skip
+        else:
+            leaves.append(count(spec.members))
+    level, nodes = 1, leaves
+    while len(nodes) > packing.fan_in:
+        groups = [nodes[s : s + packing.fan_in] for s in range(0, len(nodes), packing.fan_in)]
+        nodes = [Step(f"merge-{level}-{j}", _hash("merge", version, top, [c.key for c in g]), MERGE, children=tuple(g))
+                 for j, g in enumerate(groups, 1)]  # fmt: skip
+        level += 1
+    root = Step(MERGE_ID, _hash("root", version, top, [c.key for c in nodes]), ROOT, children=tuple(nodes))
+    return Plan(root, tuple(counts), packing)
 
-    def parts_for(self, level: int, parent: int) -> str:
-        """The folder of the outputs one merge reads: those of level `level` merged by merge `parent`."""
-        return f"{self.parts()}{level}/{parent}/"
 
-    def part(self, plan: Plan, step: Step) -> str:
-        return f"{self.parts_for(step.level, plan.parent(step))}{step.index}.part"
+# Blob names in the output container: outputs by key, never by job; a job's own folder holds only the logs
+# of its failed tasks.
+PARTS = "parts/"
+RESULTS = "results/"
 
-    def finished(self, plan: Plan, names: list[str]) -> set[tuple[int, int]]:
-        """(level, index) of the steps whose outputs are among these blob names."""
-        done = set()
-        for name in names:
-            parts = name.removeprefix(self.parts()).split("/")
-            if name.startswith(self.parts()) and len(parts) == 3 and parts[2].endswith(".part"):
-                level, index = parts[0], parts[2].removesuffix(".part")
-                if level.isdigit() and index.isdigit():
-                    done.add((int(level), int(index)))
-        if {self.top(), self.files()} <= set(names):
-            done.add((plan.root.level, plan.root.index))
-        return done
 
-    def top(self) -> str:
-        return f"{self.job}/top.json"
+def part_blob(key: str) -> str:
+    return f"{PARTS}{key}.part"
 
-    def files(self) -> str:
-        return f"{self.job}/files.jsonl"
 
-    def logs(self, task: str) -> str:
-        return f"{self.job}/logs/{task}"
+def result_blobs(root_key: str) -> tuple[str, str]:
+    """The root merge's outputs: the global top N, and every file's row."""
+    return f"{RESULTS}{root_key}/top.json", f"{RESULTS}{root_key}/files.jsonl"
+
+
+def logs_blob(job: str, task: str) -> str:
+    return f"{job}/logs/{task}"
+
+
+def key_of(blob: str) -> str | None:
+    """The output key a blob name in the output container holds, if it is an output."""
+    if blob.startswith(PARTS) and blob.endswith(".part"):
+        return blob[len(PARTS) : -len(".part")]
+    if blob.startswith(RESULTS) and blob.count("/") == 2:
+        return blob.split("/")[1]
+    return None
+
+
+def finished(names: list[str]) -> set[str]:
+    """The keys whose outputs are among these blob names (a root's only when both its blobs are)."""
+    done = {key for name in names if name.startswith(PARTS) and (key := key_of(name))}
+    roots = {key_of(name) for name in names if name.startswith(RESULTS)}
+    done |= {key for key in roots if key and set(result_blobs(key)) <= set(names)}
+    return done
 
 
 def _output(container_url: str, pattern: str, blob: str, condition: str) -> m.OutputFile:
     return m.OutputFile(
         file_pattern=pattern,
         destination=m.OutputFileDestination(
-            container=m.OutputFileBlobContainerDestination(container_url=container_url, path=blob)),
+            container=m.OutputFileBlobContainerDestination(container_url=container_url, path=blob)
+        ),
         upload_options=m.OutputFileUploadConfiguration(upload_condition=condition),
-    )  # fmt: skip
+    )
 
 
-def _log_outputs(container_url: str, layout: Layout, task: str) -> list[m.OutputFile]:
+def _log_outputs(container_url: str, job: str, task: str) -> list[m.OutputFile]:
     """stdout and stderr reach storage only when the task failed: a run of 10,000 files does not pay 20,000
     uploads for empty logs, and a failure still shows its stderr after the job is gone."""
-    return [_output(container_url, f"../{name}", f"{layout.logs(task)}/{name}", "taskfailure")
-            for name in ("stdout.txt", "stderr.txt")]  # fmt: skip
+    return [
+        _output(container_url, f"../{name}", f"{logs_blob(job, task)}/{name}", "taskfailure")
+        for name in ("stdout.txt", "stderr.txt")
+    ]
 
 
 def _taskapp(version: str, prelude: str = "") -> str:
@@ -226,22 +268,23 @@ def describe(files: list[str]) -> str:
 
 @dataclass(frozen=True)
 class Source:
-    """One input of a count task: its number in the run (1..N), the input, and a read SAS URL for it."""
+    """One input of a count task: the input, and a read SAS URL for it."""
 
-    number: int
     blob: InputBlob
     url: str
 
 
 def count_task(
-    step: Step, sources: list[Source], output_url: str, layout: Layout, plan: Plan, top: int, version: str
+    step: Step, sources: list[Source], output_url: str, job: str, plan: Plan, top: int, version: str
 ) -> m.BatchTaskCreateOptions:
     """The task counting a pack of inputs in one process (topn-taskapp count-many); its one output, the part
-    file, goes to the output container. Inputs land in in/<number>/<name>, so equal names never collide;
-    the list of them travels in an environment variable, never on the command line. A file larger than a
-    task's bytes (alone in its task) is counted by as many processes as the node has cores."""
-    paths = {s.number: f"in/{s.number}/{s.blob.local_name}" for s in sources}
-    listing = "\n".join(f"{number}\t{path}" for number, path in paths.items())
+    file, goes to the output container under the pack's key. Inputs land in in/<n>/<name> (n: the input's
+    place in the pack), so equal names never collide; each row is keyed by the input's identity, so a part
+    file means the same in every run. The list travels in an environment variable, never on the command
+    line. A file larger than a task's bytes (alone in its task) is counted by as many processes as the node
+    has cores."""
+    paths = [(s.blob.row_key, f"in/{n}/{s.blob.local_name}") for n, s in enumerate(sources, 1)]
+    listing = "\n".join(f"{key}\t{path}" for key, path in paths)
     script = _taskapp(version, "printf '%s\\n' \"$TOPN_INPUTS\" > inputs.tsv && ")
     command = ["/bin/sh", "-c", script, "topn-count", "count-many", "--top", str(top), "--output", "part",
                "--inputs", "inputs.tsv", "--jobs", "0", "--split-bytes", str(plan.packing.bytes_per_task)]  # fmt: skip
@@ -250,10 +293,14 @@ def count_task(
         display_name=describe([s.blob.name for s in sources])[:1024],
         command_line=shlex.join(command),
         environment_settings=[m.EnvironmentSetting(name="TOPN_INPUTS", value=listing)],
-        resource_files=[m.ResourceFile(http_url=s.url, file_path=paths[s.number]) for s in sources],
-        output_files=[_output(output_url, "part", layout.part(plan, step), "tasksuccess"),
-                      *_log_outputs(output_url, layout, step.id)],
-    )  # fmt: skip
+        resource_files=[
+            m.ResourceFile(http_url=s.url, file_path=path) for s, (_, path) in zip(sources, paths, strict=True)
+        ],
+        output_files=[
+            _output(output_url, "part", part_blob(step.key), "tasksuccess"),
+            *_log_outputs(output_url, job, step.id),
+        ],
+    )
 
 
 def id_ranges(ids: list[int]) -> list[m.BatchTaskIdRange]:
@@ -270,31 +317,40 @@ def id_ranges(ids: list[int]) -> list[m.BatchTaskIdRange]:
 def _depends_on(waits: list[Step]) -> m.BatchTaskDependencies | None:
     if not waits:
         return None
-    if waits[0].level == 0:
-        return m.BatchTaskDependencies(task_id_ranges=id_ranges([s.index for s in waits]))
-    return m.BatchTaskDependencies(task_ids=[s.id for s in waits])
+    counts = [s.number for s in waits if s.kind == COUNT]
+    others = [s.id for s in waits if s.kind != COUNT]
+    return m.BatchTaskDependencies(task_id_ranges=id_ranges(counts) or None, task_ids=others or None)
+
+
+def blob_url(container_url: str, blob: str) -> str:
+    """One blob's URL from its container's SAS URL (the same signature serves every blob in it)."""
+    base, _, query = container_url.partition("?")
+    return f"{base}/{blob}?{query}"
 
 
 def merge_task(
-    step: Step, waits: list[Step], parts_url: str, output_url: str, layout: Layout, plan: Plan, top: int, version: str
+    step: Step, waits: list[Step], parts_url: str, output_url: str, job: str, top: int, version: str
 ) -> m.BatchTaskCreateOptions:
-    """A merge of the part files of the steps below it (one blob prefix, downloaded as the folder parts/).
-    It runs when the steps it `waits` for succeeded (the others finished in an earlier attempt: their outputs
-    are in storage already). The root writes the global top N and every file's row; the others a part."""
-    if step.root:
+    """A merge of the part files of the steps below it, downloaded as parts/00001.part... in their order. It
+    runs when the steps it `waits` for succeeded (the others' outputs are in storage already). The root writes
+    the global top N and every file's row; the others, a combined pack included, a part file."""
+    if step.kind == ROOT:
+        top_blob, files_blob = result_blobs(step.key)
         outputs = ["--output", "top.json", "--files", "files.jsonl"]
-        files = [_output(output_url, "top.json", layout.top(), "tasksuccess"),
-                 _output(output_url, "files.jsonl", layout.files(), "tasksuccess")]  # fmt: skip
+        files = [_output(output_url, "top.json", top_blob, "tasksuccess"),
+                 _output(output_url, "files.jsonl", files_blob, "tasksuccess")]  # fmt: skip
     else:
         outputs = ["--part", "part"]
-        files = [_output(output_url, "part", layout.part(plan, step), "tasksuccess")]
+        files = [_output(output_url, "part", part_blob(step.key), "tasksuccess")]
     command = ["/bin/sh", "-c", _taskapp(version), "topn-merge", "merge", "--top", str(top), *outputs, "parts"]
     return m.BatchTaskCreateOptions(
         id=step.id,
         display_name=step.id,
         command_line=shlex.join(command),
-        resource_files=[m.ResourceFile(storage_container_url=parts_url,
-                                       blob_prefix=layout.parts_for(step.level - 1, step.index), file_path="parts")],
-        output_files=[*files, *_log_outputs(output_url, layout, step.id)],
+        resource_files=[
+            m.ResourceFile(http_url=blob_url(parts_url, part_blob(child.key)), file_path=f"parts/{n:05}.part")
+            for n, child in enumerate(step.children, 1)
+        ],
+        output_files=[*files, *_log_outputs(output_url, job, step.id)],
         depends_on=_depends_on(waits),
-    )  # fmt: skip
+    )

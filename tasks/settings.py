@@ -77,6 +77,9 @@ class TopnSettings(BaseSettings):
     files_per_task: int = Field(100, ge=1, le=10_000, description="files one count task takes, at most")
     bytes_per_task: ByteSize = Field(ByteSize(64 << 20), ge=1, description="bytes one count task takes, e.g. 64MiB")
     merge_fan_in: int = Field(100, ge=2, le=1_000, description="outputs one merge task reads, at most")
+    output_retention: timedelta = Field(
+        timedelta(days=7), description="how long outputs no lineage's catalog references are kept before removal"
+    )
 
     @property
     def local(self) -> bool:
@@ -112,6 +115,11 @@ class TopnSettings(BaseSettings):
                 problems.append(f"{ENV_PREFIX}BATCH_ENDPOINT: expected https://<account>.<region>.batch.azure.com")
         if self.use_entra_id:
             problems += _entra_problems(self)
+        if self.output_retention < self.job_timeout + self.sas_margin:
+            problems.append(
+                f"{ENV_PREFIX}OUTPUT_RETENTION: must be at least {ENV_PREFIX}JOB_TIMEOUT + {ENV_PREFIX}SAS_MARGIN, "
+                "so that no output is removed while a run may still read it"
+            )
         if problems:
             raise ValueError("; ".join(problems))
         return self

@@ -7,6 +7,7 @@ import hashlib
 import json
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
@@ -14,7 +15,9 @@ from prefect import get_run_logger, task
 
 from tasks import clients
 from tasks.clients import blob_service
-from tasks.plan import InputBlob, Layout, Plan, Step, upload_blob_name
+from tasks.lineage import PREFIX as LINEAGES
+from tasks.lineage import Catalog, catalog_blob
+from tasks.plan import PARTS, RESULTS, InputBlob, finished, key_of, result_blobs, upload_blob_name
 from tasks.retry import STORAGE_TASK, named
 from tasks.settings import TopnSettings
 from tasks.taskapp import TaskappFiles
@@ -157,44 +160,84 @@ def list_inputs(settings: TopnSettings, container: str, prefix: str) -> list[Inp
     return sorted(inputs, key=lambda i: i.name)
 
 
-@task(name="find-finished", task_run_name=named("find-finished {layout.job}"), **STORAGE_TASK)
-def finished_steps(settings: TopnSettings, layout: Layout, plan: Plan) -> set[tuple[int, int]]:
-    """The steps of the plan whose outputs are in storage already, from an earlier attempt of the same run:
-    they are not run again (list_blobs, 5,000 names a request)."""
+@task(name="read-lineage", task_run_name=named("read-lineage {lineage}"), **STORAGE_TASK)
+def read_catalog(settings: TopnSettings, lineage: str) -> Catalog:
+    """The lineage's catalog (download_blob): how its last run packed its inputs. None yet: an empty one."""
     container = blob_service(settings).get_container_client(settings.output_container)
     try:
-        names = [b.name for b in container.list_blobs(name_starts_with=f"{layout.job}/") if "/logs/" not in b.name]
+        return Catalog.from_json(container.download_blob(catalog_blob(lineage)).readall())
+    except ResourceNotFoundError:
+        return Catalog()
+
+
+@task(name="write-lineage", task_run_name=named("write-lineage {lineage}"), **STORAGE_TASK)
+def write_catalog(settings: TopnSettings, lineage: str, catalog: Catalog) -> None:
+    """Saves the catalog of this run's plan (upload_blob), before its job runs: what the job makes is then
+    referenced, so retention keeps it, and a re-run after a crash plans the same packs."""
+    container = blob_service(settings).get_container_client(settings.output_container)
+    container.upload_blob(catalog_blob(lineage), catalog.to_json(), overwrite=True)
+
+
+@task(name="find-finished", task_run_name=named("find-finished {root_key}"), **STORAGE_TASK)
+def finished_outputs(settings: TopnSettings, root_key: str) -> set[str]:
+    """The keys of the plan's outputs in storage already, from any earlier run (list_blobs, 5,000 names a
+    request): the root's result first (one request); only when it is missing, every part file."""
+    container = blob_service(settings).get_container_client(settings.output_container)
+    try:
+        names = [b.name for b in container.list_blobs(name_starts_with=f"{RESULTS}{root_key}/")]
+        if root_key in finished(names):
+            return {root_key}
+        return finished([b.name for b in container.list_blobs(name_starts_with=PARTS)])
     except ResourceNotFoundError:  # no output container yet
         return set()
-    done = layout.finished(plan, names)
-    if done:
-        counted = sum(len(step.over) for step in plan.levels[0] if _covered(plan, step, done))
-        get_run_logger().info("%d files were counted by an earlier attempt of this run: not counting them again",
-                              counted)  # fmt: skip
-    return done
 
 
-def _covered(plan: Plan, step: Step, done: set[tuple[int, int]]) -> bool:
-    """Whether this step's output, or that of a merge above it, is in storage."""
-    while True:
-        if (step.level, step.index) in done:
-            return True
-        if step.root:
-            return False
-        step = plan.levels[step.level + 1][plan.parent(step) - 1]
-
-
-@task(name="download-result", task_run_name=named("download-result {layout.job}"), **STORAGE_TASK)
-def download_result(settings: TopnSettings, layout: Layout) -> tuple[dict | None, bytes]:
+@task(name="download-result", task_run_name=named("download-result {root_key}"), **STORAGE_TASK)
+def download_result(settings: TopnSettings, root_key: str) -> tuple[dict | None, bytes]:
     """The root merge's outputs (download_blob, two requests): the global result, and every file's row as JSON
     lines (kept as bytes: 10,000 files are 2.5 MB so, several times that as Python objects). What is not in
     storage comes back as None or no bytes."""
     container = blob_service(settings).get_container_client(settings.output_container)
+    top_blob, files_blob = result_blobs(root_key)
     try:
-        top = json.loads(container.download_blob(layout.top()).readall())
-        return top, container.download_blob(layout.files()).readall()
+        top = json.loads(container.download_blob(top_blob).readall())
+        return top, container.download_blob(files_blob).readall()
     except ResourceNotFoundError:
         return None, b""
+
+
+@task(name="remove-stale-outputs", task_run_name="remove-stale-outputs", **STORAGE_TASK)
+def remove_stale_outputs(settings: TopnSettings, keep: set[str], forget: str | None = None) -> int:
+    """Deletes the outputs (part files, results) that no lineage's catalog references and that are older than
+    TOPN_OUTPUT_RETENTION; `keep` are referenced too (this run's). With `forget`, that lineage's catalog goes
+    first and what only it referenced goes at once, whatever its age (`--delete-outputs`). Returns how many."""
+    container = blob_service(settings, CONNECTIONS).get_container_client(settings.output_container)
+    catalogs = {b.name for b in container.list_blobs(name_starts_with=LINEAGES)}
+    own: set[str] = set()
+    if forget is not None:
+        own, keep = set(keep) | _catalog_keys(container, catalog_blob(forget)), set()
+        with contextlib.suppress(ResourceNotFoundError):
+            container.delete_blob(catalog_blob(forget))
+        catalogs.discard(catalog_blob(forget))
+    referenced = set(keep).union(*(_catalog_keys(container, name) for name in sorted(catalogs)))
+    cutoff = datetime.now(UTC) - settings.output_retention
+    stale = [
+        b.name
+        for prefix in (PARTS, RESULTS)
+        for b in container.list_blobs(name_starts_with=prefix)
+        if (key := key_of(b.name)) and key not in referenced and (key in own or b.last_modified < cutoff)
+    ]
+    removed = delete_blobs.fn(settings, settings.output_container, stale)
+    if removed:
+        get_run_logger().info("removed %d outputs that no run references any more", removed)
+    return removed
+
+
+def _catalog_keys(container, name: str) -> frozenset[str]:
+    try:
+        return Catalog.from_json(container.download_blob(name).readall()).keys
+    except ResourceNotFoundError:
+        return frozenset()
 
 
 @task(name="delete-blobs", task_run_name=named("delete-blobs {container}: {n} blobs", n="names"), **STORAGE_TASK)

@@ -1,0 +1,148 @@
+"""Stable packing across runs: which inputs make up which pack, kept from one run of the same source to the
+next, so that a run pays only for what is new.
+
+A *lineage* is what a series of runs counts: one blob prefix (what a schedule counts every day) or one set
+of local paths, with one N and one packing. Its *catalog* (a small blob, `lineages/<id>.json`) lists the
+packs of its last plan, each as its members' identities. The next run of the lineage arranges its inputs
+against it (`arrange`):
+- a pack whose members are all still there, unchanged, stays exactly as it was (same key: its part file is
+  reused), whatever sorts between its members now;
+- a pack that lost members (deleted, or changed: a changed blob is a new identity) is recounted without
+  them, in its place;
+- new and changed blobs, in name order, go into new packs at the end;
+- then small packs are combined: consecutive packs each under half the limits (files and bytes) are
+  grouped, in order, while the group stays within the limits; a group of two or more that is no longer small
+  becomes one pack whose part file is the merge of theirs (never a recount). So every pack is at least half
+  full but the last of each run of small ones, and a day of 20 new files is a pack of 20 until enough such
+  days make one of 50 or more.
+The catalog is a hint for packing only: outputs are found by their content keys (`tasks/plan.py`), so a
+lost, stale or foreign catalog costs work, never exactness.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+
+from tasks.plan import InputBlob, Packing, PackSpec, Plan, pack
+
+FORMAT = "topn-lineage/1"
+PREFIX = "lineages/"
+
+
+def lineage_id(source: str, top: int, packing: Packing) -> str:
+    """16 hex digits naming what a series of runs counts, with which N and packing."""
+    shape = [packing.files_per_task, packing.bytes_per_task, packing.fan_in]
+    return hashlib.sha256(json.dumps(["lineage", source, top, shape]).encode()).hexdigest()[:16]
+
+
+def catalog_blob(lineage: str) -> str:
+    return f"{PREFIX}{lineage}.json"
+
+
+def _member(blob: InputBlob) -> str:
+    return f"{blob.row_key}:{blob.name_key}"
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """A lineage's last plan: its packs (members as "row key:name key"), and every output key the plan
+    uses (what retention keeps)."""
+
+    source: str = ""
+    packs: tuple[tuple[str, ...], ...] = ()
+    keys: frozenset[str] = field(default_factory=frozenset)
+
+    def to_json(self) -> bytes:
+        body = {"format": FORMAT, "source": self.source, "packs": [list(p) for p in self.packs],
+                "keys": sorted(self.keys)}  # fmt: skip
+        return json.dumps(body, separators=(",", ":")).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> Catalog:
+        """A catalog read back; anything else (damaged, another format) is an empty one: packing starts anew."""
+        try:
+            body = json.loads(data)
+            if body["format"] != FORMAT:
+                return cls()
+            packs = tuple(tuple(str(m) for m in p) for p in body["packs"])
+            return cls(str(body.get("source", "")), packs, frozenset(map(str, body["keys"])))
+        except (ValueError, KeyError, TypeError):
+            return cls()
+
+
+def catalog_of(source: str, inputs: list[InputBlob], packs: list[PackSpec], plan: Plan) -> Catalog:
+    """The catalog of this plan: its packs as the next run will find them, and all its output keys."""
+    members = tuple(tuple(_member(inputs[i]) for i in spec.members) for spec in packs)
+    return Catalog(source, members, frozenset(step.key for step in plan.steps()))
+
+
+@dataclass(frozen=True)
+class Changes:
+    """What a run's inputs are, against the lineage's last plan (by name: a new version of a name is a change)."""
+
+    new: int = 0
+    changed: int = 0
+    deleted: int = 0
+    unchanged: int = 0
+
+
+def arrange(inputs: list[InputBlob], catalog: Catalog, packing: Packing) -> tuple[list[PackSpec], Changes]:
+    """The packs for these inputs (sorted by name), kept as the catalog has them where their members are."""
+    where = {_member(blob): i for i, blob in enumerate(inputs)}
+    claimed: set[int] = set()
+    kept: list[tuple[int, ...]] = []
+    old_names: set[str] = set()
+    for members in catalog.packs:
+        present = []
+        for member in members:
+            old_names.add(member.rpartition(":")[2])
+            i = where.get(member)
+            if i is not None and i not in claimed:  # a member listed twice (a damaged catalog) counts once
+                claimed.add(i)
+                present.append(i)
+        if present:
+            kept.append(tuple(present))
+    fresh = [i for i in range(len(inputs)) if i not in claimed]
+    kept += [tuple(fresh[j] for j in r) for r in pack([inputs[i].size for i in fresh], packing.files_per_task,
+                                                       packing.bytes_per_task)]  # fmt: skip
+    names_now = {blob.name_key for blob in inputs}
+    renewed = sum(inputs[i].name_key in old_names for i in fresh)
+    changes = Changes(len(fresh) - renewed, renewed, len(old_names - names_now), len(claimed))
+    return combine(kept, [blob.size for blob in inputs], packing), changes
+
+
+def combine(packs: list[tuple[int, ...]], sizes: list[int], packing: Packing) -> list[PackSpec]:
+    """Consecutive small packs (each under half the limits) grouped in order while the group stays within the
+    limits; a group of two or more that is no longer small becomes one combined pack. Applied to its own
+    result, it changes nothing: a combined pack is not small, and a group left alone ends its run of small ones."""
+
+    def files_bytes(group: list[tuple[int, ...]]) -> tuple[int, int]:
+        return sum(len(p) for p in group), sum(sizes[i] for p in group for i in p)
+
+    def small(group: list[tuple[int, ...]]) -> bool:
+        files, size = files_bytes(group)
+        return 2 * files < packing.files_per_task and 2 * size < packing.bytes_per_task
+
+    out: list[PackSpec] = []
+    group: list[tuple[int, ...]] = []
+
+    def flush() -> None:
+        if len(group) > 1 and not small(group):
+            out.append(PackSpec(tuple(i for p in group for i in p), tuple(group)))
+        else:
+            out.extend(PackSpec(p) for p in group)
+        group.clear()
+
+    for members in packs:
+        if not small([members]):
+            flush()
+            out.append(PackSpec(members))
+            continue
+        files, size = files_bytes([*group, members])
+        if group and (files > packing.files_per_task or size > packing.bytes_per_task):
+            flush()
+        group.append(members)
+    flush()
+    return out
