@@ -36,6 +36,8 @@ class RunStats(BaseModel):
     # ...and what this run did with them: read from outputs in storage, or counted by its tasks.
     reused: int = 0
     counted: int = 0
+    count_tasks: int = 0
+    merge_tasks: int = 0
 
     def reuse_line(self) -> str:
         """E.g. "20 new, 1 changed, 2 deleted: 21 counted, 2,000 reused"."""

@@ -140,7 +140,7 @@ def topn(
         job_id=run.job_id, pool_id=run.pool_id, files=len(inputs), bytes=sum(s.size for s in inputs),
         tasks_added=run.added, reused_job=run.reused, polls=run.polls, seconds=round(time.monotonic() - started, 2),
         new=run.changes.new, changed=run.changes.changed, deleted=run.changes.deleted,
-        counted=run.counted, reused=len(inputs) - run.counted,
+        counted=run.counted, reused=len(inputs) - run.counted, count_tasks=run.tasks[0], merge_tasks=run.tasks[1],
     )  # fmt: skip
     files_blob = plan.result_blobs(run.plan.root.key)[1]
     result = TopnResult(
@@ -167,6 +167,7 @@ class _Counted:
     job_id: str
     pool_id: str
     read: frozenset[int]  # positions of the inputs read by count tasks of this run
+    tasks: tuple[int, int]  # count tasks and merge tasks this run ran
     added: int
     polls: int
     reused: bool
@@ -212,13 +213,13 @@ def _count(
     output any earlier run left (by content key) is not counted again, a finished merge needs nothing below it."""
     packs, changes = lineage.arrange(inputs, catalog, packing)
     run_plan = plan.make_plan(inputs, packs, top, app.version, packing)
-    todo = run_plan.todo(storage.finished_outputs(settings, run_plan.root.key))
+    # An explicit run id is a clean start: everything is counted anew (refreshing the outputs later runs reuse).
+    todo = run_plan.todo(storage.finished_outputs(settings, run_plan.root.key) if run_id is None else set())
     new_catalog = lineage.catalog_of(source, inputs, packs, run_plan)
     if new_catalog != catalog:  # saved before the job: what it makes is referenced while it runs
         storage.write_catalog(settings, line, new_catalog)
     job_id = run_id or f"topn-{run_plan.root.key[:16]}"
-    read = frozenset(i for step, _ in todo if step.kind == plan.COUNT for i in step.inputs)
-    counted = len(read)
+    counted = sum(len(step.inputs) for step, _ in todo if step.kind == plan.COUNT)
     if counted < len(inputs):
         get_run_logger().info("%d of %d files have outputs in storage already: not counting them again",
                               len(inputs) - counted, len(inputs))  # fmt: skip
@@ -240,9 +241,11 @@ def _count(
             batch.terminate_job(settings, job_id, "AllTasksComplete")
     elif todo and delete_job:
         batch.delete_job(settings, job_id)
-    read = read if state != batch.JobState.DONE else frozenset()
-    return _Counted(run_plan, new_catalog, changes, job_id, pool_id, read, added, watch.polls if watch else 0,
-                    state == batch.JobState.DONE)  # fmt: skip
+    ran = [step for step, _ in todo] if state != batch.JobState.DONE else []
+    read = frozenset(i for step in ran if step.kind == plan.COUNT for i in step.inputs)
+    counts = sum(step.kind == plan.COUNT for step in ran)
+    return _Counted(run_plan, new_catalog, changes, job_id, pool_id, read, (counts, len(ran) - counts), added,
+                    watch.polls if watch else 0, state == batch.JobState.DONE)  # fmt: skip
 
 
 def _moved(inputs: list[plan.InputBlob], run: _Counted, listed: list[plan.InputBlob]) -> list[str]:

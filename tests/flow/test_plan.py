@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks import plan
+from tasks import lineage, plan
 from tasks.batch import MAX_REQUEST_BYTES, chunks
 
 
@@ -18,14 +18,26 @@ def blob(name: str, version: str = "v1", size: int = 10) -> plan.InputBlob:
     return plan.InputBlob(name, "in", f"uploads/{version}/{name}", size, version)
 
 
-def test_job_ids_are_deterministic_per_inputs_n_and_packing() -> None:
-    a = [blob("a.txt"), blob("b.txt")]
-    assert plan.job_id(a, 10) == plan.job_id(list(reversed(a)), 10)
-    assert plan.job_id(a, 10) != plan.job_id(a, 11)
-    assert plan.job_id(a, 10) != plan.job_id([blob("a.txt", "v2"), blob("b.txt")], 10)
-    assert plan.job_id(a, 10) != plan.job_id(a, 10, packing=plan.Packing(files_per_task=1))
-    assert plan.job_id(a, 10, "mine") == "mine"
-    assert len(plan.job_id(a, 10)) <= 64
+DEFAULT = plan.Packing()
+
+
+def packed(n: int, packing: plan.Packing = DEFAULT, size: int = 10, top: int = 5) -> tuple[list, plan.Plan]:
+    """n inputs of `size` bytes, planned as a first run of their lineage packs them."""
+    inputs = [blob(f"file-{i:06}.txt", size=size) for i in range(n)]
+    packs, _ = lineage.arrange(inputs, lineage.Catalog(), packing)
+    return inputs, plan.make_plan(inputs, packs, top, "v", packing)
+
+
+def test_output_keys_follow_content_n_and_version_not_runs() -> None:
+    inputs, run = packed(3)
+    assert packed(3)[1].root.key == run.root.key  # the same inputs: the same keys, whatever the run
+    changed = [blob("file-000000.txt", "v2"), *inputs[1:]]
+    assert plan.make_plan(changed, [plan.PackSpec((0, 1, 2))], 5, "v", plan.Packing()).root.key != run.root.key
+    assert packed(3, top=6)[1].root.key != run.root.key
+    assert plan.make_plan(inputs, [plan.PackSpec((0, 1, 2))], 5, "v2", plan.Packing()).root.key != run.root.key
+    keys = [s.key for s in run.steps()]
+    assert len(set(keys)) == len(keys) and all(len(k) == 32 for k in keys)
+    assert len({i.row_key for i in inputs}) == 3 and inputs[0].row_key == blob("file-000000.txt").row_key
 
 
 @pytest.mark.parametrize(("sizes", "files", "limit", "packs"), [
@@ -47,86 +59,99 @@ def test_packing_boundaries(sizes: list[int], files: int, limit: int, packs: lis
 
 
 def test_a_merge_tree_over_several_levels_covers_every_file_once() -> None:
-    run = plan.make_plan([10] * 25, plan.Packing(files_per_task=3, bytes_per_task=1000, fan_in=2))
-    assert [len(level) for level in run.levels] == [9, 5, 3, 2, 1]
-    assert run.root.id == plan.MERGE_ID and [s.id for s in run.levels[1]][:2] == ["merge-1-1", "merge-1-2"]
+    _, run = packed(25, plan.Packing(files_per_task=3, bytes_per_task=1000, fan_in=2))
+    assert [s.id for s in run.counts] == [str(i) for i in range(1, 10)]
+    assert run.root.id == plan.MERGE_ID and [c.id for c in run.root.children] == ["merge-3-1", "merge-3-2"]
 
     def files(step: plan.Step) -> list[int]:
-        return list(step.over) if step.level == 0 else [i for c in run.children(step) for i in files(c)]
+        return list(step.inputs) if step.kind == plan.COUNT else [i for c in step.children for i in files(c)]
 
     assert files(run.root) == list(range(25))
-    for level in run.levels[:-1]:  # each output is read by exactly one merge, the one its blob name says
-        for step in level:
-            parent = run.levels[step.level + 1][run.parent(step) - 1]
-            assert step in run.children(parent)
+    assert all(len(s.children) <= 2 for s in run.steps())
+    readers = [c for s in run.steps() for c in s.children]  # each output is read by exactly one merge
+    assert len(readers) == len(set(map(id, readers))) == len(run.steps()) - 1
 
 
 def test_a_small_run_is_one_count_and_the_root_merge() -> None:
-    run = plan.make_plan([100] * 11)
-    assert [[s.id for s in level] for level in run.levels] == [["1"], [plan.MERGE_ID]]
+    _, run = packed(11, size=100)
+    assert [s.id for s in run.steps()] == ["1", plan.MERGE_ID]
     assert [(s.id, [w.id for w in waits]) for s, waits in run.todo(set())] == [("1", []), ("merge", ["1"])]
 
 
-def test_what_an_earlier_attempt_finished_is_not_planned_again() -> None:
-    run = plan.make_plan([10] * 25, plan.Packing(files_per_task=3, bytes_per_task=1000, fan_in=2))
-    layout = plan.Layout("job")
-    names = [layout.part(run, run.levels[0][0]), layout.part(run, run.levels[1][1]), "job/logs/3/stderr.txt"]
-    done = layout.finished(run, names)
-    assert done == {(0, 1), (1, 2)}
+def test_what_any_earlier_run_left_is_not_planned_again() -> None:
+    _, run = packed(25, plan.Packing(files_per_task=3, bytes_per_task=1000, fan_in=2))
+    by_id = {s.id: s for s in run.steps()}
+    names = [plan.part_blob(by_id["1"].key), plan.part_blob(by_id["merge-1-2"].key), "job/logs/3/stderr.txt",
+             plan.result_blobs(run.root.key)[0]]  # fmt: skip
+    done = plan.finished(names)
+    assert done == {by_id["1"].key, by_id["merge-1-2"].key}  # a root with one of its two blobs is not done
     todo = dict((s.id, [w.id for w in waits]) for s, waits in run.todo(done))
     assert "1" not in todo and todo["merge-1-1"] == ["2"]  # waits only for what still runs
     assert not {"3", "4", "merge-1-2"} & set(todo)  # merge-1-2's output is there: nothing below it runs
     assert todo["merge-2-1"] == ["merge-1-1"]
-    finished = layout.finished(run, [layout.top(), layout.files()])
-    assert run.todo(finished) == []
+    assert run.todo(plan.finished(list(plan.result_blobs(run.root.key)))) == []
 
 
 def sources(names: list[str]) -> list[plan.Source]:
-    return [plan.Source(i, blob(n), f"http://in/{i}?sig=s") for i, n in enumerate(names, 1)]
+    return [plan.Source(blob(n), f"http://in/{i}?sig=s") for i, n in enumerate(names, 1)]
 
 
 def test_file_names_never_reach_a_shell_unquoted(tmp_path: Path) -> None:
-    run = plan.make_plan([10, 10])
+    _, run = packed(2)
     nasty = ["$(touch pwned); rm -rf ~ 'x' \"y\".txt", "same.txt"]
-    task = plan.count_task(run.levels[0][0], sources(nasty), "http://out?sig=s", plan.Layout("job"), run, 5, "v")
+    task = plan.count_task(run.counts[0], sources(nasty), "http://out?sig=s", "job", run, 5, "v")
     argv = shlex.split(task.command_line)
     assert argv[:2] == ["/bin/sh", "-c"] and not any("touch" in a or "same" in a for a in argv)
     env = {e.name: e.value for e in task.environment_settings}
     script = argv[2].split(" && ")[0]  # what writes the list of inputs, without starting the task application
     subprocess.run(["/bin/sh", "-c", script], env=env, cwd=tmp_path, check=True)
     listing = (tmp_path / "inputs.tsv").read_text().splitlines()
-    assert listing == [f"1\tin/1/{plan.local_name(nasty[0])}", "2\tin/2/same.txt"]
+    keys = [blob(n).row_key for n in nasty]
+    assert listing == [f"{keys[0]}\tin/1/{plan.local_name(nasty[0])}", f"{keys[1]}\tin/2/same.txt"]
     assert [r.file_path for r in task.resource_files] == [line.split("\t")[1] for line in listing]
     assert not (tmp_path / "pwned").exists()
 
 
-def test_merges_read_one_prefix_and_wait_by_ranges_or_ids() -> None:
-    run = plan.make_plan([10] * 250, plan.Packing(files_per_task=1, bytes_per_task=1000, fan_in=100))
-    layout = plan.Layout("job")
+def test_merges_read_their_parts_by_key_in_order_and_wait_by_ranges_or_ids() -> None:
+    _, run = packed(250, plan.Packing(files_per_task=1, bytes_per_task=1000, fan_in=100))
     todo = dict((s.id, (s, waits)) for s, waits in run.todo(set()))
     step, waits = todo["merge-1-2"]
-    merge = plan.merge_task(step, waits, "http://c?sig=s", "http://out?sig=s", layout, run, 5, "v")
+    merge = plan.merge_task(step, waits, "http://c/out?sig=s", "http://c/out?sig=w", "job", 5, "v")
     assert [(r.start, r.end) for r in merge.depends_on.task_id_ranges] == [(101, 200)]
-    assert [r.blob_prefix for r in merge.resource_files] == ["job/parts/0/2/"]
-    assert merge.output_files[0].destination.container.path == "job/parts/1/1/2.part"
-    root = plan.merge_task(*todo["merge"], "http://c?sig=s", "http://out?sig=s", layout, run, 5, "v")
+    assert [r.http_url for r in merge.resource_files][:2] == [
+        f"http://c/out/parts/{c.key}.part?sig=s" for c in step.children[:2]]  # fmt: skip
+    assert [r.file_path for r in merge.resource_files][-1] == "parts/00100.part"  # read in order
+    assert merge.output_files[0].destination.container.path == f"parts/{step.key}.part"
+    root = plan.merge_task(*todo["merge"], "http://c/out?sig=s", "http://c/out?sig=w", "job", 5, "v")
     assert root.depends_on.task_ids == ["merge-1-1", "merge-1-2", "merge-1-3"]
-    assert [o.destination.container.path for o in root.output_files][:2] == ["job/top.json", "job/files.jsonl"]
-    assert all(o.upload_options.upload_condition == "taskfailure" for o in root.output_files[2:])
+    assert [o.destination.container.path for o in root.output_files][:2] == list(plan.result_blobs(run.root.key))
+    assert root.output_files[2].destination.container.path == "job/logs/merge/stdout.txt"
+
+
+def test_a_merge_waits_on_counts_and_merges_together() -> None:
+    inputs = [blob(f"f{i}") for i in range(4)]
+    packs = [plan.PackSpec((0, 1, 2), ((0,), (1,), (2,))), plan.PackSpec((3,))]  # a combined pack, then a count
+    run = plan.make_plan(inputs, packs, 5, "v", plan.Packing(files_per_task=4))
+    assert [s.id for s in run.steps()] == ["1", "2", "3", "combine-1", "4", "merge"]
+    assert run.root.children[0].key == plan.pack_key(inputs, (0, 1, 2), 5, "v")  # as if counted whole
+    root = plan.merge_task(run.root, list(run.root.children), "http://c/o?s", "http://c/o?w", "job", 5, "v")
+    assert [(r.start, r.end) for r in root.depends_on.task_id_ranges] == [(4, 4)]
+    assert root.depends_on.task_ids == ["combine-1"]
 
 
 def test_100000_files_plan_into_requests_batch_accepts() -> None:
     inputs = [blob(f"folder/file-{i:06}.txt", "v" * 32, 2_000) for i in range(100_000)]
-    run = plan.make_plan([i.size for i in inputs])
-    assert [len(level) for level in run.levels] == [1000, 10, 1]
-    layout, url = plan.Layout("topn-0123456789abcdef"), "http://127.0.0.1:10000/devstoreaccount1/c?" + "s" * 120
+    packs, _ = lineage.arrange(inputs, lineage.Catalog(), plan.Packing())
+    run = plan.make_plan(inputs, packs, 10, "v" * 16, plan.Packing())
+    assert (len(run.counts), len(run.root.children)) == (1000, 10)
+    job, url = "topn-0123456789abcdef", "http://127.0.0.1:10000/devstoreaccount1/c?" + "s" * 120
     tasks = []
     for step, waits in run.todo(set()):
-        if step.level == 0:
-            srcs = [plan.Source(i + 1, inputs[i], f"{url}&b={i}") for i in step.over]
-            tasks.append(plan.count_task(step, srcs, url, layout, run, 10, "v"))
+        if step.kind == plan.COUNT:
+            srcs = [plan.Source(inputs[i], f"{url}&b={i}") for i in step.inputs]
+            tasks.append(plan.count_task(step, srcs, url, job, run, 10, "v" * 16))
         else:
-            tasks.append(plan.merge_task(step, waits, url, url, layout, run, 10, "v"))
+            tasks.append(plan.merge_task(step, waits, url, url, job, 10, "v" * 16))
     assert max(len(t.command_line) for t in tasks) < 400  # the same few arguments whatever the number of files
     requests = chunks(tasks)
     assert sum(map(len, requests)) == 1011 and len(requests) < 1011 / 10
@@ -137,11 +162,12 @@ def test_100000_files_plan_into_requests_batch_accepts() -> None:
 def test_task_specs_are_added_in_groups_each_merge_after_what_it_waits_for() -> None:
     from flows.topn import _groups
 
-    run = plan.make_plan([10] * 250, plan.Packing(files_per_task=10, bytes_per_task=1000, fan_in=5))
+    _, run = packed(250, plan.Packing(files_per_task=10, bytes_per_task=1000, fan_in=5))
     todo = run.todo(set())
     groups = _groups(todo, 60)
     assert [entry for group in groups for entry in group] == todo
-    assert all(sum(len(s.over) for s, _ in group if s.level == 0) <= 60 for group in groups) and len(groups) == 5
+    assert all(sum(len(s.inputs) for s, _ in group if s.kind == plan.COUNT) <= 60 for group in groups)
+    assert len(groups) == 5
     added: set[str] = set()
     for group in groups:
         for step, waits in group:
@@ -156,7 +182,7 @@ def test_a_result_keeps_the_first_rows_and_counts_every_file() -> None:
         return json.dumps({"key": key, "file": "x", "bytes": 1, "words": words, "distinct": 1, "top": [["w", words]],
                            "skipped": None}).encode()  # fmt: skip
 
-    lines = b"\n".join([line("3", 3), line("1", 1), line("2", 2), line("2", 9), line("zz", 5)])
-    files, missing = file_results(lines, ["a", "b", "c", "d"], ["1", "1", "2", "2"], keep=2)
+    lines = b"\n".join([line("k3", 3), line("k1", 1), line("k2", 2), line("k2", 9), line("zz", 5)])
+    files, missing = file_results(lines, ["k1", "k2", "k3", "k4"], ["a", "b", "c", "d"], ["1", "1", "2", "2"], keep=2)
     assert [(f.name, f.words, f.task_id) for f in files] == [("a", 1, "1"), ("b", 2, "1")]
     assert missing == 1  # d has no row; a row given twice counts once
