@@ -299,7 +299,7 @@ def _read_result(settings: TopnSettings, run: _Counted, inputs: list[plan.InputB
     """The root merge's result and the files' rows; if storage lost some (e.g. a storage emulator killed
     before it saved them), the job and the partial result go, and the run says to run again."""
     root = run.plan.root.key
-    merged, lines = storage.download_result(settings, root)
+    merged, lines = storage.download_result(settings, root, run.job_id)
     task_of = [""] * len(inputs)
     for step in run.plan.counts:
         for i in step.inputs:

@@ -192,11 +192,11 @@ def finished_outputs(settings: TopnSettings, root_key: str) -> set[str]:
         return set()
 
 
-@task(name="download-result", task_run_name=named("download-result {root_key}"), **STORAGE_TASK)
-def download_result(settings: TopnSettings, root_key: str) -> tuple[dict | None, bytes]:
+@task(name="download-result", task_run_name=named("download-result {job_id}"), **STORAGE_TASK)
+def download_result(settings: TopnSettings, root_key: str, job_id: str) -> tuple[dict | None, bytes]:
     """The root merge's outputs (download_blob, two requests): the global result, and every file's row as JSON
     lines (kept as bytes: 10,000 files are 2.5 MB so, several times that as Python objects). What is not in
-    storage comes back as None or no bytes."""
+    storage comes back as None or no bytes. `job_id` names the run whose result it is (outputs have none)."""
     container = blob_service(settings).get_container_client(settings.output_container)
     top_blob, files_blob = result_blobs(root_key)
     try:
@@ -208,6 +208,14 @@ def download_result(settings: TopnSettings, root_key: str) -> tuple[dict | None,
 
 @task(name="remove-stale-outputs", task_run_name="remove-stale-outputs", **STORAGE_TASK)
 def remove_stale_outputs(settings: TopnSettings, keep: set[str], forget: str | None = None) -> int:
+    """Retention (`remove_stale`), as a step of the flow, saying what it removed."""
+    removed = remove_stale(settings, keep, forget)
+    if removed:
+        get_run_logger().info("removed %d outputs that no run references any more", removed)
+    return removed
+
+
+def remove_stale(settings: TopnSettings, keep: set[str], forget: str | None = None) -> int:
     """Deletes the outputs (part files, results) that no lineage's catalog references and that are older than
     TOPN_OUTPUT_RETENTION; `keep` are referenced too (this run's). With `forget`, that lineage's catalog goes
     first and what only it referenced goes at once, whatever its age (`--delete-outputs`). Returns how many."""
@@ -227,10 +235,7 @@ def remove_stale_outputs(settings: TopnSettings, keep: set[str], forget: str | N
         for b in container.list_blobs(name_starts_with=prefix)
         if (key := key_of(b.name)) and key not in referenced and (key in own or b.last_modified < cutoff)
     ]
-    removed = delete_blobs.fn(settings, settings.output_container, stale)
-    if removed:
-        get_run_logger().info("removed %d outputs that no run references any more", removed)
-    return removed
+    return delete_blobs.fn(settings, settings.output_container, stale)
 
 
 def _catalog_keys(container, name: str) -> frozenset[str]:
