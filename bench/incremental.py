@@ -131,16 +131,20 @@ def main() -> None:
             names += fresh
             topn(stack, "upload", str(folder), "--prefix", PREFIX)
             scheduled = run(stack, f"day {day}: scheduled")
+            spans = stack.where_time_went()
             full = run(stack, f"day {day}: full recount", "--run-id", f"full-{day}")
             same = all(scheduled.result[k] == full.result[k] for k in ("top", "words", "distinct", "files_counted"))
             s = scheduled.result["stats"]
             print(scheduled.row(), full.row(), sep="\n")
+            print("  scheduled run, Prefect task runs: " + ", ".join(f"{n} {t:.1f}s" for n, t in spans))
             print(f"{'  scheduled / full':<26} {ratio(scheduled.seconds, full.seconds):>7} "
                   f"{ratio(scheduled.downloads, full.downloads):>9} {ratio(scheduled.blob, full.blob):>8} "
                   f"{ratio(scheduled.counts, full.counts):>6} {ratio(scheduled.merges, full.merges):>6} "
                   f"{ratio(scheduled.task_seconds, full.task_seconds):>8}   same result: {same}; "
                   f"{s['new']} new, {s['changed']} changed, {s['counted']} counted, {s['reused']:,} reused",
                   flush=True)  # fmt: skip
+        quiet = run(stack, "no change: scheduled")
+        print(quiet.row(), "  (no job: the root's result is in storage)", sep="\n", flush=True)
     finally:
         stack.close()
 

@@ -162,7 +162,7 @@ class Stack:
             run = client.read_flow_runs(sort=FlowRunSort.START_TIME_DESC, limit=1)[0]
             tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run.id])))
         spans = [(t.name, t.total_run_time.total_seconds()) for t in tasks if t.total_run_time]
-        return sorted(spans, key=lambda s: -s[1])[:8]
+        return sorted(spans, key=lambda s: -s[1])[:12]
 
     def close(self) -> None:
         for process in (self.prefect, self.emulator, self.azurite.process):

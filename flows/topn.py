@@ -123,12 +123,12 @@ def topn(
         run = _count(settings, sas, app, inputs, catalog, source, line, packing, top, run_id, delete_job, expiry)
         if paths or not run.counted:  # uploads are content-addressed: they never change under a run
             break
-        listed = storage.list_inputs(settings, settings.input_container, blob_prefix)
-        moved = _moved(inputs, run, listed)
+        moved = storage.moved_blobs(settings, [inputs[i] for i in sorted(run.read)])
         if not moved:
             break
         log.warning("%d blobs changed while they were counted (%s): counting them again as they are now",
                     len(moved), plan.describe(moved))  # fmt: skip
+        listed = storage.list_inputs(settings, settings.input_container, blob_prefix)
         if not listed:
             return _nothing_to_count(settings, blob_prefix or "", started)
         inputs, catalog = _ordered(listed), run.catalog
@@ -246,15 +246,6 @@ def _count(
     counts = sum(step.kind == plan.COUNT for step in ran)
     return _Counted(run_plan, new_catalog, changes, job_id, pool_id, read, (counts, len(ran) - counts), added,
                     watch.polls if watch else 0, state == batch.JobState.DONE)  # fmt: skip
-
-
-def _moved(inputs: list[plan.InputBlob], run: _Counted, listed: list[plan.InputBlob]) -> list[str]:
-    """The names of the blobs counted by this run that changed or went since they were listed: a task may have
-    read either version, so their packs are not trusted. An ETag never comes back once it changed."""
-    now = {(i.container, i.blob): i.version for i in listed}
-    return [
-        inputs[i].name for i in sorted(run.read) if now.get((inputs[i].container, inputs[i].blob)) != inputs[i].version
-    ]
 
 
 def _nothing_to_count(settings: TopnSettings, prefix: str, started: float) -> TopnResult:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -158,6 +159,39 @@ def list_inputs(settings: TopnSettings, container: str, prefix: str) -> list[Inp
         inputs = []
     get_run_logger().info("%d blobs in container %s under %r", len(inputs), container, prefix)
     return sorted(inputs, key=lambda i: i.name)
+
+
+HEAD_LIMIT = 2_000  # blobs checked one by one at most; more are listed again (5,000 a request)
+
+
+@task(name="moved-blobs", task_run_name=named("moved-blobs: {n} blobs", n="inputs"), **STORAGE_TASK)
+def moved_blobs(settings: TopnSettings, inputs: list[InputBlob]) -> list[str]:
+    """The names of these listed blobs that changed (another ETag) or went since they were listed: a task that
+    counted one may have read either version. A few are asked for one by one (get_blob_properties,
+    FILE_CONCURRENCY at a time), many are listed again under their common prefix. An ETag never comes back."""
+    if not inputs:
+        return []
+    service = blob_service(settings, CONNECTIONS)
+    if len(inputs) <= HEAD_LIMIT:
+
+        def now(blob: InputBlob) -> str | None:
+            try:
+                props = service.get_blob_client(blob.container, blob.blob).get_blob_properties()
+            except ResourceNotFoundError:
+                return None
+            return props.etag.strip('"')
+
+        with ThreadPoolExecutor(FILE_CONCURRENCY) as pool:
+            versions = list(pool.map(now, inputs))
+    else:
+        listed: dict[tuple[str, str], str] = {}
+        for container in {i.container for i in inputs}:
+            names = [i.blob for i in inputs if i.container == container]
+            prefix = os.path.commonprefix(names)  # noqa: RUF071 - characters: what name_starts_with compares
+            for b in service.get_container_client(container).list_blobs(name_starts_with=prefix):
+                listed[(container, b.name)] = b.etag.strip('"')
+        versions = [listed.get((i.container, i.blob)) for i in inputs]
+    return [i.name for i, version in zip(inputs, versions, strict=True) if version != i.version]
 
 
 @task(name="read-lineage", task_run_name=named("read-lineage {lineage}"), **STORAGE_TASK)

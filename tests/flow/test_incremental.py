@@ -213,3 +213,18 @@ def test_retention_may_not_be_shorter_than_a_job(settings_env: pytest.MonkeyPatc
     settings_env.setenv("TOPN_OUTPUT_RETENTION", "PT30M")
     with pytest.raises(ValueError, match="TOPN_OUTPUT_RETENTION: must be at least TOPN_JOB_TIMEOUT"):
         load_settings()
+
+
+@pytest.mark.parametrize("limit", [storage.HEAD_LIMIT, 0])  # asked for one by one, or listed again
+def test_blobs_that_moved_since_they_were_listed_are_named(
+    drop: Drop, monkeypatch: pytest.MonkeyPatch, limit: int
+) -> None:
+    for name in ("a.txt", "b.txt", "c.txt"):
+        drop.put(name)
+    settings = load_settings()
+    blobs = [plan.InputBlob(b.name, "topn-input", b.name, b.size, b.etag.strip('"'))
+             for b in drop.container.list_blobs(name_starts_with=drop.prefix)]  # fmt: skip
+    drop.put("b.txt", "another text")
+    drop.delete("c.txt")
+    monkeypatch.setattr(storage, "HEAD_LIMIT", limit)
+    assert storage.moved_blobs.fn(settings, blobs) == [f"{drop.prefix}b.txt", f"{drop.prefix}c.txt"]
