@@ -99,19 +99,21 @@ def topn(
     if bool(paths) == (blob_prefix is not None):
         raise ValueError("give either paths to upload or a blob_prefix already in the input container, not both")
     settings = _settings(batch_credentials, storage_credentials)  # bad settings fail here, before anything is made
-    if pool_mode:
-        settings = settings.model_copy(update={"pool_mode": pool_mode})
+    settings = settings.with_pool_mode(pool_mode or settings.pool_mode)
     log, started = get_run_logger(), time.monotonic()
     ensure_crash_detection()
     expiry = datetime.now(UTC) + settings.job_timeout + settings.sas_margin
 
     preflight.check_access(settings)  # a bad key fails here, before anything is created
     storage.ensure_containers(settings, [settings.app_container, settings.input_container, settings.output_container])
+    if blob_prefix is not None:  # a quiet day is found before the task application is built or sent
+        inputs = _ordered(storage.list_inputs(settings, settings.input_container, blob_prefix))
+        if not inputs:
+            return _nothing_to_count(settings, blob_prefix, started)
     app_future = storage.upload_taskapp.submit(settings, build_taskapp(settings.local_dir / "cache"))
-    inputs = _inputs(settings, paths, blob_prefix)
+    if paths:
+        inputs = _ordered(storage.upload_inputs(settings, paths))
     app = app_future.result()
-    if not inputs:
-        return _nothing_to_count(settings, blob_prefix or "", started)
     packing = plan.Packing(
         files_per_task or settings.files_per_task, int(bytes_per_task or settings.bytes_per_task), settings.merge_fan_in
     )
@@ -175,12 +177,6 @@ class _Counted:
     @property
     def counted(self) -> int:
         return len(self.read)
-
-
-def _inputs(settings: TopnSettings, paths: list[str] | None, blob_prefix: str | None) -> list[plan.InputBlob]:
-    if paths:
-        return _ordered(storage.upload_inputs(settings, paths))
-    return _ordered(storage.list_inputs(settings, settings.input_container, blob_prefix))
 
 
 def _ordered(inputs: list[plan.InputBlob]) -> list[plan.InputBlob]:

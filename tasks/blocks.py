@@ -263,7 +263,7 @@ def settings_from_blocks(settings: TopnSettings, batch: str | None, storage: str
     if batch is None and storage is None:
         return settings
     update, sources = _block_credentials(batch, storage, settings)
-    return _validated({**settings.model_dump(), **update}, sources)
+    return _validated({**settings.model_dump(exclude_unset=True), **update}, sources)  # defaults stay defaults
 
 
 def load_settings_from_blocks(batch: str | None, storage: str | None, **overrides: object) -> TopnSettings:

@@ -20,6 +20,7 @@ AZURITE_ACCOUNT = "devstoreaccount1"
 AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 CONTAINER_NAME = r"^[a-z0-9]([a-z0-9]|-[a-z0-9]){2,62}$"  # Azure: 3-63 chars, no leading, trailing or double hyphen
 BATCH_ID = r"^[A-Za-z0-9_-]{1,64}$"
+DEFAULT_POOL_IDS = {"keep": "topn", "autoscale": "topn-autoscale"}
 
 
 class SettingsError(ValueError):
@@ -80,6 +81,15 @@ class TopnSettings(BaseSettings):
     output_retention: timedelta = Field(
         timedelta(days=7), description="how long outputs no lineage's catalog references are kept before removal"
     )
+
+    def with_pool_mode(self, mode: Literal["keep", "autoscale"]) -> TopnSettings:
+        """These settings for a run in `mode`. Unless TOPN_POOL_ID names a pool, each mode has a pool of its
+        own ("topn", "topn-autoscale"): a fixed pool and an autoscaled one never switch one pool back and
+        forth (on Azure each switch drops or allocates nodes, minutes each)."""
+        update: dict[str, object] = {"pool_mode": mode}
+        if "pool_id" not in self.model_fields_set:
+            update["pool_id"] = DEFAULT_POOL_IDS[mode]
+        return self.model_copy(update=update)
 
     @property
     def local(self) -> bool:

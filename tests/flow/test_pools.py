@@ -133,3 +133,22 @@ def test_a_reused_pool_is_switched_between_autoscale_and_keep(settings_env: pyte
     assert result.top == [("the", 12495)]
     pool = client.get_pool("switching")
     assert not pool.enable_auto_scale and pool.target_dedicated_nodes == 1
+
+
+def test_each_mode_has_a_pool_of_its_own_unless_one_is_named(settings_env: pytest.MonkeyPatch, emulator: Emulator):
+    """`topn run` (keep) and the deployment (autoscale) back to back: neither switches the other's pool."""
+    set_topn(settings_env, autoscale_interval="PT1S", autoscale_idle="PT2S")
+    client = BatchClient(emulator.endpoint, emulator.credential())
+    kept = topn(paths=[str(SAMPLE)], top=1, run_id="mode-keep")
+    assert kept.stats.pool_id == "topn"
+    before = client.get_pool("topn")
+    scaled = topn(paths=[str(SAMPLE)], top=1, pool_mode="autoscale", run_id="mode-autoscale")
+    assert scaled.stats.pool_id == "topn-autoscale" and client.get_pool("topn-autoscale").enable_auto_scale
+    after = client.get_pool("topn")
+    assert (after.etag, after.enable_auto_scale, after.target_dedicated_nodes) == (
+        before.etag, False, before.target_dedicated_nodes)  # fmt: skip
+    topn(paths=[str(SAMPLE)], top=1, run_id="mode-keep-again")
+    assert client.get_pool("topn-autoscale").enable_auto_scale and client.get_pool("topn").etag == before.etag
+    settings_env.setenv("TOPN_POOL_ID", "topn")  # a pool named: that one, in the mode asked for
+    assert load_settings().with_pool_mode("autoscale").pool_id == "topn"
+    client.begin_delete_pool("topn-autoscale", polling_interval=0.1).result()

@@ -54,6 +54,9 @@ def test_an_empty_prefix_is_a_run_with_nothing_to_count(stack_env: dict) -> None
         artifacts = client.read_artifacts(flow_run_filter=run)
     note = next(a for a in artifacts if a.key == "topn-result-adhoc")
     assert note.type == "markdown" and "Nothing to count" in note.data and "topn upload" in note.data
+    with get_client(sync_client=True) as client:
+        steps = {t.name for t in client.read_task_runs(flow_run_filter=run)}
+    assert not {"build-taskapp", "upload-taskapp"} & {name.split(" ")[0] for name in steps}, steps  # found first
 
 
 def test_conflicting_arguments_fail_at_once_with_one_line() -> None:
