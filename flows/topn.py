@@ -12,6 +12,7 @@ from typing import Annotated, Literal
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.client.orchestration import get_client
 from prefect.runtime import deployment as current_deployment
 from prefect.runtime import flow_run as current_run
 from pydantic import ByteSize, Field
@@ -61,6 +62,23 @@ def _run_name() -> str:
     return f"top {parameters.get('top', 10)} of {what}"[:200]
 
 
+def _found(what: str) -> None:
+    """A scheduled run's name, once its listing is known, says what it found: the runs of a deployment all
+    count the same prefix, and would otherwise be the same line in the runs list. Best effort: a name."""
+    run_id = current_run.get_id()
+    if not run_id or current_run.parameters.get("blob_prefix") is None:
+        return
+    try:
+        with get_client(sync_client=True) as client:
+            client.update_flow_run(run_id, name=f"{_run_name()} ({what})"[:200])
+    except Exception as e:  # the run's work is done either way: say why the name stayed
+        get_run_logger().warning("could not rename the flow run: %s", e)
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n:,} {word}{'' if n == 1 else 's'}"
+
+
 def _artifact_key(kind: str) -> str:
     """Artifact keys per deployment (their history in the UI is that deployment's), or ad hoc."""
     scope = re.sub(r"[^a-z0-9]+", "-", (current_deployment.name or "adhoc").lower()).strip("-") or "adhoc"
@@ -90,12 +108,26 @@ def topn(
     storage_credentials: str | None = None,
     pool_mode: Literal["keep", "autoscale"] | None = None,
 ) -> TopnResult:
-    """Counts words across files with Azure Batch: local `paths` (files or folders) are uploaded; or, with
-    `blob_prefix`, the blobs already in the input container are counted (what scheduled runs do). Files are
-    packed into tasks of at most `files_per_task` files and `bytes_per_task` bytes (settings by default).
-    `batch_credentials` / `storage_credentials` name an "Azure Batch Credentials" / "Azure Blob Storage
-    Credentials" block to use instead of the TOPN_* credentials. `pool_mode` (TOPN_POOL_MODE by default):
-    `keep` a fixed-size pool between runs, `autoscale` a pool that grows with the tasks and has no node idle."""
+    """Counts words across files with Azure Batch: the global top N and every file's own counts. Give either
+    local paths to upload or a blob prefix already in the input container (what scheduled runs do).
+
+    Args:
+        paths: Local files or folders to upload and count (a folder's files recursively).
+        top: How many of the most frequent words to report (N).
+        blob_prefix: Count the blobs under this prefix of the input container instead, e.g. incoming/.
+        run_id: A Batch job id to use: a clean start that counts everything anew (default: derived from
+            the inputs, so that a re-run resumes and reuses what is in storage).
+        delete_job: Delete the Batch job when the run ends.
+        delete_pool: Delete the pool when the run ends (a later run then waits for new nodes).
+        delete_uploads: Delete the blobs this run uploaded from local paths.
+        delete_outputs: Forget this series of runs and remove the outputs only it uses.
+        files_per_task: Files one count task takes at most (TOPN_FILES_PER_TASK by default).
+        bytes_per_task: Bytes one count task takes at most, e.g. 64MiB (TOPN_BYTES_PER_TASK by default).
+        batch_credentials: Name of an "Azure Batch Credentials" block to use instead of TOPN_* credentials.
+        storage_credentials: Name of an "Azure Blob Storage Credentials" block to use instead.
+        pool_mode: keep (a fixed pool kept between runs) or autoscale (nodes only while runs need them);
+            TOPN_POOL_MODE by default.
+    """
     if bool(paths) == (blob_prefix is not None):
         raise ValueError("give either paths to upload or a blob_prefix already in the input container, not both")
     settings = _settings(batch_credentials, storage_credentials)  # bad settings fail here, before anything is made
@@ -150,6 +182,7 @@ def topn(
         files_counted=merged["files"], files=files, files_blob=f"{settings.output_container}/{files_blob}", stats=stats,
     )  # fmt: skip
     _publish(result, settings, run.job_id, files_blob, len(inputs))
+    _found(f"{_plural(len(inputs), 'file')}, {stats.new:,} new, {stats.changed:,} changed, {stats.deleted:,} deleted")
     _clean_up(settings, run, line, inputs if paths else [], delete_pool, delete_uploads, delete_outputs)
     log.info("top %d of %d files in %.1f s (%s): %s", top, len(inputs), stats.seconds, stats.reuse_line(),
              ", ".join(f"{w} {n:,}" for w, n in result.top))  # fmt: skip
@@ -253,6 +286,7 @@ def _nothing_to_count(settings: TopnSettings, prefix: str, started: float) -> To
         description="topn found nothing to count",
     )
     get_run_logger().warning("nothing to count: no blobs in %s", where)
+    _found("nothing to count")
     stats = RunStats(job_id="", pool_id=settings.pool_id, files=0, bytes=0, tasks_added=0, reused_job=False, polls=0,
                      seconds=round(time.monotonic() - started, 2))  # fmt: skip
     return TopnResult(top=[], words=0, distinct=0, files_counted=0, files=[], stats=stats)
@@ -313,8 +347,9 @@ def _publish(result: TopnResult, settings: TopnSettings, job_id: str, files_blob
     )
     shown = result.files[:FILE_ROWS_SHOWN]
     create_table_artifact(
-        [{"file": f.name, "words": f.words, "distinct": f.distinct, "skipped": f.skipped or "",
-          "top word": f"{f.top[0][0]} ({f.top[0][1]})" if f.top else ""} for f in shown],
+        [{"file": f.name, "bytes": f"{f.bytes:,}", "words": f"{f.words:,}", "distinct": f"{f.distinct:,}",
+          "skipped": f.skipped or ("empty" if f.bytes == 0 else ""),
+          "top word": f"{f.top[0][0]} ({f.top[0][1]:,})" if f.top else "", "task": f.task_id} for f in shown],
         key=_artifact_key("files"),
         description=f"Each file of job {job_id}" if len(shown) == files else
         f"The first {len(shown):,} of {files:,} files of job {job_id}: every file is in the flow's result, "

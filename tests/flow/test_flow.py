@@ -181,6 +181,10 @@ def test_artifacts_are_published(stack_env: dict) -> None:
     assert per_file, [(a.key, a.type) for a in latest]
     files = json.loads(per_file.data) if isinstance(per_file.data, str) else per_file.data
     assert sorted(r["file"] for r in files) == sorted(f.name for f in result.files) and len(files) == 10
+    row = next(r for r in files if r["file"] == result.files[0].name)
+    f = result.files[0]
+    assert (row["bytes"], row["words"], row["task"]) == (f"{f.bytes:,}", f"{f.words:,}", f.task_id)
+    assert "," in row["bytes"] and row["skipped"] == ""
 
 
 def test_logs_hold_no_keys_or_signatures(stack_env: dict, caplog: pytest.LogCaptureFixture, tmp_path: Path) -> None:

@@ -120,3 +120,24 @@ def test_a_run_configured_only_through_blocks(stack_env: dict, azurite, emulator
         flow_run = client.read_flow_run(state.state_details.flow_run_id)
     assert flow_run.parameters["batch_credentials"] == "only-batch"
     assert emulator.key not in json.dumps(flow_run.parameters) and AZURITE_KEY not in json.dumps(flow_run.parameters)
+
+
+def test_the_deployment_form_explains_every_parameter(prefect_api: str) -> None:
+    deployment_id = topn.to_deployment(name="form-check", parameters={"blob_prefix": "incoming/"}).apply()
+    with get_client(sync_client=True) as client:
+        schema = client.read_deployment(deployment_id).parameter_openapi_schema
+        client.delete_deployment(deployment_id)
+    described = {name: field.get("description", "") for name, field in schema["properties"].items()}
+    assert len(described) == 13 and all(len(text) > 20 for text in described.values()), described
+    assert "incoming/" in described["blob_prefix"] and "autoscale" in described["pool_mode"]
+
+
+def test_scheduled_runs_say_in_their_names_what_they_found(stack_env: dict, azurite) -> None:
+    prefix = f"named-{time.time_ns()}/"
+    empty = topn(blob_prefix=prefix, top=3, return_state=True)
+    azurite.client().get_container_client("topn-input").upload_blob(f"{prefix}a.txt", b"alpha beta alpha")
+    found = topn(blob_prefix=prefix, top=3, return_state=True)
+    with get_client(sync_client=True) as client:
+        names = [client.read_flow_run(s.state_details.flow_run_id).name for s in (empty, found)]
+    assert names == [f"top 3 of prefix {prefix} (nothing to count)",
+                     f"top 3 of prefix {prefix} (1 file, 1 new, 0 changed, 0 deleted)"]  # fmt: skip
