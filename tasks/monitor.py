@@ -111,7 +111,7 @@ def watch_job(settings: TopnSettings, job_id: str, pool_id: str, total: int, dea
     artifact; runs again in place (reactivate_task) tasks that failed for a reason not their own; terminates
     the job at the deadline or when the flow run is cancelled. Keeps polling through a Batch outage."""
     client, log = batch_client(settings), get_run_logger()
-    artifact = create_progress_artifact(0.0, description=f"Batch job {job_id}: tasks completed")
+    artifact = create_progress_artifact(0.0, description=f"Batch job {job_id}: 0 of {total:,} tasks completed")
     started, seen, outage = time.monotonic(), _Seen(total), None
     recoveries: dict[str, int] = {}
     while True:
@@ -149,7 +149,9 @@ def _poll(
         seen.counts, seen.delay = None, FIRST_DELAY  # something changed: look again soon
         return None
     if seen.update((counts.completed, counts.running, counts.failed)):
-        update_progress_artifact(artifact, 100.0 * counts.completed / total)
+        # The description is set anew each time: a wait for nodes said earlier is over once tasks move.
+        update_progress_artifact(artifact, 100.0 * counts.completed / total,
+                                 description=f"Batch job {job_id}: {_tally(counts, total)}")  # fmt: skip
         get_run_logger().info("%d of %d tasks completed (%d running, %d failed)", counts.completed, total,
                               counts.running, counts.failed)  # fmt: skip
     if counts.completed == total:
@@ -174,6 +176,11 @@ def _poll(
     if counts.running == 0 and seen.delay >= MAX_DELAY / 2 and (why := _start_task_failure(client, pool_id)):
         return Ending.START_TASK_FAILED, why, counts.completed
     return None
+
+
+def _tally(counts: m.BatchTaskCounts, total: int) -> str:
+    """E.g. "530 of 803 tasks completed, 4 running, 1 failed"."""
+    return f"{counts.completed:,} of {total:,} tasks completed, {counts.running:,} running, {counts.failed:,} failed"
 
 
 def _say_if_scaling_up(client: BatchClient, pool_id: str, artifact: object, progress: float, seen: _Seen) -> None:

@@ -12,6 +12,8 @@ from azure.batch import BatchClient
 from azure.batch import models as m
 from batch_emulator import preemption
 from batch_emulator.server import Emulator
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
 from flows.topn import topn
 from tasks.clients import blob_service
@@ -44,14 +46,23 @@ def sign_start_task_until(client: BatchClient, settings: TopnSettings, pool_id: 
 
 
 def test_an_autoscale_pool_grows_from_zero_and_shrinks_back(
-    settings_env: pytest.MonkeyPatch, emulator: Emulator, tmp_path: Path
+    settings_env: pytest.MonkeyPatch, emulator: Emulator, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     set_topn(settings_env, pool_id="autoscaled", pool_mode="autoscale", autoscale_interval="PT1S",
              autoscale_idle="PT2S", dedicated_nodes="2", task_slots_per_node="2")  # fmt: skip
     folder = corpus(tmp_path / "texts", 12, tag="autoscale-")
     client = BatchClient(emulator.endpoint, emulator.credential())
-    result = topn(paths=[str(folder)], top=3, files_per_task=2, run_id="autoscale-run")
+    state = topn(paths=[str(folder)], top=3, files_per_task=2, run_id="autoscale-run", return_state=True)
+    result = state.result()
     assert result.top == [tuple(p) for p in spec_top(folder, 3)] and result.files_counted == 12
+    assert "tasks are waiting: pool autoscaled has no node yet: scaling up" in caplog.text
+    with get_client(sync_client=True) as prefect:  # the wait is over: the progress no longer says it waits
+        artifacts = prefect.read_artifacts(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id]))
+        )
+    progress = next(a for a in artifacts if a.type == "progress")
+    assert progress.data == 100 and progress.description == (
+        "Batch job autoscale-run: 7 of 7 tasks completed, 0 running, 0 failed")  # fmt: skip
     pool = client.get_pool("autoscaled")
     assert pool.enable_auto_scale and "$PendingTasks" in pool.auto_scale_formula
     assert pool.auto_scale_run is not None and pool.auto_scale_run.error is None, pool.auto_scale_run
