@@ -21,16 +21,13 @@ from flows.crashes import ensure_crash_detection
 from flows.result import RunStats, TopnResult, file_results
 from tasks import batch, lineage, monitor, plan, preflight, storage
 from tasks.clients import blob_service
-from tasks.sas import SasIssuer, redact
+from tasks.monitor import TopnFailed
+from tasks.sas import SasIssuer
 from tasks.settings import TopnSettings, load_settings
 from tasks.taskapp import build_taskapp
 
 ADD_GROUP_FILES = 10_000  # files whose task specs are built and added at once
 FILE_ROWS_SHOWN = 1_000  # rows of the per-file table artifact: a UI table, not a data export
-
-
-class TopnFailed(RuntimeError):
-    """The run did not produce a result; the message says which files and why."""
 
 
 def _on_cancellation(flow: object, flow_run: object, state: object) -> None:
@@ -396,16 +393,16 @@ def _tasks(
 
 
 def _fail(settings: TopnSettings, job_id: str, watch: monitor.Watch, names: dict[str, str], delete: bool) -> None:
+    """The job is stopped, its failures reported (a failed task run and a table), and the run fails with them."""
     batch.terminate_job(settings, job_id, f"Topn{watch.ending.title().replace(' ', '')}")
-    failures = monitor.collect_failures(settings, job_id, names)
-    lines = [f"job {job_id} {watch.ending}: {watch.completed} of {watch.total} tasks completed"]
+    heading = [f"job {job_id} {watch.ending}: {watch.completed} of {watch.total} tasks completed"]
     if watch.detail:
-        lines.append(f"  {watch.detail}")
-    lines += [f.describe() for f in failures if f.task_id != plan.MERGE_ID or len(failures) == 1]
-    lines.append("  files counted so far are kept: running the same command again counts only the others")
-    if delete:
-        batch.delete_job(settings, job_id)
-    raise TopnFailed(redact("\n".join(lines)))
+        heading.append(f"  {watch.detail}")
+    try:
+        monitor.report_failures(settings, job_id, names, heading, _artifact_key("failures"))
+    finally:
+        if delete:
+            batch.delete_job(settings, job_id)
 
 
 def _clean_up(

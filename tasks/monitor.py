@@ -12,12 +12,13 @@ from azure.batch import BatchClient
 from azure.batch import models as m
 from azure.core.exceptions import HttpResponseError, ResourceExistsError
 from prefect import get_run_logger, task
-from prefect.artifacts import create_progress_artifact, update_progress_artifact
+from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
 from prefect.client.orchestration import get_client
 from prefect.runtime import flow_run
 
 from tasks import batch
 from tasks.clients import batch_client
+from tasks.plan import MERGE_ID, logs_blob
 from tasks.retry import is_transient, named
 from tasks.sas import redact
 from tasks.settings import TopnSettings
@@ -239,6 +240,10 @@ def _tail(download, size) -> str:
     return redact(data.decode("utf-8", errors="replace")).strip()
 
 
+class TopnFailed(RuntimeError):
+    """The run did not produce a result; the message says which files and why."""
+
+
 @dataclass(frozen=True)
 class TaskFailure:
     task_id: str
@@ -247,10 +252,12 @@ class TaskFailure:
     code: str
     message: str
     stderr_tail: str
+    attempts: int = 1
 
     def describe(self) -> str:
         exit_code = "" if self.exit_code is None else f", exit code {self.exit_code}"
-        tail = f"\n    stderr: {self.stderr_tail[-500:]}" if self.stderr_tail else ""
+        tail = "\n      ".join(self.stderr_tail[-500:].splitlines())  # every line of it under its file
+        tail = f"\n    stderr: {tail}" if tail else ""
         return f"  {self.file} (task {self.task_id}{exit_code}): {self.code}: {redact(self.message)}{tail}"
 
 
@@ -279,6 +286,28 @@ def collect_failures(settings: TopnSettings, job_id: str, files: dict[str, str])
                 failure.code if failure else "",
                 failure.message if failure else "",
                 tail,
+                (info.retry_count or 0) + 1,
             )
         )
     return failures
+
+
+@task(name="report-failures", task_run_name=named("report-failures {job_id}"), tags=["azure-batch"],
+      persist_result=False)  # fmt: skip
+def report_failures(
+    settings: TopnSettings, job_id: str, files: dict[str, str], heading: list[str], artifact_key: str
+) -> None:
+    """Ends Failed, where the Prefect UI shows it, with the job's failures in one readable message, and
+    publishes them as a table: file, task, attempts, exit code or failure, the end of stderr and where all
+    of it is (uploaded on failure only)."""
+    failures = collect_failures.fn(settings, job_id, files)
+    rows = [{"file": f.file, "task": f.task_id, "attempts": f.attempts,
+             "exit code": "" if f.exit_code is None else f.exit_code, "failure": f"{f.code}: {redact(f.message)}",
+             "stderr (end)": "\n".join(f.stderr_tail.splitlines()[-5:]),
+             "stderr blob": f"{settings.output_container}/{logs_blob(job_id, f.task_id)}/stderr.txt"}
+            for f in failures]  # fmt: skip
+    if rows:
+        create_table_artifact(rows, key=artifact_key, description=f"The failed tasks of Batch job {job_id}")
+    lines = [*heading, *(f.describe() for f in failures if f.task_id != MERGE_ID or len(failures) == 1)]
+    lines.append("  files counted so far are kept: running the same command again counts only the others")
+    raise TopnFailed(redact("\n".join(lines)))

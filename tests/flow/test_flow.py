@@ -117,6 +117,27 @@ def test_a_failing_task_fails_the_flow_naming_its_file(settings_env, tmp_path: P
     assert job.state == "completed"  # terminated: the merge could never run
 
 
+def test_a_failed_batch_task_shows_as_a_failed_task_run_and_a_table(settings_env, tmp_path: Path) -> None:
+    (tmp_path / "good.txt").write_text("fine words")
+    (tmp_path / "poison.txt").write_text("bad words")
+    poison(settings_env, "/bin/sh -c 'echo first line >&2; echo \"cannot digest this file\" >&2; exit 3'")
+    state = topn(paths=[str(tmp_path)], top=3, files_per_task=1, return_state=True)
+    assert state.is_failed() and "poison.txt" in state.message
+    run = FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id]))
+    with get_client(sync_client=True) as client:
+        steps = {t.name.split(" ")[0]: t for t in client.read_task_runs(flow_run_filter=run)}
+        artifacts = client.read_artifacts(flow_run_filter=run)
+    report = steps["report-failures"]
+    assert report.state.is_failed() and "poison.txt" in report.state.message, report.state
+    assert steps["watch-job"].state.is_completed()
+    table = next(a for a in artifacts if a.key == "topn-failures-adhoc")
+    rows = json.loads(table.data) if isinstance(table.data, str) else table.data
+    assert [(r["file"].rsplit("/", 1)[-1], r["exit code"], r["attempts"]) for r in rows] == [("poison.txt", 3, 2)]
+    assert "cannot digest this file" in rows[0]["stderr (end)"] and rows[0]["stderr blob"].endswith("/stderr.txt")
+    # Each line of the stderr under its file, indented, in the message users read.
+    assert "\n      cannot digest this file" in state.message
+
+
 def test_a_failing_start_task_fails_the_flow(settings_env, tmp_path: Path, emulator: Emulator) -> None:
     broken = tmp_path / "install-taskapp.sh"
     broken.write_text("echo 'python3 is missing on this image' >&2\nexit 1\n")
