@@ -179,6 +179,7 @@ def topn(
         files_counted=merged["files"], files=files, files_blob=f"{settings.output_container}/{files_blob}", stats=stats,
     )  # fmt: skip
     _publish(result, settings, run.job_id, files_blob, len(inputs))
+    _publish_links(result, settings, blob_prefix)
     _found(f"{_plural(len(inputs), 'file')}, {stats.new:,} new, {stats.changed:,} changed, {stats.deleted:,} deleted")
     _clean_up(settings, run, line, inputs if paths else [], delete_pool, delete_uploads, delete_outputs)
     log.info("top %d of %d files in %.1f s (%s): %s", top, len(inputs), stats.seconds, stats.reuse_line(),
@@ -352,6 +353,28 @@ def _publish(result: TopnResult, settings: TopnSettings, job_id: str, files_blob
         f"The first {len(shown):,} of {files:,} files of job {job_id}: every file is in the flow's result, "
         f"and in blob {settings.output_container}/{files_blob} unless the outputs were deleted",
     )  # fmt: skip
+
+
+def _publish_links(result: TopnResult, settings: TopnSettings, blob_prefix: str | None) -> None:
+    """Where this run's things are, as links (the account's own endpoints: on Azure, open them with Batch
+    Explorer or Storage Explorer signed in; locally, the emulator and Azurite), and the run's totals. No SAS:
+    nothing here grants access."""
+    stats, batch_url, blob_url = result.stats, settings.batch_url, settings.blob_url
+    inputs = f"{settings.input_container}/{blob_prefix}" if blob_prefix is not None else settings.input_container
+    where = [
+        ("Batch job", stats.job_id, f"{batch_url}/jobs/{stats.job_id}"),
+        ("pool", stats.pool_id, f"{batch_url}/pools/{stats.pool_id}"),
+        ("inputs", inputs, f"{blob_url}/{settings.input_container}?restype=container&comp=list"
+                           + (f"&prefix={blob_prefix}" if blob_prefix else "")),
+        ("every file's row", result.files_blob, f"{blob_url}/{result.files_blob}"),
+        ("outputs", settings.output_container, f"{blob_url}/{settings.output_container}?restype=container&comp=list"),
+    ]  # fmt: skip
+    lines = ["| what | where |", "|---|---|", *(f"| {what} | [{name}]({url}) |" for what, name, url in where)]
+    lines += ["", f"{_plural(stats.files, 'file')} ({stats.bytes:,} bytes): {stats.reuse_line()}; "
+              f"{_plural(result.words, 'word')}, {result.distinct:,} distinct; "
+              f"{_plural(stats.count_tasks, 'count task')} and {_plural(stats.merge_tasks, 'merge task')} "
+              f"in {stats.seconds:.1f} s"]  # fmt: skip
+    create_markdown_artifact("\n".join(lines), key=_artifact_key("links"), description=f"Where job {stats.job_id} is")
 
 
 def _groups(todo: list, files: int) -> list[list]:

@@ -206,6 +206,10 @@ def test_artifacts_are_published(stack_env: dict) -> None:
     f = result.files[0]
     assert (row["bytes"], row["words"], row["task"]) == (f"{f.bytes:,}", f"{f.words:,}", f.task_id)
     assert "," in row["bytes"] and row["skipped"] == ""
+    links = next(a for a in latest if a.key == "topn-links-adhoc")
+    for where in (result.stats.job_id, result.stats.pool_id, result.files_blob, "topn-input", "10 files"):
+        assert where in links.data, links.data
+    assert "/jobs/" in links.data and "sig=" not in links.data
 
 
 def test_logs_hold_no_keys_or_signatures(stack_env: dict, caplog: pytest.LogCaptureFixture, tmp_path: Path) -> None:
