@@ -296,7 +296,7 @@ def chunks(tasks: list[m.BatchTaskCreateOptions], limit: int = MAX_REQUEST_BYTES
     return out
 
 
-@task(name="add-tasks", task_run_name=named("add-tasks {job_id}: {n} tasks", n="tasks"), **BATCH_TASK)
+@task(name="add-tasks", task_run_name=named("add-tasks {job_id}: {n:,} task{n_s}", n="tasks"), **BATCH_TASK)
 def add_tasks(settings: TopnSettings, job_id: str, tasks: list[m.BatchTaskCreateOptions]) -> tuple[int, int]:
     """Adds the tasks not in the job yet (create_tasks, requests of at most 100 tasks and 1 MB, 4 at once).
     Returns how many were added, and how many the job now holds. The job stays active when all are complete

@@ -55,13 +55,16 @@ STORAGE_TASK = {**AZURE_TASK, "tags": ["azure-storage"]}
 
 def named(template: str, **sizes: str) -> Any:
     """A task_run_name: `template` formatted with the task's parameters, plus `sizes`: names of list
-    parameters whose length it gives (e.g. named("add-tasks {job_id}: {n} tasks", n="tasks"))."""
+    parameters whose length it gives, and `<name>_s` an "s" unless it is one
+    (e.g. named("add-tasks {job_id}: {n:,} task{n_s}", n="tasks") gives "add-tasks j: 1 task")."""
 
     def name() -> str:
         from prefect.runtime import task_run
 
         parameters = dict(task_run.parameters)
-        parameters.update({key: len(parameters.get(value) or []) for key, value in sizes.items()})
+        for key, value in sizes.items():
+            parameters[key] = len(parameters.get(value) or [])
+            parameters[f"{key}_s"] = "" if parameters[key] == 1 else "s"
         try:
             return template.format(**parameters)[:200]
         except (KeyError, AttributeError, IndexError):

@@ -101,7 +101,9 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-@task(name="upload-inputs", task_run_name=named("upload-inputs {paths[0]} ({n} paths)", n="paths"), **STORAGE_TASK)
+@task(
+    name="upload-inputs", task_run_name=named("upload-inputs {paths[0]} ({n:,} path{n_s})", n="paths"), **STORAGE_TASK
+)
 def upload_inputs(settings: TopnSettings, paths: list[str]) -> list[InputBlob]:
     """Uploads local files to the input container (upload_blob), FILE_CONCURRENCY at a time; content-addressed,
     so nothing is ever overwritten and a file already uploaded (by an earlier or interrupted run) is not sent
@@ -164,7 +166,7 @@ def list_inputs(settings: TopnSettings, container: str, prefix: str) -> list[Inp
 HEAD_LIMIT = 2_000  # blobs checked one by one at most; more are listed again (5,000 a request)
 
 
-@task(name="moved-blobs", task_run_name=named("moved-blobs: {n} blobs", n="inputs"), **STORAGE_TASK)
+@task(name="moved-blobs", task_run_name=named("moved-blobs: {n:,} blob{n_s}", n="inputs"), **STORAGE_TASK)
 def moved_blobs(settings: TopnSettings, inputs: list[InputBlob]) -> list[str]:
     """The names of these listed blobs that changed (another ETag) or went since they were listed: a task that
     counted one may have read either version. A few are asked for one by one (get_blob_properties,
@@ -279,7 +281,7 @@ def _catalog_keys(container, name: str) -> frozenset[str]:
         return frozenset()
 
 
-@task(name="delete-blobs", task_run_name=named("delete-blobs {container}: {n} blobs", n="names"), **STORAGE_TASK)
+@task(name="delete-blobs", task_run_name=named("delete-blobs {container}: {n:,} blob{n_s}", n="names"), **STORAGE_TASK)
 def delete_blobs(settings: TopnSettings, container: str, names: list[str]) -> int:
     """Deletes the named blobs (what this run created), never a whole container of the user's."""
     client = blob_service(settings, CONNECTIONS).get_container_client(container)

@@ -32,7 +32,7 @@ def test_runs_and_task_runs_are_named_tagged_and_their_result_kept(stack_env: di
     job = result.stats.job_id
     expected = {
         "check-access": {"azure-batch", "azure-storage"},
-        f"upload-inputs {tmp_path / 'texts'} (1 paths)": {"azure-storage"},
+        f"upload-inputs {tmp_path / 'texts'} (1 path)": {"azure-storage"},
         f"prepare-job {job}": {"azure-batch"},
         f"add-tasks {job}: 2 tasks": {"azure-batch"},
         f"watch-job {job}": {"azure-batch"},
