@@ -261,12 +261,6 @@ class TaskFailure:
         return f"  {self.file} (task {self.task_id}{exit_code}): {self.code}: {redact(self.message)}{tail}"
 
 
-@task(
-    name="collect-failures",
-    task_run_name=named("collect-failures {job_id}"),
-    tags=["azure-batch"],
-    persist_result=False,
-)
 def collect_failures(settings: TopnSettings, job_id: str, files: dict[str, str]) -> list[TaskFailure]:
     """Every failed task with its file, its failure info and the end of its stderr (list_tasks with a filter)."""
     client = batch_client(settings)
@@ -300,7 +294,7 @@ def report_failures(
     """Ends Failed, where the Prefect UI shows it, with the job's failures in one readable message, and
     publishes them as a table: file, task, attempts, exit code or failure, the end of stderr and where all
     of it is (uploaded on failure only)."""
-    failures = collect_failures.fn(settings, job_id, files)
+    failures = collect_failures(settings, job_id, files)
     rows = [{"file": f.file, "task": f.task_id, "attempts": f.attempts,
              "exit code": "" if f.exit_code is None else f.exit_code, "failure": f"{f.code}: {redact(f.message)}",
              "stderr (end)": "\n".join(f.stderr_tail.splitlines()[-5:]),

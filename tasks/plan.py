@@ -230,10 +230,10 @@ def key_of(blob: str) -> str | None:
 
 def finished(names: list[str]) -> set[str]:
     """The keys whose outputs are among these blob names (a root's only when both its blobs are)."""
-    done = {key for name in names if name.startswith(PARTS) and (key := key_of(name))}
-    roots = {key_of(name) for name in names if name.startswith(RESULTS)}
-    done |= {key for key in roots if key and set(result_blobs(key)) <= set(names)}
-    return done
+    present = set(names)
+    done = {key for name in present if name.startswith(PARTS) and (key := key_of(name))}
+    roots = {key_of(name) for name in present if name.startswith(RESULTS)}
+    return done | {key for key in roots if key and set(result_blobs(key)) <= present}
 
 
 def _output(container_url: str, pattern: str, blob: str, condition: str) -> m.OutputFile:
