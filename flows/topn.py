@@ -3,6 +3,7 @@
 # No `from __future__ import annotations` here: Prefect builds its parameter model from these annotations
 # when a runner loads the flow, and string annotations of Annotated[...] cannot be resolved there.
 import json
+import logging
 import re
 import time
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.client.orchestration import get_client
 from prefect.runtime import deployment as current_deployment
 from prefect.runtime import flow_run as current_run
-from pydantic import ByteSize, Field
+from pydantic import ByteSize, Field, WithJsonSchema
 
 from flows.crashes import ensure_crash_detection
 from flows.result import RunStats, TopnResult, file_results
@@ -26,6 +27,35 @@ from tasks.sas import SasIssuer
 from tasks.settings import TopnSettings, load_settings
 from tasks.taskapp import build_taskapp
 
+
+def blank(**schema: object) -> WithJsonSchema:
+    """The run form's view of an optional parameter: a plain field, left blank for its default (the form
+    shows `X | None` as a choice between X and None, and says "Property is type 'None'")."""
+    return WithJsonSchema(schema)
+
+
+class _OwnFailureWithoutTraceback(logging.Filter):
+    """Prefect's engine logs a run's exception as its repr and traceback. topn's own TopnFailed is a message
+    for the user, with nothing to debug in the frames: the task run that raised it logs it as it reads, the
+    flow run its first line (the rest is in that task run, just above)."""
+
+    def __init__(self, whole: bool) -> None:
+        super().__init__()
+        self.whole = whole
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, TopnFailed):
+            text = str(error) if self.whole else (str(error).splitlines() or [""])[0]
+            record.msg, record.args, record.exc_info, record.exc_text = "%s", (text,), None, None
+        return True
+
+
+logging.getLogger("prefect.task_runs").addFilter(_OwnFailureWithoutTraceback(whole=True))
+logging.getLogger("prefect.flow_runs").addFilter(_OwnFailureWithoutTraceback(whole=False))
+
+RUN_ID = r"^[A-Za-z0-9_-]{1,64}$"
+FILES_FIELD = blank(type="integer", minimum=1, maximum=10_000)
 ADD_GROUP_FILES = 10_000  # files whose task specs are built and added at once
 FILE_ROWS_SHOWN = 1_000  # rows of the per-file table artifact: a UI table, not a data export
 
@@ -91,19 +121,21 @@ def _artifact_key(kind: str) -> str:
     result_serializer="json",
 )
 def topn(
-    paths: list[str] | None = None,
+    paths: Annotated[list[str] | None, blank(type="array", items={"type": "string"})] = None,
     top: Annotated[int, Field(ge=1, le=10_000)] = 10,
-    blob_prefix: str | None = None,
-    run_id: Annotated[str | None, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")] = None,
+    blob_prefix: Annotated[str | None, blank(type="string")] = None,
+    run_id: Annotated[str | None, Field(pattern=RUN_ID), blank(type="string", pattern=RUN_ID)] = None,
     delete_job: bool = True,
     delete_pool: bool = False,
     delete_uploads: bool = False,
     delete_outputs: bool = False,
-    files_per_task: Annotated[int | None, Field(ge=1, le=10_000)] = None,
-    bytes_per_task: ByteSize | None = None,
-    batch_credentials: str | None = None,
-    storage_credentials: str | None = None,
-    pool_mode: Literal["keep", "autoscale"] | None = None,
+    files_per_task: Annotated[
+        int | None, Field(ge=1, le=10_000), blank(type="integer", minimum=1, maximum=10_000)
+    ] = None,
+    bytes_per_task: Annotated[ByteSize | None, blank(type=["integer", "string"])] = None,
+    batch_credentials: Annotated[str | None, blank(type="string")] = None,
+    storage_credentials: Annotated[str | None, blank(type="string")] = None,
+    pool_mode: Annotated[Literal["keep", "autoscale"] | None, blank(type="string", enum=["keep", "autoscale"])] = None,
 ) -> TopnResult:
     """Counts words across files with Azure Batch: the global top N and every file's own counts. Give either
     local paths to upload or a blob prefix already in the input container (what scheduled runs do).

@@ -42,7 +42,7 @@ AZURE_TASK = {
     "persist_result": False,  # what a step returns serves the flow only; the flow's own result is persisted
     "cache_policy": NO_CACHE,  # nothing to reuse across runs; hashing 10,000 inputs' parameters is not free
     "retries": 2,
-    "retry_delay_seconds": [0.2, 2],
+    "retry_delay_seconds": 1,  # one number: the UI shows a list of delays as "NaNs"
     "retry_jitter_factor": 0.5,
     "retry_condition_fn": retry_transient,
 }
@@ -55,8 +55,9 @@ STORAGE_TASK = {**AZURE_TASK, "tags": ["azure-storage"]}
 
 def named(template: str, **sizes: str) -> Any:
     """A task_run_name: `template` formatted with the task's parameters, plus `sizes`: names of list
-    parameters whose length it gives, and `<name>_s` an "s" unless it is one
-    (e.g. named("add-tasks {job_id}: {n:,} task{n_s}", n="tasks") gives "add-tasks j: 1 task")."""
+    parameters whose length it gives, `<name>_s` an "s" unless it is one, and `<name>_names` the last parts
+    of its first three items (e.g. named("add-tasks {job_id}: {n:,} task{n_s}", n="tasks") gives
+    "add-tasks j: 1 task"; named("upload-inputs {n_names}", n="paths") "upload-inputs a.txt, books +2 more")."""
 
     def name() -> str:
         from prefect.runtime import task_run
@@ -65,9 +66,16 @@ def named(template: str, **sizes: str) -> Any:
         for key, value in sizes.items():
             parameters[key] = len(parameters.get(value) or [])
             parameters[f"{key}_s"] = "" if parameters[key] == 1 else "s"
+            parameters[f"{key}_names"] = _names(parameters.get(value) or [])
         try:
             return template.format(**parameters)[:200]
         except (KeyError, AttributeError, IndexError):
             return template.split(" ", 1)[0]
 
     return name
+
+
+def _names(items: list, shown: int = 3) -> str:
+    names = [str(item).rstrip("/").rsplit("/", 1)[-1] or str(item) for item in items[:shown]]
+    more = f" +{len(items) - shown:,} more" if len(items) > shown else ""
+    return ", ".join(names) + more

@@ -102,9 +102,7 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-@task(
-    name="upload-inputs", task_run_name=named("upload-inputs {paths[0]} ({n:,} path{n_s})", n="paths"), **STORAGE_TASK
-)
+@task(name="upload-inputs", task_run_name=named("upload-inputs {n_names} ({n:,} path{n_s})", n="paths"), **STORAGE_TASK)
 def upload_inputs(settings: TopnSettings, paths: list[str]) -> list[InputBlob]:
     """Uploads local files to the input container (upload_blob), FILE_CONCURRENCY at a time; content-addressed,
     so nothing is ever overwritten and a file already uploaded (by an earlier or interrupted run) is not sent

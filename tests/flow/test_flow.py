@@ -9,13 +9,13 @@ import pytest
 from azure.batch import BatchClient
 from batch_emulator.server import Emulator
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, LogFilter, LogFilterFlowRunId
 
 from flows.topn import TopnFailed, topn
 from tasks import plan
 from tasks.preflight import AccessError
 from tests.conftest import SAMPLE
-from tests.stack import Azurite
+from tests.stack import Azurite, wait_for
 from tests.taskapp.oracle import spec_counts
 
 FACT_SHEET = "sample/nasa-moon/180556main_ETM.Moon.ABCs.Fact.Sheet.txt"
@@ -136,6 +136,18 @@ def test_a_failed_batch_task_shows_as_a_failed_task_run_and_a_table(settings_env
     assert "cannot digest this file" in rows[0]["stderr (end)"] and rows[0]["stderr blob"].endswith("/stderr.txt")
     # Each line of the stderr under its file, indented, in the message users read.
     assert "\n      cannot digest this file" in state.message
+    # The run's logs: the failure as it reads, once in full (report-failures) and once as a line (the flow),
+    # with no Prefect engine traceback.
+    logs = wait_for(lambda: [log for log in _logs(state) if "poison.txt" in log.message] or None, 60, 0.5,
+                    what="the failure in the run's logs")  # fmt: skip
+    everything = "\n".join(log.message for log in _logs(state))
+    assert "Traceback" not in everything and "TopnFailed(" not in everything, everything
+    assert any("\n      cannot digest this file" in log.message for log in logs), logs
+
+
+def _logs(state) -> list:
+    with get_client(sync_client=True) as client:
+        return client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[state.state_details.flow_run_id])))
 
 
 def test_a_failing_start_task_fails_the_flow(settings_env, tmp_path: Path, emulator: Emulator) -> None:

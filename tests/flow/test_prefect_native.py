@@ -10,8 +10,10 @@ import time
 import urllib.request
 from pathlib import Path
 
+import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+from prefect.exceptions import PrefectHTTPStatusError
 
 from flows.topn import topn
 from tests.conftest import ROOT
@@ -32,7 +34,7 @@ def test_runs_and_task_runs_are_named_tagged_and_their_result_kept(stack_env: di
     job = result.stats.job_id
     expected = {
         "check-access": {"azure-batch", "azure-storage"},
-        f"upload-inputs {tmp_path / 'texts'} (1 path)": {"azure-storage"},
+        "upload-inputs texts (1 path)": {"azure-storage"},
         f"prepare-job {job}": {"azure-batch"},
         f"add-tasks {job}: 2 tasks": {"azure-batch"},
         f"watch-job {job}": {"azure-batch"},
@@ -124,12 +126,25 @@ def test_a_run_configured_only_through_blocks(stack_env: dict, azurite, emulator
 
 def test_the_deployment_form_explains_every_parameter(prefect_api: str) -> None:
     deployment_id = topn.to_deployment(name="form-check", parameters={"blob_prefix": "incoming/"}).apply()
-    with get_client(sync_client=True) as client:
-        schema = client.read_deployment(deployment_id).parameter_openapi_schema
-        client.delete_deployment(deployment_id)
+    try:
+        with get_client(sync_client=True) as client:
+            schema = client.read_deployment(deployment_id).parameter_openapi_schema
+            # The server checks a run's parameters against the schema: what the form sends passes...
+            run = client.create_flow_run_from_deployment(deployment_id, parameters={
+                "blob_prefix": "x/", "files_per_task": 5, "bytes_per_task": "64MiB", "pool_mode": "keep"})  # fmt: skip
+            client.delete_flow_run(run.id)
+            # ...and a value out of range is refused before any run exists.
+            with pytest.raises(PrefectHTTPStatusError, match=r"files_per_task.*0 is less than the minimum of 1"):
+                client.create_flow_run_from_deployment(deployment_id, parameters={"files_per_task": 0})
+    finally:
+        with get_client(sync_client=True) as client:
+            client.delete_deployment(deployment_id)
     described = {name: field.get("description", "") for name, field in schema["properties"].items()}
     assert len(described) == 13 and all(len(text) > 20 for text in described.values()), described
     assert "incoming/" in described["blob_prefix"] and "autoscale" in described["pool_mode"]
+    # Optional parameters are plain fields (left blank: the default), not a choice of a type or None.
+    assert not [name for name, field in schema["properties"].items() if "anyOf" in field or "null" in str(field)]
+    assert schema["properties"]["pool_mode"]["enum"] == ["keep", "autoscale"]
 
 
 def test_scheduled_runs_say_in_their_names_what_they_found(stack_env: dict, azurite) -> None:

@@ -8,7 +8,7 @@ from prefect.states import Failed
 
 from flows.errors import explain
 from tasks import plan
-from tasks.retry import is_transient, retry_transient
+from tasks.retry import _names, is_transient, retry_transient
 from tasks.sas import redact
 from tasks.settings import SettingsError, load_settings
 
@@ -119,3 +119,8 @@ def test_which_task_failures_are_run_again_in_place(category: str, code: str, ou
     from tasks.monitor import _not_its_own
 
     assert _not_its_own(m.BatchTaskFailureInfo(category=category, code=code)) is ours
+
+
+def test_task_run_names_show_the_first_paths_by_their_last_part() -> None:
+    assert _names(["/data/books/"]) == "books"
+    assert _names(["/data/books", "notes.txt", "/x/y", "/z"]) == "books, notes.txt, y +1 more"
