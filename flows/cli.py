@@ -28,8 +28,8 @@ def _parser() -> argparse.ArgumentParser:
         "run",
         help="count words in files or folders (default: the bundled sample corpus)",
         description="Count words in files or folders with the topn flow. Prefect: the server PREFECT_API_URL names, "
-        "else one `topn server start` runs on 127.0.0.1 (TOPN_LOCAL_PREFECT_PORT), else a temporary server "
-        "started for this run alone (15-30 s more).",
+        "else the one `topn server start` keeps on 127.0.0.1 (TOPN_LOCAL_PREFECT_PORT), started in the background "
+        "the first time (TOPN_TEMPORARY_PREFECT_SERVER=true: a temporary server for this run alone instead).",
     )
     run.add_argument("paths", nargs="*", metavar="PATH", help="files or folders to upload and count")
     run.add_argument("--top", type=int, default=10, metavar="N", help="how many words (1-10000, default 10)")
@@ -123,13 +123,17 @@ def _run(args: argparse.Namespace, settings: TopnSettings) -> int:
 
 def _prefect_server(settings: TopnSettings) -> contextlib.AbstractContextManager:
     """Where the run's Prefect API is: PREFECT_API_URL (environment or profile) if set; else the server of
-    `topn server start` if it answers; else nothing, and Prefect starts a temporary server for this run."""
+    `topn server start`, started in the background the first time, so that later runs start at once and
+    every run stays in its UI; with TOPN_TEMPORARY_PREFECT_SERVER, Prefect's temporary server for this run."""
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from flows.local_stack import prefect_up, prefect_url
+    from flows.local_stack import ensure_prefect_server, prefect_url
 
-    if PREFECT_API_URL.value() or not prefect_up(settings):
+    if PREFECT_API_URL.value() or settings.temporary_prefect_server:
         return contextlib.nullcontext()
+    if ensure_prefect_server(settings):
+        print(f"started a Prefect server in the background, UI at {prefect_url(settings).removesuffix('/api')}: "
+              "later runs use it too (`topn server stop` ends it)", file=sys.stderr)  # fmt: skip
     return temporary_settings({PREFECT_API_URL: prefect_url(settings)})
 
 

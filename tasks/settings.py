@@ -48,6 +48,11 @@ class TopnSettings(BaseSettings):
 
     local_batch_port: int = Field(10100, ge=1, le=65535)
     local_prefect_port: int = Field(4200, ge=1, le=65535, description="where `topn server start` serves Prefect")
+    temporary_prefect_server: bool = Field(
+        False,
+        description="without PREFECT_API_URL, each `topn run` on a temporary Prefect server of its own (15-30 s "
+        "more, its runs gone with it) instead of the one `topn server start` keeps, started if need be",
+    )
     local_blob_port: int = Field(10000, ge=1, le=65535)
     local_dir: Path = Field(Path(".topn"), description="local stack state: Azurite data, node folders, logs")
 

@@ -70,8 +70,9 @@ def test_conflicting_arguments_fail_at_once_with_one_line() -> None:
     print(f"\n  rejected in {time.monotonic() - began:.2f} s", file=sys.stderr)
 
 
-def test_a_second_run_uses_the_prefect_server_that_answers(stack_env: dict, tmp_path: Path) -> None:
-    """With PREFECT_API_URL unset, `topn run` uses the server `topn server start` keeps on its port."""
+def test_runs_start_one_local_prefect_server_and_keep_using_it(stack_env: dict, tmp_path: Path) -> None:
+    """With PREFECT_API_URL unset, the first `topn run` starts the server `topn server start` keeps, in the
+    background; the next uses it; TOPN_TEMPORARY_PREFECT_SERVER=true runs on a temporary one instead."""
     import os
 
     from tests.stack import free_port
@@ -79,20 +80,30 @@ def test_a_second_run_uses_the_prefect_server_that_answers(stack_env: dict, tmp_
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
     env.update({"TOPN_LOCAL_PREFECT_PORT": str(port), "TOPN_LOCAL_DIR": str(tmp_path / "local")})
-    started = subprocess.run([str(BIN / "topn"), "server", "start"], env=env, capture_output=True, text=True,
-                             timeout=300)  # fmt: skip
-    try:
-        assert started.returncode == 0 and "started a Prefect server" in started.stdout, started.stderr
-        (tmp_path / "a.txt").write_text("gamma delta gamma")
-        run = subprocess.run([str(BIN / "topn"), "run", str(tmp_path / "a.txt"), "--json"], env=env,
+    (tmp_path / "a.txt").write_text("gamma delta gamma")
+
+    def topn_run(**extra: str) -> subprocess.CompletedProcess:
+        run = subprocess.run([str(BIN / "topn"), "run", str(tmp_path / "a.txt"), "--json"], env={**env, **extra},
                              capture_output=True, text=True, timeout=300)  # fmt: skip
         assert run.returncode == 0, run.stderr[-2000:]
-        assert "Starting temporary server" not in run.stderr + run.stdout
         assert json.loads(run.stdout)["top"][0] == ["gamma", 2]
+        return run
+
+    def runs_on_the_server() -> int:
         count = urllib.request.Request(f"http://127.0.0.1:{port}/api/flow_runs/count", data=b"{}", method="POST",
                                        headers={"Content-Type": "application/json"})  # fmt: skip
         with urllib.request.urlopen(count, timeout=30) as answer:
-            assert json.load(answer) == 1  # the run is on that server
+            return json.load(answer)
+
+    try:
+        first = topn_run()
+        assert f"started a Prefect server in the background, UI at http://127.0.0.1:{port}" in first.stderr
+        second = topn_run()
+        assert "started a Prefect server" not in second.stderr and "Starting temporary server" not in second.stderr
+        assert runs_on_the_server() == 2  # both runs stay in that server's UI
+        temporary = topn_run(TOPN_TEMPORARY_PREFECT_SERVER="true")
+        assert "started a Prefect server" not in temporary.stderr
+        assert runs_on_the_server() == 2  # that run was on a server of its own
     finally:
         stopped = subprocess.run([str(BIN / "topn"), "server", "stop"], env=env, capture_output=True, text=True,
                                  timeout=120)  # fmt: skip
