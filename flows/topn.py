@@ -273,8 +273,10 @@ def _count(
     packs, changes = lineage.arrange(inputs, catalog, packing)
     run_plan = plan.make_plan(inputs, packs, top, app.version, packing)
     # An explicit run id is a clean start: everything is counted anew (refreshing the outputs later runs reuse).
-    todo = run_plan.todo(storage.finished_outputs(settings, run_plan.root.key) if run_id is None else set())
-    new_catalog = lineage.catalog_of(source, inputs, packs, run_plan)
+    done = storage.finished_outputs(settings, run_plan.root.key) if run_id is None else set()
+    edits = plan.edits(run_plan, catalog.tree(top, app.version, packing), done)
+    todo = run_plan.todo(done, edits)
+    new_catalog = lineage.catalog_of(source, inputs, packs, run_plan, edits)
     if new_catalog != catalog:  # saved before the job: what it makes is referenced while it runs
         storage.write_catalog(settings, line, new_catalog)
     job_id = run_id or f"topn-{run_plan.root.key[:16]}"
@@ -282,6 +284,11 @@ def _count(
     if counted < len(inputs):
         get_run_logger().info("%d of %d files have outputs in storage already: not counting them again",
                               len(inputs) - counted, len(inputs))  # fmt: skip
+    if edited := [e for step, _ in todo if (e := edits.get(step.id))]:
+        get_run_logger().info("%d merge%s made from %s last output: reading %d parts, not %d", len(edited),
+                              "s" if len(edited) > 1 else "", "their" if len(edited) > 1 else "its",
+                              sum(1 + len(e.drops) + len(e.adds) for e in edited),
+                              sum(len(s.children) for s, _ in todo if s.id in edits))  # fmt: skip
     pool_id, state, added, watch = settings.pool_id, batch.JobState.DONE, 0, None
     if todo:
         pool_id = batch.ensure_pool(settings, app, sas, expiry)
@@ -290,7 +297,7 @@ def _count(
         storage.delete_blobs(settings, settings.output_container,
                              storage.list_blob_names(settings, settings.output_container, f"{job_id}/"))  # fmt: skip
     if state != batch.JobState.DONE:
-        added, watch = _run_job(settings, sas, inputs, run_plan, todo, job_id, pool_id, top, app.version, expiry)
+        added, watch = _run_job(settings, sas, inputs, run_plan, todo, edits, job_id, pool_id, top, app.version, expiry)
         if watch.ending != monitor.Ending.SUCCEEDED:
             names = {s.id: plan.describe([inputs[i].name for i in s.inputs]) for s in run_plan.counts}
             _fail(settings, job_id, watch, names, delete_job)
@@ -328,6 +335,7 @@ def _run_job(
     inputs: list[plan.InputBlob],
     run_plan: plan.Plan,
     todo: list,
+    edits: dict[str, plan.Edit],
     job_id: str,
     pool_id: str,
     top: int,
@@ -340,7 +348,7 @@ def _run_job(
     added, total = 0, 0
     for group in _groups(todo, ADD_GROUP_FILES):
         n, total = batch.add_tasks(
-            settings, job_id, _tasks(settings, sas, inputs, run_plan, group, job_id, top, version)
+            settings, job_id, _tasks(settings, sas, inputs, run_plan, group, edits, job_id, top, version)
         )
         added += n
     return added, monitor.watch_job(settings, job_id, pool_id, total, expiry - settings.sas_margin)
@@ -429,6 +437,7 @@ def _tasks(
     inputs: list[plan.InputBlob],
     run_plan: plan.Plan,
     todo: list[tuple[plan.Step, list[plan.Step]]],
+    edits: dict[str, plan.Edit],
     job_id: str,
     top: int,
     version: str,
@@ -443,7 +452,7 @@ def _tasks(
             sources = [plan.Source(inputs[i], sas.blob_read(inputs[i].container, inputs[i].blob)) for i in step.inputs]
             tasks.append(plan.count_task(step, sources, output_url, job_id, run_plan, top, version))
         else:
-            tasks.append(plan.merge_task(step, waits, parts_url, output_url, job_id, top, version))
+            tasks.append(plan.merge_task(step, waits, parts_url, output_url, job_id, top, version, edits.get(step.id)))
     return tasks
 
 

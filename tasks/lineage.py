@@ -25,7 +25,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 
-from tasks.plan import InputBlob, Packing, PackSpec, Plan, pack
+from tasks.plan import Edit, InputBlob, Packing, PackSpec, Plan, Step, pack, rows_key, tree_of
 
 FORMAT = "topn-lineage/1"
 PREFIX = "lineages/"
@@ -54,6 +54,13 @@ class Catalog:
     packs: tuple[tuple[str, ...], ...] = ()
     keys: frozenset[str] = field(default_factory=frozenset)
 
+    def tree(self, top: int, version: str, packing: Packing) -> Step | None:
+        """The merge tree of the last plan, from its packs (None without any): what its merges were made of."""
+        if not self.packs:
+            return None
+        keys = [rows_key([m.partition(":")[0] for m in members], top, version) for members in self.packs]
+        return tree_of(keys, top, version, packing)
+
     def to_json(self) -> bytes:
         body = {"format": FORMAT, "source": self.source, "packs": [list(p) for p in self.packs],
                 "keys": sorted(self.keys)}  # fmt: skip
@@ -72,10 +79,14 @@ class Catalog:
             return cls()
 
 
-def catalog_of(source: str, inputs: list[InputBlob], packs: list[PackSpec], plan: Plan) -> Catalog:
-    """The catalog of this plan: its packs as the next run will find them, and all its output keys."""
+def catalog_of(
+    source: str, inputs: list[InputBlob], packs: list[PackSpec], plan: Plan, edits: dict[str, Edit] | None = None
+) -> Catalog:
+    """The catalog of this plan: its packs as the next run will find them, and all its output keys (with
+    what its edited merges read: kept while its job may read them)."""
     members = tuple(tuple(_member(inputs[i]) for i in spec.members) for spec in packs)
-    return Catalog(source, members, frozenset(step.key for step in plan.steps()))
+    read = {key for edit in (edits or {}).values() for key in (edit.base, *edit.drops)}
+    return Catalog(source, members, frozenset(step.key for step in plan.steps()) | read)
 
 
 @dataclass(frozen=True)

@@ -141,25 +141,19 @@ class Plan:
 
     def steps(self) -> list[Step]:
         """Every step, each after the steps it reads."""
-        out: list[Step] = []
+        return _steps(self.root)
 
-        def visit(step: Step) -> None:
-            for child in step.children:
-                visit(child)
-            out.append(step)
-
-        visit(self.root)
-        return out
-
-    def todo(self, done: set[str]) -> list[tuple[Step, list[Step]]]:
+    def todo(self, done: set[str], edits: dict[str, Edit] | None = None) -> list[tuple[Step, list[Step]]]:
         """The steps to run, each with the steps it waits for, given the keys of the outputs in storage
-        already: a finished merge needs nothing below it."""
+        already: a finished merge needs nothing below it, an edited one only what it adds."""
         steps: list[tuple[Step, list[Step]]] = []
+        edits = edits or {}
 
         def visit(step: Step) -> bool:
             if step.key in done:
                 return False
-            waits = [child for child in step.children if visit(child)]
+            below = edits[step.id].adds if step.id in edits else step.children
+            waits = [child for child in below if visit(child)]
             steps.append((step, waits))
             return True
 
@@ -169,7 +163,12 @@ class Plan:
 
 def pack_key(inputs: list[InputBlob], members: tuple[int, ...], top: int, version: str) -> str:
     """What a pack's part file depends on: the task application's version, N, and its members in order."""
-    return _hash("pack", version, top, [inputs[i].row_key for i in members])
+    return rows_key([inputs[i].row_key for i in members], top, version)
+
+
+def rows_key(row_keys: list[str], top: int, version: str) -> str:
+    """A pack's key from its members' row keys (what a lineage's catalog keeps)."""
+    return _hash("pack", version, top, row_keys)
 
 
 def make_plan(inputs: list[InputBlob], packs: list[PackSpec], top: int, version: str, packing: Packing) -> Plan:
@@ -190,14 +189,65 @@ def make_plan(inputs: list[InputBlob], packs: list[PackSpec], top: int, version:
                                tuple(count(p) for p in spec.parts)))  # fmt: skip
         else:
             leaves.append(count(spec.members))
+    return Plan(_tree(leaves, top, version, packing), tuple(counts), packing)
+
+
+def _tree(leaves: list[Step], top: int, version: str, packing: Packing) -> Step:
+    """Merges of `fan_in` consecutive outputs, level by level, up to the root: its position names each merge
+    ("merge-L-J"), its children's keys key it."""
     level, nodes = 1, leaves
     while len(nodes) > packing.fan_in:
         groups = [nodes[s : s + packing.fan_in] for s in range(0, len(nodes), packing.fan_in)]
         nodes = [Step(f"merge-{level}-{j}", _hash("merge", version, top, [c.key for c in g]), MERGE, children=tuple(g))
                  for j, g in enumerate(groups, 1)]  # fmt: skip
         level += 1
-    root = Step(MERGE_ID, _hash("root", version, top, [c.key for c in nodes]), ROOT, children=tuple(nodes))
-    return Plan(root, tuple(counts), packing)
+    return Step(MERGE_ID, _hash("root", version, top, [c.key for c in nodes]), ROOT, children=tuple(nodes))
+
+
+def tree_of(leaf_keys: list[str], top: int, version: str, packing: Packing) -> Step:
+    """The merge tree a plan of leaves with these keys has (to compare an earlier run's plan with this one's)."""
+    return _tree([Step(str(n), key, COUNT) for n, key in enumerate(leaf_keys, 1)], top, version, packing)
+
+
+@dataclass(frozen=True)
+class Edit:
+    """An inner merge made from its output in an earlier plan, `base`: the outputs `drops` leave it and
+    `adds` come in, the i-th add in the place of the i-th drop, the adds beyond them at the end (the task
+    application's `merge --edit`). It reads those instead of every child."""
+
+    base: str
+    drops: tuple[str, ...]
+    adds: tuple[Step, ...]
+
+
+def edits(plan: Plan, before: Step | None, done: set[str]) -> dict[str, Edit]:
+    """The inner merges of `plan` to make by editing their output in the plan `before` (the root of an
+    earlier run's tree): those whose earlier output and leaving children are in storage (`done`), when that
+    reads fewer outputs than merging every child. A merge keeps its position, so its id finds it there."""
+    earlier = {step.id: step for step in _steps(before) if step.kind == MERGE} if before else {}
+    out: dict[str, Edit] = {}
+    for step in plan.steps():
+        prior = earlier.get(step.id)
+        if step.kind != MERGE or prior is None or step.key in done or prior.key not in done:
+            continue
+        was, now = [c.key for c in prior.children], step.children
+        changed = [i for i in range(min(len(was), len(now))) if was[i] != now[i].key]
+        drops, adds = [was[i] for i in changed] + was[len(now) :], [now[i] for i in changed] + list(now[len(was) :])
+        if adds and set(drops) <= done and 1 + len(drops) + len(adds) < len(now):
+            out[step.id] = Edit(prior.key, tuple(drops), tuple(adds))
+    return out
+
+
+def _steps(root: Step) -> list[Step]:
+    out: list[Step] = []
+
+    def visit(step: Step) -> None:
+        for child in step.children:
+            visit(child)
+        out.append(step)
+
+    visit(root)
+    return out
 
 
 # Blob names in the output container: outputs by key, never by job; a job's own folder holds only the logs
@@ -329,11 +379,19 @@ def blob_url(container_url: str, blob: str) -> str:
 
 
 def merge_task(
-    step: Step, waits: list[Step], parts_url: str, output_url: str, job: str, top: int, version: str
+    step: Step,
+    waits: list[Step],
+    parts_url: str,
+    output_url: str,
+    job: str,
+    top: int,
+    version: str,
+    edit: Edit | None = None,
 ) -> m.BatchTaskCreateOptions:
     """A merge of the part files of the steps below it, downloaded as parts/00001.part... in their order. It
     runs when the steps it `waits` for succeeded (the others' outputs are in storage already). The root writes
-    the global top N and every file's row; the others, a combined pack included, a part file."""
+    the global top N and every file's row; the others, a combined pack included, a part file. An edited
+    merge reads its earlier output (base.part), the parts leaving it (drop/) and those coming (parts/)."""
     if step.kind == ROOT:
         top_blob, files_blob = result_blobs(step.key)
         outputs = ["--output", "top.json", "--files", "files.jsonl"]
@@ -342,14 +400,17 @@ def merge_task(
     else:
         outputs = ["--part", "part"]
         files = [_output(output_url, "part", part_blob(step.key), "tasksuccess")]
+    reads = [(f"parts/{n:05}.part", child.key) for n, child in enumerate(edit.adds if edit else step.children, 1)]
+    if edit:
+        outputs += ["--edit", "base.part", *(["--drop", "drop"] if edit.drops else [])]
+        reads += [("base.part", edit.base), *((f"drop/{n:05}.part", key) for n, key in enumerate(edit.drops, 1))]
     command = ["/bin/sh", "-c", _taskapp(version), "topn-merge", "merge", "--top", str(top), *outputs, "parts"]
     return m.BatchTaskCreateOptions(
         id=step.id,
         display_name=step.id,
         command_line=shlex.join(command),
         resource_files=[
-            m.ResourceFile(http_url=blob_url(parts_url, part_blob(child.key)), file_path=f"parts/{n:05}.part")
-            for n, child in enumerate(step.children, 1)
+            m.ResourceFile(http_url=blob_url(parts_url, part_blob(key)), file_path=path) for path, key in reads
         ],
         output_files=[*files, *_log_outputs(output_url, job, step.id)],
         depends_on=_depends_on(waits),

@@ -111,7 +111,10 @@ def test_a_changed_blob_recounts_only_its_pack_and_a_deleted_one_is_gone(drop: D
 
 
 @pytest.mark.parametrize("rate", [0, 0.05])
-def test_days_of_random_additions_changes_and_deletions_match_a_fresh_count(drop: Drop, rate: float) -> None:
+def test_days_of_random_additions_changes_and_deletions_match_a_fresh_count(
+    drop: Drop, rate: float, settings_env: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings_env.setenv("TOPN_MERGE_FAN_IN", "4")  # a tree with inner merges, edited as packs change
     rng = random.Random(11)
     for i in range(50):
         drop.put(f"doc-{rng.randrange(100_000):05}-{i}.txt")
@@ -132,6 +135,7 @@ def test_days_of_random_additions_changes_and_deletions_match_a_fresh_count(drop
         stats = result.stats
         assert stats.counted <= stats.new + stats.changed + (FILES_PER_TASK - 1) * (stats.changed + stats.deleted)
     assert rate == 0 or faults > 0, "no fault was injected: the test proves nothing"
+    assert "made from its last output" in caplog.text or "made from their last output" in caplog.text
 
 
 def test_a_blob_that_changes_while_it_is_counted_is_counted_again_as_it_is_now(

@@ -186,3 +186,35 @@ def test_a_result_keeps_the_first_rows_and_counts_every_file() -> None:
     files, missing = file_results(lines, ["k1", "k2", "k3", "k4"], ["a", "b", "c", "d"], ["1", "1", "2", "2"], keep=2)
     assert [(f.name, f.words, f.task_id) for f in files] == [("a", 1, "1"), ("b", 2, "1")]
     assert missing == 1  # d has no row; a row given twice counts once
+
+
+def test_a_merge_whose_children_changed_a_little_is_an_edit_of_its_last_output() -> None:
+    """12 packs of 2, 8 outputs a merge (two merges, then the root): a changed pack makes its merge an edit
+    of the last one (its part out, the new one in), and new packs at the end edit the last merge."""
+    packing = plan.Packing(files_per_task=2, fan_in=8)
+    inputs = [blob(f"f{i:03}.txt") for i in range(24)]
+    packs, _ = lineage.arrange(inputs, lineage.Catalog(), packing)
+    day1 = plan.make_plan(inputs, packs, 5, "v", packing)
+    catalog = lineage.catalog_of("s", inputs, packs, day1)
+    assert catalog.tree(5, "v", packing).key == day1.root.key  # the catalog rebuilds the tree it came from
+    inputs2 = [*inputs[:5], blob("f005.txt", "v2"), *inputs[6:], blob("f100.txt"), blob("f101.txt")]
+    packs2, _ = lineage.arrange(inputs2, catalog, packing)
+    day2 = plan.make_plan(inputs2, packs2, 5, "v", packing)
+    done = {s.key for s in day1.steps()} - {day1.root.key}
+    edits = plan.edits(day2, catalog.tree(5, "v", packing), done)
+    old = {s.id: s for s in day1.steps() if s.kind == plan.MERGE}
+    # f005 changed: its pack (3) is recounted without it; f005, f100 and f101 make two new packs at the end.
+    assert set(edits) == {"merge-1-1", "merge-1-2"}, edits
+    first, last = edits["merge-1-1"], edits["merge-1-2"]
+    assert (first.base, first.drops, [a.id for a in first.adds]) == (old["merge-1-1"].key, (day1.counts[2].key,), ["3"])
+    assert (last.base, last.drops, [a.id for a in last.adds]) == (old["merge-1-2"].key, (), ["13", "14"])
+    todo = dict((s.id, [w.id for w in waits]) for s, waits in day2.todo(done, edits))
+    assert todo == {"3": [], "merge-1-1": ["3"], "13": [], "14": [], "merge-1-2": ["13", "14"],
+                    "merge": ["merge-1-1", "merge-1-2"]}  # fmt: skip
+    merge = next(s for s in day2.steps() if s.id == "merge-1-1")
+    task = plan.merge_task(merge, [], "https://a/c?sig=x", "https://a/c?sig=y", "j", 5, "v", first)
+    assert "--edit base.part --drop drop parts" in task.command_line
+    assert sorted(f.file_path for f in task.resource_files) == ["base.part", "drop/00001.part", "parts/00001.part"]
+    # Nothing to edit from: no earlier tree, or its outputs gone from storage.
+    assert plan.edits(day2, None, done) == {} and plan.edits(day2, catalog.tree(5, "v", packing), set()) == {}
+    assert lineage.catalog_of("s", inputs2, packs2, day2, edits).keys >= {first.base, *first.drops, last.base}

@@ -85,6 +85,11 @@ def _parser() -> argparse.ArgumentParser:
     to.add_argument("--output", type=Path, metavar="OUT.json", help="write the corpus-wide result")
     to.add_argument("--part", type=Path, metavar="PART", help="write a part file (a level of a merge tree)")
     merge.add_argument("--files", type=Path, metavar="FILES.jsonl", help="with --output: also every file's row")
+    merge.add_argument("--edit", type=Path, metavar="BASE", help="with --part: BASE, a part file, edited (see --drop)")
+    merge.add_argument(
+        "--drop", type=Path, metavar="DROP", help="with --edit: parts (a file or folder) whose rows and counts leave "
+        "BASE, the i-th INPUT's rows taking the place of the i-th's; INPUTs beyond them go at the end"
+    )  # fmt: skip
     merge.add_argument("inputs", type=Path, nargs="+", metavar="INPUT", help="a counts file, part file or folder")
     return parser
 

@@ -28,10 +28,19 @@ _HEADER_LIMIT = 1 << 16  # a header is one short line; do not read a whole forei
 
 
 def run_merge(args: Namespace) -> None:
-    """`merge --top N (--output OUT.json [--files FILES.jsonl] | --part PART) INPUT [INPUT ...]`."""
+    """`merge --top N (--output OUT.json [--files FILES.jsonl] | --part PART [--edit BASE [--drop DROP]])
+    INPUT [INPUT ...]`."""
     if args.files and not args.output:
         raise UsageError("--files goes with --output, not with --part")
-    if args.part:
+    if (args.edit or args.drop) and not args.part:
+        raise UsageError("--edit and --drop go with --part")
+    if args.drop and not args.edit:
+        raise UsageError("--drop goes with --edit")
+    if args.edit:
+        from topn_taskapp.edit import edit_part
+
+        edit_part(args.part, args.edit, [args.drop] if args.drop else [], args.inputs)
+    elif args.part:
         _merge_to_part(args.part, args.inputs)
     else:
         _merge_to_output(args.output, args.files, args.inputs, args.top)
