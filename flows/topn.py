@@ -35,9 +35,10 @@ def blank(**schema: object) -> WithJsonSchema:
 
 
 class _OwnFailureWithoutTraceback(logging.Filter):
-    """Prefect's engine logs a run's exception as its repr and traceback. topn's own TopnFailed is a message
-    for the user, with nothing to debug in the frames: the task run that raised it logs it as it reads, the
-    flow run its first line (the rest is in that task run, just above)."""
+    """Prefect's engine logs a run's exception as its repr and traceback, and the final state's repr after it.
+    topn's own TopnFailed is a message for the user, with nothing to debug in the frames: the task run that
+    raised it logs it as it reads, the flow run its one-line summary (the rest is in that task run, just
+    above), and each "Finished in state Failed" without repeating it."""
 
     def __init__(self, whole: bool) -> None:
         super().__init__()
@@ -46,8 +47,14 @@ class _OwnFailureWithoutTraceback(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         error = record.exc_info[1] if record.exc_info else None
         if isinstance(error, TopnFailed):
-            text = str(error) if self.whole else (str(error).splitlines() or [""])[0]
+            text = str(error) if self.whole else error.summary
             record.msg, record.args, record.exc_info, record.exc_text = "%s", (text,), None, None
+        elif (
+            isinstance(record.msg, str)
+            and record.msg.startswith("Finished in state Failed(")
+            and ("TopnFailed" in record.msg)
+        ):  # the state's repr repeats the whole message, line breaks as \n: it was just logged as it reads
+            record.msg, record.args, record.levelno, record.levelname = "Finished in state Failed", (), 40, "ERROR"
         return True
 
 
@@ -56,6 +63,7 @@ logging.getLogger("prefect.flow_runs").addFilter(_OwnFailureWithoutTraceback(who
 
 RUN_ID = r"^[A-Za-z0-9_-]{1,64}$"
 FILES_FIELD = blank(type="integer", minimum=1, maximum=10_000)
+BYTE_SIZE = r"^\s*\d+(\.\d+)?\s*[A-Za-z]*\s*$"  # what pydantic's ByteSize reads, e.g. 64MiB or 1000000
 ADD_GROUP_FILES = 10_000  # files whose task specs are built and added at once
 FILE_ROWS_SHOWN = 1_000  # rows of the per-file table artifact: a UI table, not a data export
 
@@ -132,7 +140,7 @@ def topn(
     files_per_task: Annotated[
         int | None, Field(ge=1, le=10_000), blank(type="integer", minimum=1, maximum=10_000)
     ] = None,
-    bytes_per_task: Annotated[ByteSize | None, blank(type=["integer", "string"])] = None,
+    bytes_per_task: Annotated[ByteSize | None, blank(type="string", pattern=BYTE_SIZE)] = None,
     batch_credentials: Annotated[str | None, blank(type="string")] = None,
     storage_credentials: Annotated[str | None, blank(type="string")] = None,
     pool_mode: Annotated[Literal["keep", "autoscale"] | None, blank(type="string", enum=["keep", "autoscale"])] = None,
@@ -151,7 +159,8 @@ def topn(
         delete_uploads: Delete the blobs this run uploaded from local paths.
         delete_outputs: Forget this series of runs and remove the outputs only it uses.
         files_per_task: Files one count task takes at most (TOPN_FILES_PER_TASK by default).
-        bytes_per_task: Bytes one count task takes at most, e.g. 64MiB (TOPN_BYTES_PER_TASK by default).
+        bytes_per_task: Bytes one count task takes at most, e.g. 64MiB or 1000000 (TOPN_BYTES_PER_TASK by
+            default).
         batch_credentials: Name of an "Azure Batch Credentials" block to use instead of TOPN_* credentials.
         storage_credentials: Name of an "Azure Blob Storage Credentials" block to use instead.
         pool_mode: keep (a fixed pool kept between runs) or autoscale (nodes only while runs need them);

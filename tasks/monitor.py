@@ -241,7 +241,11 @@ def _tail(download, size) -> str:
 
 
 class TopnFailed(RuntimeError):
-    """The run did not produce a result; the message says which files and why."""
+    """The run did not produce a result; the message says which files and why, `summary` in one line."""
+
+    def __init__(self, message: str, summary: str | None = None) -> None:
+        super().__init__(message)
+        self.summary = summary or (message.splitlines() or [""])[0]
 
 
 @dataclass(frozen=True)
@@ -295,13 +299,17 @@ def report_failures(
     publishes them as a table: file, task, attempts, exit code or failure, the end of stderr and where all
     of it is (uploaded on failure only)."""
     failures = collect_failures(settings, job_id, files)
-    rows = [{"file": f.file, "task": f.task_id, "attempts": f.attempts,
-             "exit code": "" if f.exit_code is None else f.exit_code, "failure": f"{f.code}: {redact(f.message)}",
-             "stderr (end)": "\n".join(f.stderr_tail.splitlines()[-5:]),
+    # The columns a reader needs first come first: a wide table hides its right end.
+    rows = [{"file": f.file, "stderr (end)": "\n".join(f.stderr_tail.splitlines()[-5:]),
+             "exit code": "" if f.exit_code is None else f.exit_code, "attempts": f.attempts, "task": f.task_id,
+             "failure": f"{f.code}: {redact(f.message)}",
              "stderr blob": f"{settings.output_container}/{logs_blob(job_id, f.task_id)}/stderr.txt"}
             for f in failures]  # fmt: skip
     if rows:
         create_table_artifact(rows, key=artifact_key, description=f"The failed tasks of Batch job {job_id}")
     lines = [*heading, *(f.describe() for f in failures if f.task_id != MERGE_ID or len(failures) == 1)]
     lines.append("  files counted so far are kept: running the same command again counts only the others")
-    raise TopnFailed(redact("\n".join(lines)))
+    named = [f.file for f in failures if f.task_id != MERGE_ID][:3] or [f.task_id for f in failures[:1]]
+    more = f" and {len(failures) - len(named):,} more" if len(failures) > len(named) else ""
+    summary = f"{heading[0]}; failed: {', '.join(named)}{more} (report-failures has each one's stderr)"
+    raise TopnFailed(redact("\n".join(lines)), redact(summary) if failures else None)

@@ -167,7 +167,8 @@ def list_inputs(settings: TopnSettings, container: str, prefix: str) -> list[Inp
 LISTED_PER_HEAD = 30
 
 
-@task(name="moved-blobs", task_run_name=named("moved-blobs: {n:,} blob{n_s}", n="inputs"), **STORAGE_TASK)
+@task(name="moved-blobs", task_run_name=named("moved-blobs: check {n:,} counted blob{n_s}", n="inputs"),
+      **STORAGE_TASK)  # fmt: skip
 def moved_blobs(settings: TopnSettings, inputs: list[InputBlob], listed: int) -> list[str]:
     """The names of these listed blobs that changed (another ETag) or went since they were listed: a task that
     counted one may have read either version. They are asked for one by one (get_blob_properties,

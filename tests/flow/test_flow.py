@@ -133,16 +133,25 @@ def test_a_failed_batch_task_shows_as_a_failed_task_run_and_a_table(settings_env
     table = next(a for a in artifacts if a.key == "topn-failures-adhoc")
     rows = json.loads(table.data) if isinstance(table.data, str) else table.data
     assert [(r["file"].rsplit("/", 1)[-1], r["exit code"], r["attempts"]) for r in rows] == [("poison.txt", 3, 2)]
+    assert list(rows[0])[:2] == ["file", "stderr (end)"]  # what to read first, before a wide table's edge
     assert "cannot digest this file" in rows[0]["stderr (end)"] and rows[0]["stderr blob"].endswith("/stderr.txt")
     # Each line of the stderr under its file, indented, in the message users read.
     assert "\n      cannot digest this file" in state.message
+
     # The run's logs: the failure as it reads, once in full (report-failures) and once as a line (the flow),
     # with no Prefect engine traceback.
-    logs = wait_for(lambda: [log for log in _logs(state) if "poison.txt" in log.message] or None, 60, 0.5,
-                    what="the failure in the run's logs")  # fmt: skip
-    everything = "\n".join(log.message for log in _logs(state))
-    assert "Traceback" not in everything and "TopnFailed(" not in everything, everything
+    def summary(log) -> bool:  # the flow's own line: one line naming the file, and where to read more
+        return "\n" not in log.message and "failed: " in log.message and log.message.endswith("stderr)")
+
+    def with_summary() -> list | None:
+        logs = _logs(state)
+        return logs if any(map(summary, logs)) else None
+
+    logs = wait_for(with_summary, 60, 0.5, what="the flow's failure line in the run's logs")
+    everything = "\n".join(log.message for log in logs)
+    assert "Traceback" not in everything and "TopnFailed" not in everything, everything
     assert any("\n      cannot digest this file" in log.message for log in logs), logs
+    assert "poison.txt" in next(log.message for log in logs if summary(log))
 
 
 def _logs(state) -> list:
