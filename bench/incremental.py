@@ -37,15 +37,22 @@ class Day:
     blob: int
     counts: int
     merges: int
-    task_seconds: float
+    count_seconds: float
+    merge_seconds: float
     result: dict
+
+    @property
+    def task_seconds(self) -> float:
+        return self.count_seconds + self.merge_seconds
 
     def row(self) -> str:
         return (f"{self.label:<26} {self.seconds:>7.1f} {self.downloads:>9,} {self.blob:>8,} {self.counts:>6} "
-                f"{self.merges:>6} {self.task_seconds:>8.1f}")  # fmt: skip
+                f"{self.merges:>6} {self.task_seconds:>8.1f} {self.count_seconds:>8.1f} "
+                f"{self.merge_seconds:>8.1f}")  # fmt: skip
 
 
-HEADER = f"{'run':<26} {'wall s':>7} {'inputs dl':>9} {'blob req':>8} {'counts':>6} {'merges':>6} {'task s':>8}"
+HEADER = (f"{'run':<26} {'wall s':>7} {'inputs dl':>9} {'blob req':>8} {'counts':>6} {'merges':>6} {'task s':>8} "
+          f"{'count s':>8} {'merge s':>8}")  # fmt: skip
 
 
 def write(folder: Path, names: list[str], rng: random.Random, text: bytes, tag: str) -> None:
@@ -72,8 +79,9 @@ def topn(stack: Stack, *args: str) -> dict:
     return json.loads(done.stdout) if "--json" in args else {}
 
 
-def task_seconds(stack: Stack, job_id: str) -> float:
-    """The node time of the job's tasks (each from its start to its end), read before the job goes."""
+def task_seconds(stack: Stack, job_id: str) -> tuple[float, float]:
+    """The node time of the job's count and merge tasks (each from its start to its end), read before the
+    job goes."""
     from azure.batch import BatchClient
     from azure.core.credentials import AzureNamedKeyCredential
     from azure.core.exceptions import ResourceNotFoundError
@@ -82,12 +90,12 @@ def task_seconds(stack: Stack, job_id: str) -> float:
     client = BatchClient(f"http://127.0.0.1:{stack.batch_port}", AzureNamedKeyCredential(DEV_ACCOUNT_NAME,
                                                                                          DEV_ACCOUNT_KEY))  # fmt: skip
     try:
-        spans = [(t.execution_info.end_time - t.execution_info.start_time).total_seconds()
+        spans = [(t.id.startswith("merge"), (t.execution_info.end_time - t.execution_info.start_time).total_seconds())
                  for t in client.list_tasks(job_id) if t.execution_info and t.execution_info.end_time]  # fmt: skip
         client.begin_delete_job(job_id).result()
     except ResourceNotFoundError:  # no job (nothing to count): no node time
-        return 0.0
-    return sum(spans)
+        return 0.0, 0.0
+    return sum(s for merge, s in spans if not merge), sum(s for merge, s in spans if merge)
 
 
 def run(stack: Stack, label: str, *extra: str) -> Day:
@@ -97,7 +105,7 @@ def run(stack: Stack, label: str, *extra: str) -> Day:
     seconds = time.perf_counter() - began
     stats = result["stats"]
     return Day(label, seconds, input_downloads(stack) - downloads, stack.blob_requests() - blob,
-               stats["count_tasks"], stats["merge_tasks"], task_seconds(stack, stats["job_id"]), result)  # fmt: skip
+               stats["count_tasks"], stats["merge_tasks"], *task_seconds(stack, stats["job_id"]), result)  # fmt: skip
 
 
 def ratio(a: float, b: float) -> str:
@@ -140,7 +148,9 @@ def main() -> None:
             print(f"{'  scheduled / full':<26} {ratio(scheduled.seconds, full.seconds):>7} "
                   f"{ratio(scheduled.downloads, full.downloads):>9} {ratio(scheduled.blob, full.blob):>8} "
                   f"{ratio(scheduled.counts, full.counts):>6} {ratio(scheduled.merges, full.merges):>6} "
-                  f"{ratio(scheduled.task_seconds, full.task_seconds):>8}   same result: {same}; "
+                  f"{ratio(scheduled.task_seconds, full.task_seconds):>8} "
+                  f"{ratio(scheduled.count_seconds, full.count_seconds):>8} "
+                  f"{ratio(scheduled.merge_seconds, full.merge_seconds):>8}   same result: {same}; "
                   f"{s['new']} new, {s['changed']} changed, {s['counted']} counted, {s['reused']:,} reused",
                   flush=True)  # fmt: skip
         quiet = run(stack, "no change: scheduled")

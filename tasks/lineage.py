@@ -7,9 +7,10 @@ packs of its last plan, each as its members' identities. The next run of the lin
 against it (`arrange`):
 - a pack whose members are all still there, unchanged, stays exactly as it was (same key: its part file is
   reused), whatever sorts between its members now;
-- a pack that lost members (deleted, or changed: a changed blob is a new identity) is recounted without
-  them, in its place;
-- new and changed blobs, in name order, go into new packs at the end;
+- a pack with a member changed (a new version of a name: a new identity) is recounted with the new
+  version in the old one's place, unless that takes the pack over the bytes limit; one that lost members
+  (deleted) is recounted without them, in its place;
+- new blobs (and a changed one that no longer fits its pack), in name order, go into new packs at the end;
 - then small packs are combined: consecutive packs each under half the limits (files and bytes) are
   grouped, in order, while the group stays within the limits; a group of two or more that is no longer small
   becomes one pack whose part file is the merge of theirs (never a recount). So every pack is at least half
@@ -102,17 +103,33 @@ class Changes:
 def arrange(inputs: list[InputBlob], catalog: Catalog, packing: Packing) -> tuple[list[PackSpec], Changes]:
     """The packs for these inputs (sorted by name), kept as the catalog has them where their members are."""
     where = {_member(blob): i for i, blob in enumerate(inputs)}
+    by_name = {blob.name_key: i for i, blob in enumerate(inputs)}
+    listed = {member for members in catalog.packs for member in members}
     claimed: set[int] = set()
     kept: list[tuple[int, ...]] = []
     old_names: set[str] = set()
+    in_place = 0
     for members in catalog.packs:
-        present = []
+        present: list[int] = []
+        swapped: list[int] = []  # new versions in their old one's place
         for member in members:
-            old_names.add(member.rpartition(":")[2])
+            name = member.rpartition(":")[2]
+            old_names.add(name)
             i = where.get(member)
-            if i is not None and i not in claimed:  # a member listed twice (a damaged catalog) counts once
+            if i is None:  # gone, or changed: a new version of the name takes the old one's place
+                j = by_name.get(name)
+                if j is None or j in claimed or _member(inputs[j]) in listed:
+                    continue
+                i = j
+                swapped.append(j)
+            if i not in claimed:  # a member listed twice (a damaged catalog) counts once
                 claimed.add(i)
                 present.append(i)
+        while swapped and len(present) > 1 and sum(inputs[i].size for i in present) > packing.bytes_per_task:
+            j = swapped.pop()  # grown past the pack's bytes: a new pack takes it
+            present.remove(j)
+            claimed.discard(j)
+        in_place += len(swapped)
         if present:
             kept.append(tuple(present))
     fresh = [i for i in range(len(inputs)) if i not in claimed]
@@ -120,7 +137,7 @@ def arrange(inputs: list[InputBlob], catalog: Catalog, packing: Packing) -> tupl
                                                        packing.bytes_per_task)]  # fmt: skip
     names_now = {blob.name_key for blob in inputs}
     renewed = sum(inputs[i].name_key in old_names for i in fresh)
-    changes = Changes(len(fresh) - renewed, renewed, len(old_names - names_now), len(claimed))
+    changes = Changes(len(fresh) - renewed, renewed + in_place, len(old_names - names_now), len(claimed) - in_place)
     return combine(kept, [blob.size for blob in inputs], packing), changes
 
 

@@ -100,7 +100,7 @@ def test_a_changed_blob_recounts_only_its_pack_and_a_deleted_one_is_gone(drop: D
     drop.put("doc-015.txt", "omega " * 7)  # same name, new content
     changed, downloads = drop.run()
     drop.check(changed)
-    assert downloads == FILES_PER_TASK  # its pack: nine unchanged files, and the changed one in a pack of its own
+    assert downloads == FILES_PER_TASK  # its pack: nine unchanged files and the changed one, in its place
     assert (changed.stats.changed, changed.stats.counted) == (1, FILES_PER_TASK)
     assert {f.name: f.words for f in changed.files}[f"{drop.prefix}doc-015.txt"] == 7
     drop.delete("doc-032.txt")

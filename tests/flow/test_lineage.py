@@ -17,12 +17,12 @@ def blob(name: str, version: str = "v1", size: int = 10) -> plan.InputBlob:
 
 
 def day(
-    inputs: list[plan.InputBlob], catalog: lineage.Catalog
+    inputs: list[plan.InputBlob], catalog: lineage.Catalog, packing: plan.Packing = PACKING
 ) -> tuple[list[plan.PackSpec], lineage.Changes, lineage.Catalog]:
     """One run's packing of `inputs` (sorted by name, as the flow gives them), and the catalog it leaves."""
     inputs = sorted(inputs, key=lambda i: i.name)
-    packs, changes = lineage.arrange(inputs, catalog, PACKING)
-    run = plan.make_plan(inputs, packs, 5, "v", PACKING)
+    packs, changes = lineage.arrange(inputs, catalog, packing)
+    run = plan.make_plan(inputs, packs, 5, "v", packing)
     return packs, changes, lineage.catalog_of("prefix:in/", inputs, packs, run)
 
 
@@ -48,9 +48,21 @@ def test_a_changed_or_deleted_blob_invalidates_only_its_own_pack() -> None:
     later = [blob("f15", "v2") if b.name == "f15" else b for b in first if b.name != "f04"]
     again, changes, _ = day(later, catalog)
     old = names(first, packs)
-    assert names(later, again) == [[n for n in old[0] if n != "f04"], [n for n in old[1] if n != "f15"], old[2],
-                                   ["f15"]]  # fmt: skip
+    # The changed f15 keeps its place (its pack is recounted with its new version), the deleted f04 is gone.
+    assert names(later, again) == [[n for n in old[0] if n != "f04"], old[1], old[2]]
+    assert [later[i].version for i in again[1].members if later[i].name == "f15"] == ["v2"]
     assert changes == lineage.Changes(changed=1, deleted=1, unchanged=28)
+
+
+def test_a_changed_blob_that_no_longer_fits_its_pack_goes_into_a_new_one() -> None:
+    packing = plan.Packing(files_per_task=10, bytes_per_task=100, fan_in=4)
+    first = [blob(f"f{i:02}", size=10) for i in range(20)]
+    packs, _, catalog = day(first, lineage.Catalog(), packing)
+    later = [blob("f05", "v2", size=50) if b.name == "f05" else b for b in first]
+    again, changes, _ = day(later, catalog, packing)
+    old = names(first, packs)
+    assert names(later, again) == [[n for n in old[0] if n != "f05"], old[1], ["f05"]]
+    assert changes == lineage.Changes(changed=1, unchanged=19)
 
 
 def test_small_daily_packs_combine_by_merging_once_they_make_half_a_pack() -> None:
