@@ -195,7 +195,7 @@ def topn(
         run = _count(settings, sas, app, inputs, catalog, source, line, packing, top, run_id, delete_job, expiry)
         if paths or not run.counted:  # uploads are content-addressed: they never change under a run
             break
-        moved = storage.moved_blobs(settings, [inputs[i] for i in sorted(run.read)], len(inputs))
+        moved = storage.moved_blobs(settings, [inputs[i] for i in sorted(run.read)], sorted(i.blob for i in inputs))
         if not moved:
             break
         log.warning("%d blobs changed while they were counted (%s): counting them again as they are now",

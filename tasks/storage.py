@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import hashlib
 import json
@@ -163,40 +164,59 @@ def list_inputs(settings: TopnSettings, container: str, prefix: str) -> list[Inp
 
 
 # Asking for one blob's properties takes as long as listing about 30 (3 ms against 0.1 ms a blob, with
-# FILE_CONCURRENCY in flight: `./dev bench incremental`).
-LISTED_PER_HEAD = 30
+# FILE_CONCURRENCY in flight), and a listing request about as long as 100 blobs listed in it (`./dev bench
+# incremental`).
+LISTED_PER_HEAD, REQUEST_COST = 30, 100
 
 
 @task(name="moved-blobs", task_run_name=named("moved-blobs: check {n:,} counted blob{n_s}", n="inputs"),
       **STORAGE_TASK)  # fmt: skip
-def moved_blobs(settings: TopnSettings, inputs: list[InputBlob], listed: int) -> list[str]:
-    """The names of these listed blobs that changed (another ETag) or went since they were listed: a task that
-    counted one may have read either version. They are asked for one by one (get_blob_properties,
-    FILE_CONCURRENCY at a time) when that is cheaper than listing again the `listed` blobs their prefix held;
-    else listed again under their common prefix. An ETag never comes back."""
-    if not inputs:
-        return []
-    service = blob_service(settings, CONNECTIONS)
-    if len(inputs) * LISTED_PER_HEAD <= listed:
+def moved_blobs(settings: TopnSettings, inputs: list[InputBlob], listed: list[str]) -> list[str]:
+    """The names of these blobs of the input container that changed (another ETag) or went since they were
+    listed (`listed`: every name the run listed, in order): a task that counted one may have read either
+    version. Runs of them close together in the listing are listed again under their common prefix, the
+    others asked for one by one (get_blob_properties), whichever costs less (`cover`), FILE_CONCURRENCY
+    requests at a time. An ETag never comes back."""
+    client = blob_service(settings, CONNECTIONS).get_container_client(settings.input_container)
+    prefixes, heads = cover([i.blob for i in inputs], listed)
 
-        def now(blob: InputBlob) -> str | None:
-            try:
-                props = service.get_blob_client(blob.container, blob.blob).get_blob_properties()
-            except ResourceNotFoundError:
-                return None
-            return props.etag.strip('"')
+    def etag(name: str) -> str | None:
+        try:
+            return client.get_blob_client(name).get_blob_properties().etag.strip('"')
+        except ResourceNotFoundError:
+            return None
 
-        with ThreadPoolExecutor(FILE_CONCURRENCY) as pool:
-            versions = list(pool.map(now, inputs))
-    else:
-        now: dict[tuple[str, str], str] = {}
-        for container in {i.container for i in inputs}:
-            names = [i.blob for i in inputs if i.container == container]
-            prefix = os.path.commonprefix(names)  # noqa: RUF071 - characters: what name_starts_with compares
-            for b in list_blobs(service.get_container_client(container), prefix):
-                now[(container, b.name)] = b.etag
-        versions = [now.get((i.container, i.blob)) for i in inputs]
-    return [i.name for i, version in zip(inputs, versions, strict=True) if version != i.version]
+    with ThreadPoolExecutor(FILE_CONCURRENCY) as pool:
+        listings = [pool.submit(lambda p: {b.name: b.etag for b in list_blobs(client, p)}, p) for p in prefixes]
+        now: dict[str, str | None] = dict(zip(heads, pool.map(etag, heads), strict=True))
+        for listing in listings:
+            now.update(listing.result())
+    return [i.name for i in inputs if now.get(i.blob) != i.version]
+
+
+def cover(names: list[str], listed: list[str]) -> tuple[list[str], list[str]]:
+    """How to see these names again cheaply: prefixes to list and names to ask for one by one. Names close
+    together in `listed` (sorted) are listed again under their common prefix when that lists fewer blobs
+    (plus REQUEST_COST) than LISTED_PER_HEAD for each of them."""
+    place = {name: i for i, name in enumerate(listed)}
+    heads = [name for name in names if name not in place]  # not listed: nothing to compare it with but itself
+    runs: list[list[int]] = []
+    for at in sorted(place[name] for name in names if name in place):
+        if runs and at - runs[-1][-1] <= LISTED_PER_HEAD:
+            runs[-1].append(at)
+        else:
+            runs.append([at])
+    prefixes = []
+    for run in runs:
+        prefix = os.path.commonprefix([listed[run[0]], listed[run[-1]]])  # noqa: RUF071 - characters
+        under = bisect.bisect_left(listed, prefix + "\U0010ffff") - bisect.bisect_left(listed, prefix)
+        if prefix and under + REQUEST_COST < len(run) * LISTED_PER_HEAD:
+            prefixes.append(prefix)
+        else:
+            heads.extend(listed[at] for at in run)
+    prefixes.sort()
+    outer = [p for i, p in enumerate(prefixes) if not any(p.startswith(q) for q in prefixes[:i])]
+    return outer, heads
 
 
 @task(name="read-lineage", task_run_name=named("read-lineage {lineage}"), **STORAGE_TASK)

@@ -219,8 +219,11 @@ def test_retention_may_not_be_shorter_than_a_job(settings_env: pytest.MonkeyPatc
         load_settings()
 
 
-@pytest.mark.parametrize("listed", [10_000, 3])  # asked for one by one, or listed again
-def test_blobs_that_moved_since_they_were_listed_are_named(drop: Drop, listed: int) -> None:
+@pytest.mark.parametrize("request_cost", [storage.REQUEST_COST, 0])  # asked for one by one, or listed again
+def test_blobs_that_moved_since_they_were_listed_are_named(
+    drop: Drop, request_cost: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(storage, "REQUEST_COST", request_cost)
     for name in ("a.txt", "b.txt", "c.txt"):
         drop.put(name)
     settings = load_settings()
@@ -228,4 +231,20 @@ def test_blobs_that_moved_since_they_were_listed_are_named(drop: Drop, listed: i
              for b in drop.container.list_blobs(name_starts_with=drop.prefix)]  # fmt: skip
     drop.put("b.txt", "another text")
     drop.delete("c.txt")
-    assert storage.moved_blobs.fn(settings, blobs, listed) == [f"{drop.prefix}b.txt", f"{drop.prefix}c.txt"]
+    assert storage.cover([b.blob for b in blobs], [b.blob for b in blobs]) == (
+        ([drop.prefix], []) if request_cost == 0 else ([], [b.blob for b in blobs]))  # fmt: skip
+    moved = storage.moved_blobs.fn(settings, blobs, [b.blob for b in blobs])
+    assert moved == [f"{drop.prefix}b.txt", f"{drop.prefix}c.txt"]
+
+
+def test_counted_blobs_are_seen_again_by_narrow_listings_and_single_requests() -> None:
+    """A day of 10,000 blobs: the 3 recounted packs (100 names in a row each) are listed again under narrow
+    prefixes, the 100 new blobs spread among the others asked for one by one; nothing is seen twice over."""
+    listed = sorted(f"incoming/d{i // 1000:03}/f{i * 10:07}.txt" for i in range(10_000))
+    packs = [listed[s : s + 100] for s in (1_200, 4_500, 7_000)]
+    spread = listed[50::100]
+    prefixes, heads = storage.cover([n for p in packs for n in p] + spread, listed)
+    assert prefixes == ["incoming/d001/f0012", "incoming/d004/f0045", "incoming/d007/f0070"]
+    assert set(heads) == set(spread) - {n for p in prefixes for n in listed if n.startswith(p)}
+    under = sum(n.startswith(tuple(prefixes)) for n in listed)
+    assert under == 300 and len(heads) == 97  # 3 requests listing 300 blobs and 97 single ones, not 10,000
