@@ -26,7 +26,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 
-from tasks.plan import Edit, InputBlob, Packing, PackSpec, Plan, Step, pack, rows_key, tree_of
+from tasks.plan import Edit, InputBlob, Packing, PackSpec, Plan, Step, pack, root_part_key, rows_key, tree_of
 
 FORMAT = "topn-lineage/1"
 PREFIX = "lineages/"
@@ -87,7 +87,8 @@ def catalog_of(
     what its edited merges read: kept while its job may read them)."""
     members = tuple(tuple(_member(inputs[i]) for i in spec.members) for spec in packs)
     read = {key for edit in (edits or {}).values() for key in (edit.base, *edit.drops)}
-    return Catalog(source, members, frozenset(step.key for step in plan.steps()) | read)
+    made = {step.key for step in plan.steps()} | {root_part_key(plan.root.key)}
+    return Catalog(source, members, frozenset(made | read))
 
 
 @dataclass(frozen=True)

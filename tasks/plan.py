@@ -220,22 +220,46 @@ class Edit:
     adds: tuple[Step, ...]
 
 
+def root_part_key(root_key: str) -> str:
+    """The root also writes its part file (every row and the summed counts), for a later root to edit."""
+    return _hash("root-part", root_key)
+
+
 def edits(plan: Plan, before: Step | None, done: set[str]) -> dict[str, Edit]:
-    """The inner merges of `plan` to make by editing their output in the plan `before` (the root of an
-    earlier run's tree): those whose earlier output and leaving children are in storage (`done`), when that
-    reads fewer outputs than merging every child. A merge keeps its position, so its id finds it there."""
-    earlier = {step.id: step for step in _steps(before) if step.kind == MERGE} if before else {}
+    """The merges of `plan` (inner ones and the root) to make by editing an output of the plan `before` (the
+    root of an earlier run's tree): an earlier merge at the same place, or one that held some of the same
+    children at the same places (the tree grew a level), whose output and leaving children are in storage
+    (`done`), when that reads fewer outputs than merging every child; the cheapest such edit."""
+    earlier = [s for s in _steps(before) if s.kind in (MERGE, ROOT)] if before else []
+    by_id = {s.id: s for s in earlier}
+    placed: dict[tuple[str, int], list[Step]] = {}  # (child key, its place) -> the earlier merges it was in
+    for prior in earlier:
+        for place, child in enumerate(prior.children):
+            placed.setdefault((child.key, place), []).append(prior)
     out: dict[str, Edit] = {}
     for step in plan.steps():
-        prior = earlier.get(step.id)
-        if step.kind != MERGE or prior is None or step.key in done or prior.key not in done:
+        if step.kind not in (MERGE, ROOT) or step.key in done:
             continue
-        was, now = [c.key for c in prior.children], step.children
-        changed = [i for i in range(min(len(was), len(now))) if was[i] != now[i].key]
-        drops, adds = [was[i] for i in changed] + was[len(now) :], [now[i] for i in changed] + list(now[len(was) :])
-        if adds and set(drops) <= done and 1 + len(drops) + len(adds) < len(now):
-            out[step.id] = Edit(prior.key, tuple(drops), tuple(adds))
+        priors = {id(p): p for i, c in enumerate(step.children) for p in placed.get((c.key, i), [])}
+        if step.id in by_id:
+            priors[id(by_id[step.id])] = by_id[step.id]
+        options = [e for prior in priors.values() if (e := _edit(step, prior, done))]
+        if options:
+            out[step.id] = min(options, key=lambda e: len(e.drops) + len(e.adds))
     return out
+
+
+def _edit(step: Step, prior: Step, done: set[str]) -> Edit | None:
+    """`step` as an edit of `prior`'s output, if that is in storage with what leaves it, and cheaper."""
+    base = prior.key if prior.kind == MERGE else root_part_key(prior.key)
+    if base not in done or prior.key == step.key:
+        return None
+    was, now = [c.key for c in prior.children], step.children
+    changed = [i for i in range(min(len(was), len(now))) if was[i] != now[i].key]
+    drops, adds = [was[i] for i in changed] + was[len(now) :], [now[i] for i in changed] + list(now[len(was) :])
+    if adds and set(drops) <= done and 1 + len(drops) + len(adds) < len(now):
+        return Edit(base, tuple(drops), tuple(adds))
+    return None
 
 
 def _steps(root: Step) -> list[Step]:
@@ -390,13 +414,15 @@ def merge_task(
 ) -> m.BatchTaskCreateOptions:
     """A merge of the part files of the steps below it, downloaded as parts/00001.part... in their order. It
     runs when the steps it `waits` for succeeded (the others' outputs are in storage already). The root writes
-    the global top N and every file's row; the others, a combined pack included, a part file. An edited
-    merge reads its earlier output (base.part), the parts leaving it (drop/) and those coming (parts/)."""
+    the global top N and every file's row, and its part file too; the others, a combined pack included, a
+    part file. An edited merge reads an earlier output (base.part), the parts leaving it (drop/) and those
+    coming (parts/)."""
     if step.kind == ROOT:
         top_blob, files_blob = result_blobs(step.key)
-        outputs = ["--output", "top.json", "--files", "files.jsonl"]
+        outputs = ["--output", "top.json", "--files", "files.jsonl", "--part", "part"]
         files = [_output(output_url, "top.json", top_blob, "tasksuccess"),
-                 _output(output_url, "files.jsonl", files_blob, "tasksuccess")]  # fmt: skip
+                 _output(output_url, "files.jsonl", files_blob, "tasksuccess"),
+                 _output(output_url, "part", part_blob(root_part_key(step.key)), "tasksuccess")]  # fmt: skip
     else:
         outputs = ["--part", "part"]
         files = [_output(output_url, "part", part_blob(step.key), "tasksuccess")]

@@ -125,7 +125,8 @@ def test_merges_read_their_parts_by_key_in_order_and_wait_by_ranges_or_ids() -> 
     root = plan.merge_task(*todo["merge"], "http://c/out?sig=s", "http://c/out?sig=w", "job", 5, "v")
     assert root.depends_on.task_ids == ["merge-1-1", "merge-1-2", "merge-1-3"]
     assert [o.destination.container.path for o in root.output_files][:2] == list(plan.result_blobs(run.root.key))
-    assert root.output_files[2].destination.container.path == "job/logs/merge/stdout.txt"
+    assert root.output_files[2].destination.container.path == f"parts/{plan.root_part_key(run.root.key)}.part"
+    assert root.output_files[3].destination.container.path == "job/logs/merge/stdout.txt"
 
 
 def test_a_merge_waits_on_counts_and_merges_together() -> None:
@@ -217,3 +218,28 @@ def test_a_merge_whose_children_changed_a_little_is_an_edit_of_its_last_output()
     # Nothing to edit from: no earlier tree, or its outputs gone from storage.
     assert plan.edits(day2, None, done) == {} and plan.edits(day2, catalog.tree(5, "v", packing), set()) == {}
     assert lineage.catalog_of("s", inputs2, packs2, day2, edits).keys >= {first.base, *first.drops, last.base}
+
+
+def test_a_root_is_edited_from_its_own_part_and_a_grown_tree_from_the_old_root() -> None:
+    """A tree of one root (no more packs than the fan-in): a changed pack makes the next root an edit of the
+    last root's part file; when the packs outgrow the fan-in, the first new merge edits that part."""
+    packing = plan.Packing(files_per_task=2, fan_in=8)
+    inputs = [blob(f"f{i:03}.txt") for i in range(16)]  # 8 packs: the root alone
+    packs, _ = lineage.arrange(inputs, lineage.Catalog(), packing)
+    day1 = plan.make_plan(inputs, packs, 5, "v", packing)
+    catalog = lineage.catalog_of("s", inputs, packs, day1)
+    root_part = plan.root_part_key(day1.root.key)
+    assert root_part in catalog.keys
+    done = {s.key for s in day1.steps()} | {root_part}
+    changed = [blob("f000.txt", "v2"), *inputs[1:]]
+    packs2, _ = lineage.arrange(changed, catalog, packing)
+    day2 = plan.make_plan(changed, packs2, 5, "v", packing)
+    edit = plan.edits(day2, catalog.tree(5, "v", packing), done)["merge"]
+    assert (edit.base, edit.drops, [a.id for a in edit.adds]) == (root_part, (day1.counts[0].key,), ["1"])
+    root = plan.merge_task(day2.root, [], "https://a/c?sig=x", "https://a/c?sig=y", "j", 5, "v", edit)
+    assert "--output top.json --files files.jsonl --part part --edit base.part --drop drop parts" in root.command_line
+    grown = [*changed, blob("f900.txt"), blob("f901.txt")]  # a ninth pack: merge-1-1 over the first eight
+    packs3, _ = lineage.arrange(grown, catalog, packing)
+    day3 = plan.make_plan(grown, packs3, 5, "v", packing)
+    edits = plan.edits(day3, catalog.tree(5, "v", packing), done)
+    assert set(edits) == {"merge-1-1"} and edits["merge-1-1"].base == root_part

@@ -73,6 +73,28 @@ def test_an_edit_that_does_not_fit_its_base_fails(tmp_path: Path, capsys: pytest
     edit = ["merge", "--top", "3", "--part", out, "--edit", base]
     assert_fails(run(capsys, *edit, "--drop", drop, x), 1, "does not hold every row of the parts to drop")
     assert_fails(run(capsys, *edit, "--drop", tmp_path / "gone", x), 1, "gone")
-    assert_fails(run(capsys, *edit, "--drop", drop, x, "--output", out), 2, "not allowed with")
     assert_fails(run(capsys, "merge", "--top", "3", "--output", out, "--edit", base, x), 2, "--edit and --drop")
     assert not out.exists()
+
+
+def test_a_root_writes_its_part_too_and_its_result_from_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`--output` with `--part` (the root of a tree that later runs edit): the same result and rows as without,
+    and the part file a `--part` merge writes; with `--edit`, the result of the edited part."""
+    a, b, c = parts(capsys, tmp_path / "old", ["a", "b", "c"], 5)
+    (b2,) = parts(capsys, tmp_path / "new", ["b2"], 6)
+    out = {name: tmp_path / name for name in ("top.json", "files.jsonl", "root.part", "top2.json", "files2.jsonl")}
+    both = ["--output", out["top.json"], "--files", out["files.jsonl"], "--part", out["root.part"]]
+    assert run(capsys, "merge", "--top", "3", *both, a, b, c) == (0, "")
+    alone = ["--output", out["top2.json"], "--files", out["files2.jsonl"]]
+    assert run(capsys, "merge", "--top", "3", *alone, a, b, c) == (0, "")
+    assert out["top.json"].read_bytes() == out["top2.json"].read_bytes()
+    assert out["files.jsonl"].read_bytes() == out["files2.jsonl"].read_bytes()
+    assert out["root.part"].read_bytes() == merged(capsys, tmp_path / "fresh.part", [a, b, c])
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    shutil.copy(b, drop / "00001.part")
+    edit = ["--part", tmp_path / "edited.part", "--edit", out["root.part"], "--drop", drop]
+    assert run(capsys, "merge", "--top", "3", "--output", out["top.json"], *edit, b2) == (0, "")
+    assert run(capsys, "merge", "--top", "3", "--output", out["top2.json"], a, b2, c) == (0, "")
+    assert out["top.json"].read_bytes() == out["top2.json"].read_bytes()
+    assert_fails(run(capsys, "merge", "--top", "3", a), 2, "give --output, --part or both")

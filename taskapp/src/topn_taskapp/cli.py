@@ -81,9 +81,8 @@ def _parser() -> argparse.ArgumentParser:
     _add_parallel(many)
     merge = commands.add_parser("merge", help="sum the counts of counts files, part files and folders of them")
     merge.add_argument("--top", type=_top, required=True, metavar="N")
-    to = merge.add_mutually_exclusive_group(required=True)
-    to.add_argument("--output", type=Path, metavar="OUT.json", help="write the corpus-wide result")
-    to.add_argument("--part", type=Path, metavar="PART", help="write a part file (a level of a merge tree)")
+    merge.add_argument("--output", type=Path, metavar="OUT.json", help="write the corpus-wide result")
+    merge.add_argument("--part", type=Path, metavar="PART", help="write a part file (a level of a merge tree)")
     merge.add_argument("--files", type=Path, metavar="FILES.jsonl", help="with --output: also every file's row")
     merge.add_argument("--edit", type=Path, metavar="BASE", help="with --part: BASE, a part file, edited (see --drop)")
     merge.add_argument(

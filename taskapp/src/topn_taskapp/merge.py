@@ -28,10 +28,14 @@ _HEADER_LIMIT = 1 << 16  # a header is one short line; do not read a whole forei
 
 
 def run_merge(args: Namespace) -> None:
-    """`merge --top N (--output OUT.json [--files FILES.jsonl] | --part PART [--edit BASE [--drop DROP]])
-    INPUT [INPUT ...]`."""
+    """`merge --top N [--output OUT.json [--files FILES.jsonl]] [--part PART [--edit BASE [--drop DROP]]]
+    INPUT [INPUT ...]`: with both --output and --part, the part file first, the result read from it."""
+    if not (args.output or args.part):
+        raise UsageError("give --output, --part or both")
     if args.files and not args.output:
-        raise UsageError("--files goes with --output, not with --part")
+        raise UsageError("--files goes with --output")
+    if args.output and args.part and args.output.resolve() == args.part.resolve():
+        raise UsageError("--output and --part must name different files")
     if (args.edit or args.drop) and not args.part:
         raise UsageError("--edit and --drop go with --part")
     if args.drop and not args.edit:
@@ -42,8 +46,8 @@ def run_merge(args: Namespace) -> None:
         edit_part(args.part, args.edit, [args.drop] if args.drop else [], args.inputs)
     elif args.part:
         _merge_to_part(args.part, args.inputs)
-    else:
-        _merge_to_output(args.output, args.files, args.inputs, args.top)
+    if args.output:
+        _merge_to_output(args.output, args.files, [args.part] if args.part else args.inputs, args.top)
 
 
 def _merge_to_output(output: Path, files: Path | None, inputs: list[Path], top: int) -> None:
