@@ -309,7 +309,7 @@ def _count(
         added, watch = _run_job(settings, sas, inputs, run_plan, todo, edits, job_id, pool_id, top, app.version, expiry)
         if watch.ending != monitor.Ending.SUCCEEDED:
             names = {s.id: plan.describe([inputs[i].name for i in s.inputs]) for s in run_plan.counts}
-            _fail(settings, job_id, watch, names, delete_job)
+            _fail(settings, job_id, pool_id, watch, names, delete_job)
         if delete_job:
             batch.delete_job(settings, job_id)
         else:  # a kept job is ended, so that a later run with the same inputs reuses its outputs
@@ -408,22 +408,44 @@ def _publish_links(result: TopnResult, settings: TopnSettings, blob_prefix: str 
     """Where this run's things are, as links (the account's own endpoints: on Azure, open them with Batch
     Explorer or Storage Explorer signed in; locally, the emulator and Azurite), and the run's totals. No SAS:
     nothing here grants access."""
-    stats, batch_url, blob_url = result.stats, settings.batch_url, settings.blob_url
+    stats, blob_url = result.stats, settings.blob_url
     inputs = f"{settings.input_container}/{blob_prefix}" if blob_prefix is not None else settings.input_container
     where = [
-        ("Batch job", stats.job_id, f"{batch_url}/jobs/{stats.job_id}"),
-        ("pool", stats.pool_id, f"{batch_url}/pools/{stats.pool_id}"),
+        *_batch_links(settings, stats.job_id, stats.pool_id),
         ("inputs", inputs, f"{blob_url}/{settings.input_container}?restype=container&comp=list"
                            + (f"&prefix={blob_prefix}" if blob_prefix else "")),
         ("every file's row", result.files_blob, f"{blob_url}/{result.files_blob}"),
         ("outputs", settings.output_container, f"{blob_url}/{settings.output_container}?restype=container&comp=list"),
     ]  # fmt: skip
-    lines = ["| what | where |", "|---|---|", *(f"| {what} | [{name}]({url}) |" for what, name, url in where)]
+    lines = _link_table(where)
     lines += ["", f"{_plural(stats.files, 'file')} ({stats.bytes:,} bytes): {stats.reuse_line()}; "
               f"{_plural(result.words, 'word')}, {result.distinct:,} distinct; "
               f"{_plural(stats.count_tasks, 'count task')} and {_plural(stats.merge_tasks, 'merge task')} "
               f"in {stats.seconds:.1f} s"]  # fmt: skip
     create_markdown_artifact("\n".join(lines), key=_artifact_key("links"), description=f"Where job {stats.job_id} is")
+
+
+def _publish_failure_links(settings: TopnSettings, job_id: str, pool_id: str, deleted: bool) -> None:
+    """Where a failed run's job, pool and failed tasks' logs are (as _publish_links, without a result)."""
+    logs = f"{settings.output_container}/{job_id}/logs/"
+    job, pool = _batch_links(settings, job_id, pool_id)
+    where = [*([] if deleted else [job]), pool,
+             ("failed tasks' logs", logs, f"{settings.blob_url}/{settings.output_container}?restype=container"
+                                          f"&comp=list&prefix={job_id}/logs/")]  # fmt: skip
+    lines = _link_table(where)
+    if deleted:
+        lines += ["", f"Job {job_id} is deleted with the run (`--keep-job` keeps it)."]
+    create_markdown_artifact("\n".join(lines), key=_artifact_key("links"),
+                             description=f"Where failed job {job_id} is")  # fmt: skip
+
+
+def _batch_links(settings: TopnSettings, job_id: str, pool_id: str) -> list[tuple[str, str, str]]:
+    return [("Batch job", job_id, f"{settings.batch_url}/jobs/{job_id}"),
+            ("pool", pool_id, f"{settings.batch_url}/pools/{pool_id}")]  # fmt: skip
+
+
+def _link_table(where: list[tuple[str, str, str]]) -> list[str]:
+    return ["| what | where |", "|---|---|", *(f"| {what} | [{name}]({url}) |" for what, name, url in where)]
 
 
 def _groups(todo: list, files: int) -> list[list]:
@@ -465,12 +487,15 @@ def _tasks(
     return tasks
 
 
-def _fail(settings: TopnSettings, job_id: str, watch: monitor.Watch, names: dict[str, str], delete: bool) -> None:
+def _fail(
+    settings: TopnSettings, job_id: str, pool_id: str, watch: monitor.Watch, names: dict[str, str], delete: bool
+) -> None:
     """The job is stopped, its failures reported (a failed task run and a table), and the run fails with them."""
     batch.terminate_job(settings, job_id, f"Topn{watch.ending.title().replace(' ', '')}")
     heading = [f"job {job_id} {watch.ending}: {watch.completed} of {watch.total} tasks completed"]
     if watch.detail:
         heading.append(f"  {watch.detail}")
+    _publish_failure_links(settings, job_id, pool_id, delete)
     try:
         monitor.report_failures(settings, job_id, names, heading, _artifact_key("failures"))
     finally:

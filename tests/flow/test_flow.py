@@ -131,6 +131,8 @@ def test_a_failed_batch_task_shows_as_a_failed_task_run_and_a_table(settings_env
     assert report.state.is_failed() and "poison.txt" in report.state.message, report.state
     assert steps["watch-job"].state.is_completed()
     table = next(a for a in artifacts if a.key == "topn-failures-adhoc")
+    links = next(a for a in artifacts if a.key == "topn-links-adhoc")  # where the logs of the failed tasks are
+    assert "failed tasks' logs" in links.data and "/logs/" in links.data and "sig=" not in links.data
     rows = json.loads(table.data) if isinstance(table.data, str) else table.data
     assert [(r["file"].rsplit("/", 1)[-1], r["exit code"], r["attempts"]) for r in rows] == [("poison.txt", 3, 2)]
     assert list(rows[0])[:2] == ["file", "stderr (end)"]  # what to read first, before a wide table's edge
