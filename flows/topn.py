@@ -54,7 +54,8 @@ class _OwnFailureWithoutTraceback(logging.Filter):
             and record.msg.startswith("Finished in state Failed(")
             and ("TopnFailed" in record.msg)
         ):  # the state's repr repeats the whole message, line breaks as \n: it was just logged as it reads
-            record.msg, record.args, record.levelno, record.levelname = "Finished in state Failed", (), 40, "ERROR"
+            record.msg, record.args = "Finished in state Failed", ()
+            record.levelno, record.levelname = logging.ERROR, "ERROR"
         return True
 
 
@@ -62,7 +63,6 @@ logging.getLogger("prefect.task_runs").addFilter(_OwnFailureWithoutTraceback(who
 logging.getLogger("prefect.flow_runs").addFilter(_OwnFailureWithoutTraceback(whole=False))
 
 RUN_ID = r"^[A-Za-z0-9_-]{1,64}$"
-FILES_FIELD = blank(type="integer", minimum=1, maximum=10_000)
 BYTE_SIZE = r"^\s*\d+(\.\d+)?\s*[A-Za-z]*\s*$"  # what pydantic's ByteSize reads, e.g. 64MiB or 1000000
 ADD_GROUP_FILES = 10_000  # files whose task specs are built and added at once
 FILE_ROWS_SHOWN = 1_000  # rows of the per-file table artifact: a UI table, not a data export
@@ -293,11 +293,11 @@ def _count(
     if counted < len(inputs):
         get_run_logger().info("%d of %d files have outputs in storage already: not counting them again",
                               len(inputs) - counted, len(inputs))  # fmt: skip
-    if edited := [e for step, _ in todo if (e := edits.get(step.id))]:
-        get_run_logger().info("%d merge%s made from %s last output: reading %d parts, not %d", len(edited),
-                              "s" if len(edited) > 1 else "", "their" if len(edited) > 1 else "its",
-                              sum(1 + len(e.drops) + len(e.adds) for e in edited),
-                              sum(len(s.children) for s, _ in todo if s.id in edits))  # fmt: skip
+    if edited := [(step, e) for step, _ in todo if (e := edits.get(step.id))]:
+        reads = sum(1 + len(e.drops) + len(e.adds) for _, e in edited)
+        children = sum(len(step.children) for step, _ in edited)
+        get_run_logger().info("%s made from %s last output: reading %d parts, not %d", _plural(len(edited), "merge"),
+                              "their" if len(edited) > 1 else "its", reads, children)  # fmt: skip
     pool_id, state, added, watch = settings.pool_id, batch.JobState.DONE, 0, None
     if todo:
         pool_id = batch.ensure_pool(settings, app, sas, expiry)
@@ -412,10 +412,9 @@ def _publish_links(result: TopnResult, settings: TopnSettings, blob_prefix: str 
     inputs = f"{settings.input_container}/{blob_prefix}" if blob_prefix is not None else settings.input_container
     where = [
         *_batch_links(settings, stats.job_id, stats.pool_id),
-        ("inputs", inputs, f"{blob_url}/{settings.input_container}?restype=container&comp=list"
-                           + (f"&prefix={blob_prefix}" if blob_prefix else "")),
+        ("inputs", inputs, _listing_url(settings, settings.input_container, blob_prefix or "")),
         ("every file's row", result.files_blob, f"{blob_url}/{result.files_blob}"),
-        ("outputs", settings.output_container, f"{blob_url}/{settings.output_container}?restype=container&comp=list"),
+        ("outputs", settings.output_container, _listing_url(settings, settings.output_container)),
     ]  # fmt: skip
     lines = _link_table(where)
     lines += ["", f"{_plural(stats.files, 'file')} ({stats.bytes:,} bytes): {stats.reuse_line()}; "
@@ -429,9 +428,11 @@ def _publish_failure_links(settings: TopnSettings, job_id: str, pool_id: str, de
     """Where a failed run's job, pool and failed tasks' logs are (as _publish_links, without a result)."""
     logs = f"{settings.output_container}/{job_id}/logs/"
     job, pool = _batch_links(settings, job_id, pool_id)
-    where = [*([] if deleted else [job]), pool,
-             ("failed tasks' logs", logs, f"{settings.blob_url}/{settings.output_container}?restype=container"
-                                          f"&comp=list&prefix={job_id}/logs/")]  # fmt: skip
+    where = [
+        *([] if deleted else [job]),
+        pool,
+        ("failed tasks' logs", logs, _listing_url(settings, settings.output_container, f"{job_id}/logs/")),
+    ]
     lines = _link_table(where)
     if deleted:
         lines += ["", f"Job {job_id} is deleted with the run (`--keep-job` keeps it)."]
@@ -442,6 +443,11 @@ def _publish_failure_links(settings: TopnSettings, job_id: str, pool_id: str, de
 def _batch_links(settings: TopnSettings, job_id: str, pool_id: str) -> list[tuple[str, str, str]]:
     return [("Batch job", job_id, f"{settings.batch_url}/jobs/{job_id}"),
             ("pool", pool_id, f"{settings.batch_url}/pools/{pool_id}")]  # fmt: skip
+
+
+def _listing_url(settings: TopnSettings, container: str, prefix: str = "") -> str:
+    """List Blobs of a container (under a prefix): what a signed-in explorer opens."""
+    return f"{settings.blob_url}/{container}?restype=container&comp=list" + (f"&prefix={prefix}" if prefix else "")
 
 
 def _link_table(where: list[tuple[str, str, str]]) -> list[str]:

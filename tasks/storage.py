@@ -214,8 +214,10 @@ def cover(names: list[str], listed: list[str]) -> tuple[list[str], list[str]]:
             prefixes.append(prefix)
         else:
             heads.extend(listed[at] for at in run)
-    prefixes.sort()
-    outer = [p for i, p in enumerate(prefixes) if not any(p.startswith(q) for q in prefixes[:i])]
+    outer: list[str] = []
+    for prefix in sorted(prefixes):  # in order, a prefix comes before every name it covers
+        if not (outer and prefix.startswith(outer[-1])):
+            outer.append(prefix)
     return outer, heads
 
 

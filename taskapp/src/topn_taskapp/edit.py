@@ -17,7 +17,7 @@ from collections import Counter
 from topn_taskapp.countsfile import CountsFileError
 from topn_taskapp.errors import Failure, shown
 from topn_taskapp.inout import open_input, scratch, writing
-from topn_taskapp.merge import _merge_file, input_files
+from topn_taskapp.merge_inputs import input_files, merge_file
 from topn_taskapp.partfile import PartFileError, PartReader, PartWriter
 
 TYPE_CHECKING = False  # typing costs milliseconds to import, paid by every task
@@ -33,7 +33,7 @@ def edit_part(output: Path, base: Path, drops: list[Path], inputs: list[Path]) -
     blocks: list[list[str]] = []
     for path in dropped:
         keys: list[str] = []
-        _merge_file(path, minus, lambda row, keys=keys: keys.append(row["key"]), rows_needed=True)
+        merge_file(path, minus, lambda row, keys=keys: keys.append(row["key"]), rows_needed=True)
         if not keys:
             raise Failure(f"cannot drop {shown(path)!r}: it has no rows to find in the base")
         blocks.append(keys)
@@ -43,7 +43,7 @@ def edit_part(output: Path, base: Path, drops: list[Path], inputs: list[Path]) -
             _place_rows(reader, blocks, added, part, base)
             reader.add_counts(part.counts)
         for path in added[len(blocks) :]:
-            _merge_file(path, part.counts, part.add_row, rows_needed=True)
+            merge_file(path, part.counts, part.add_row, rows_needed=True)
         _take_out(part.counts, minus, base)
         part.write(out)
 
@@ -76,7 +76,7 @@ def _place_rows(reader: PartReader, blocks: list[list[str]], added: list[Path], 
         if key in starts:
             i = starts.pop(key)
             if i < len(added):
-                _merge_file(added[i], part.counts, part.add_row, rows_needed=True)
+                merge_file(added[i], part.counts, part.add_row, rows_needed=True)
             rest = iter(blocks[i][1:])
         elif key in leaving:
             raise Failure(f"cannot edit {shown(base)!r}: a dropped part's rows are not together in it")
