@@ -23,8 +23,9 @@ from azure.core.exceptions import (
 from prefect import get_run_logger, task
 
 from tasks.clients import batch_client
+from tasks.naming import named
 from tasks.plan import MERGE_ID
-from tasks.retry import BATCH_TASK, named
+from tasks.policy import BATCH_TASK, START_TASK_RETRIES
 from tasks.sas import SasIssuer
 from tasks.settings import TopnSettings
 from tasks.storage import TaskappBlobs
@@ -66,7 +67,7 @@ def _start_task(settings: TopnSettings, app: TaskappBlobs, sas: SasIssuer) -> m.
                         m.ResourceFile(http_url=sas.blob_read(settings.app_container, app.installer),
                                        file_path="install-taskapp.sh")],
         wait_for_success=True,
-        max_task_retry_count=2,
+        max_task_retry_count=START_TASK_RETRIES,
     )  # fmt: skip
 
 

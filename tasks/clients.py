@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import random
 from typing import Any
 
 import requests
@@ -16,31 +15,15 @@ from azure.storage.blob import BlobServiceClient, ExponentialRetry
 from urllib3.util.retry import Retry
 
 from tasks import entra
+from tasks.policy import FIRST_BACKOFF, HTTP_RETRIES, MAX_BACKOFF, backoff
 from tasks.settings import TopnSettings
-
-# Both SDKs retry transient failures themselves, RETRIES times: the first retry comes at once (within
-# FIRST_RETRY s: most faults on a busy network are one dropped connection or one overloaded answer), then
-# after FIRST_BACKOFF s, twice as long each time up to MAX_BACKOFF, all with jitter so that many workers do
-# not retry in waves; a Retry-After header (throttling) is obeyed instead, capped too. The worst case is
-# about 30 s of waiting per call. Prefect task retries (tasks/retry.py) sit on top only for what the SDKs
-# may not retry themselves. Measured with `./dev bench faults`.
-RETRIES, FIRST_RETRY, FIRST_BACKOFF, MAX_BACKOFF = 6, 0.1, 0.5, 8.0
-
-
-def backoff(attempt: int, retry_after: float | None = None) -> float:
-    """Seconds to wait before retry number `attempt` (1, 2, ...)."""
-    if retry_after is not None:
-        return min(max(retry_after, 0.0), MAX_BACKOFF)
-    if attempt <= 1:
-        return random.uniform(0, FIRST_RETRY)
-    return random.uniform(0.5, 1.0) * min(MAX_BACKOFF, FIRST_BACKOFF * 2 ** (attempt - 2))
 
 
 class BatchRetry(RetryPolicy):
     """azure-core's retry (idempotent methods, and 5xx or Retry-After for POST and PATCH) with our back-off."""
 
     def __init__(self) -> None:
-        super().__init__(retry_total=RETRIES, retry_backoff_factor=FIRST_BACKOFF, retry_backoff_max=MAX_BACKOFF)
+        super().__init__(retry_total=HTTP_RETRIES, retry_backoff_factor=FIRST_BACKOFF, retry_backoff_max=MAX_BACKOFF)
 
     def get_backoff_time(self, settings: dict[str, Any]) -> float:
         return backoff(len(settings["history"]))
@@ -73,7 +56,7 @@ class StorageRetry(ExponentialRetry):
     and retrying 429 too."""
 
     def __init__(self) -> None:
-        super().__init__(retry_total=RETRIES)
+        super().__init__(retry_total=HTTP_RETRIES)
 
     @property
     def next(self) -> Any:

@@ -18,19 +18,15 @@ from prefect.runtime import flow_run
 
 from tasks import batch
 from tasks.clients import batch_client
+from tasks.naming import named
 from tasks.plan import MERGE_ID, logs_blob
-from tasks.retry import is_transient, named
+from tasks.policy import MAX_RECOVERIES, OUTAGE_LIMIT, POLL_BACKOFF, POLL_FIRST, POLL_MAX, RECOVERABLE, is_transient
 from tasks.sas import redact
 from tasks.settings import TopnSettings
 
-FIRST_DELAY, MAX_DELAY, BACKOFF, ETA_SHARE = 0.5, 10.0, 1.5, 0.1
+ETA_SHARE = 0.1
 STDERR_TAIL = 2048
-# Failures outside the task's own program (storage or network on the node): the task runs again in place,
-# up to MAX_RECOVERIES times each. Its own non-zero exit is Batch's to retry (maxTaskRetryCount), not ours.
-RECOVERABLE = {"BlobDownloadMiscError", "BlobDownloadTimedOut", "ResourceContainerListMiscError", "FileUploadMiscError"}
-MAX_RECOVERIES = 3
 SCALING_SAID_EVERY = 60.0  # seconds between two "scaling up" messages
-OUTAGE_LIMIT = 600.0  # how long the watch keeps polling through an unreachable Batch service, in seconds
 
 
 class Ending(StrEnum):
@@ -89,7 +85,7 @@ class _Seen:
 
     total: int
     counts: tuple[int, int, int] | None = None
-    delay: float = FIRST_DELAY
+    delay: float = POLL_FIRST
     polls: int = 0
     started: float = field(default_factory=time.monotonic)
     scaling_said: float = 0.0  # when the watch last said the pool has no node yet
@@ -97,12 +93,12 @@ class _Seen:
     def update(self, counts: tuple[int, int, int]) -> bool:
         changed, self.counts = counts != self.counts, counts
         if not changed:
-            self.delay = min(self.delay * BACKOFF, MAX_DELAY)
+            self.delay = min(self.delay * POLL_BACKOFF, POLL_MAX)
         elif counts[0] > 0:
             rest = (time.monotonic() - self.started) * (self.total - counts[0]) / counts[0]
-            self.delay = min(max(rest * ETA_SHARE, FIRST_DELAY), MAX_DELAY)
+            self.delay = min(max(rest * ETA_SHARE, POLL_FIRST), POLL_MAX)
         else:
-            self.delay = FIRST_DELAY
+            self.delay = POLL_FIRST
         return changed
 
 
@@ -123,7 +119,7 @@ def watch_job(settings: TopnSettings, job_id: str, pool_id: str, total: int, dea
             if not is_transient(e) or time.monotonic() - (outage := outage or time.monotonic()) > OUTAGE_LIMIT:
                 raise
             log.warning("Batch did not answer (%s): still watching", (redact(str(e)).splitlines() or [""])[0])
-            seen.delay = min(seen.delay * BACKOFF, MAX_DELAY)
+            seen.delay = min(seen.delay * POLL_BACKOFF, POLL_MAX)
         else:
             outage = None
             if ending:
@@ -147,7 +143,7 @@ def _poll(
     """One look at the job: how it ended (ending, detail, tasks completed), or None while it runs."""
     counts = client.get_job_task_counts(job_id).task_counts
     if counts.failed and _recover(client, job_id, recoveries):
-        seen.counts, seen.delay = None, FIRST_DELAY  # something changed: look again soon
+        seen.counts, seen.delay = None, POLL_FIRST  # something changed: look again soon
         return None
     if seen.update((counts.completed, counts.running, counts.failed)):
         # The description is set anew each time: a wait for nodes said earlier is over once tasks move.
@@ -174,7 +170,7 @@ def _poll(
         return Ending.CANCELLED, "the flow run was cancelled", counts.completed
     if counts.running == 0 and counts.active and time.monotonic() - seen.scaling_said > SCALING_SAID_EVERY:
         _say_if_scaling_up(client, pool_id, artifact, 100.0 * counts.completed / total, seen)
-    if counts.running == 0 and seen.delay >= MAX_DELAY / 2 and (why := _start_task_failure(client, pool_id)):
+    if counts.running == 0 and seen.delay >= POLL_MAX / 2 and (why := _start_task_failure(client, pool_id)):
         return Ending.START_TASK_FAILED, why, counts.completed
     return None
 

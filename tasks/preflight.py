@@ -13,7 +13,7 @@ from prefect import task
 
 from tasks import entra
 from tasks.clients import batch_client, blob_service
-from tasks.retry import AZURE_TASK
+from tasks.policy import BOTH_TASK
 from tasks.settings import TopnSettings
 
 
@@ -89,7 +89,7 @@ def _probes(settings: TopnSettings) -> list[_Probe]:
 @task(
     name="check-access",
     task_run_name="check-access",
-    **{**AZURE_TASK, "retries": 2, "tags": ["azure-batch", "azure-storage"]},
+    **BOTH_TASK,
 )
 def check_access(settings: TopnSettings) -> None:
     """One cheap authenticated read each from Batch (list_pools) and Storage (list_containers); with Entra

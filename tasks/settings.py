@@ -15,6 +15,8 @@ from batch_emulator import DEV_ACCOUNT_KEY, DEV_ACCOUNT_NAME
 from pydantic import ByteSize, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from tasks.policy import BATCH_TASK_RETRIES
+
 ENV_PREFIX = "TOPN_"
 AZURITE_ACCOUNT = "devstoreaccount1"
 AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
@@ -72,7 +74,7 @@ class TopnSettings(BaseSettings):
 
     job_timeout: timedelta = Field(timedelta(hours=1), gt=timedelta(0), description="the job's maxWallClockTime")
     sas_margin: timedelta = Field(timedelta(minutes=15), ge=timedelta(0))
-    max_task_retries: int = Field(1, ge=0, le=10)
+    max_task_retries: int = Field(BATCH_TASK_RETRIES, ge=0, le=10)
 
     pool_mode: Literal["keep", "autoscale"] = Field(
         "keep", description="keep: a fixed-size pool kept between runs; autoscale: grows with pending tasks, none idle"

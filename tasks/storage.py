@@ -20,8 +20,9 @@ from tasks.clients import blob_service
 from tasks.lineage import PREFIX as LINEAGES
 from tasks.lineage import Catalog, catalog_blob
 from tasks.listing import list_blobs
+from tasks.naming import named
 from tasks.plan import PARTS, RESULTS, InputBlob, finished, key_of, result_blobs, upload_blob_name
-from tasks.retry import STORAGE_TASK, named
+from tasks.policy import STORAGE_TASK
 from tasks.settings import TopnSettings
 from tasks.taskapp import TaskappFiles
 

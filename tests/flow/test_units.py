@@ -8,7 +8,8 @@ from prefect.states import Failed
 
 from flows.errors import explain
 from tasks import plan
-from tasks.retry import _names, is_transient, retry_transient
+from tasks.naming import _names
+from tasks.policy import is_transient, retry_transient
 from tasks.sas import redact
 from tasks.settings import SettingsError, load_settings
 
