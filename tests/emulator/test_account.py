@@ -12,7 +12,7 @@ from azure.batch import BatchClient
 from azure.batch import models as m
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 from azure.core.rest import HttpRequest
-from batch_emulator import account
+from batch_emulator.images import CATALOGUE
 from batch_emulator.server import Emulator
 
 from tests.emulator.conftest import make_job, make_pool
@@ -21,7 +21,7 @@ from tests.stack import wait_for
 
 def test_supported_images(client: BatchClient) -> None:
     images = list(client.list_supported_images())
-    assert len(images) == len(account.CATALOGUE)
+    assert len(images) == len(CATALOGUE)
     for image in images:
         assert image.os_type == "linux" and image.verification_type in ("verified", "unverified")
         assert image.node_agent_sku_id.startswith("batch.node.") and image.image_reference.version == "latest"
@@ -49,7 +49,7 @@ def test_supported_images(client: BatchClient) -> None:
 )
 def test_supported_images_filtered(client: BatchClient, text: str, keep) -> None:
     got = [(i.image_reference.offer, i.image_reference.sku) for i in client.list_supported_images(filter=text)]
-    assert got == [(i.offer, i.sku) for i in account.CATALOGUE if keep(i)]
+    assert got == [(i.offer, i.sku) for i in CATALOGUE if keep(i)]
 
 
 def test_supported_images_bad_filter(client: BatchClient) -> None:
@@ -61,10 +61,10 @@ def test_supported_images_bad_filter(client: BatchClient) -> None:
 def test_supported_images_paged(client: BatchClient, emulator: Emulator) -> None:
     before = emulator.counts["list_supported_images"]
     paged = [i.as_dict() for i in client.list_supported_images(max_results=3)]
-    assert emulator.counts["list_supported_images"] - before == math.ceil(len(account.CATALOGUE) / 3)
+    assert emulator.counts["list_supported_images"] - before == math.ceil(len(CATALOGUE) / 3)
     assert paged == [i.as_dict() for i in client.list_supported_images()]
     verified = list(client.list_supported_images(max_results=2, filter="verificationType eq 'verified'"))
-    assert len(verified) == sum(i.verified for i in account.CATALOGUE)  # the filter holds on every page
+    assert len(verified) == sum(i.verified for i in CATALOGUE)  # the filter holds on every page
     with pytest.raises(HttpResponseError) as e:
         list(client.list_supported_images(max_results=1001))
     assert e.value.error.code == "OutOfRangeQueryParameterValue"
@@ -126,7 +126,7 @@ def _get(client: BatchClient, path: str, **params: str) -> dict:
 def test_node_agent_skus_for_old_clients(client: BatchClient) -> None:
     body = _get(client, "/nodeagentskus", **{"api-version": "2018-12-01.8.0"})  # as azure-batch 6.0 sends
     skus = {s["id"]: s for s in body["value"]}
-    assert set(skus) == {i.agent for i in account.CATALOGUE}
+    assert set(skus) == {i.agent for i in CATALOGUE}
     for sku in skus.values():
         assert set(sku) == {"id", "verifiedImageReferences", "osType"} and sku["osType"] == "linux"
         for ref in sku["verifiedImageReferences"]:

@@ -10,7 +10,7 @@ from typing import ClassVar
 from urllib.parse import quote
 
 from batch_emulator import wire
-from batch_emulator.node import TaskRun
+from batch_emulator.taskrun import TaskRun
 
 
 @dataclass(eq=False)

@@ -46,6 +46,14 @@ FILTERABLE = {
     "pools": {"id", "state", "allocationState", "creationTime", "lastModified", "vmSize"},
     "jobs": {"id", "state", "creationTime", "lastModified", "priority", "executionInfo/poolId"},
     "files": {"name"},
+    # account-level lists (learn.microsoft.com/rest/api/batchservice/odata-filters-in-batch)
+    "supportedimages": {"osType", "verificationType", "nodeAgentSKUId"},
+    "nodeagentskus": {"osType"},  # the 2016-2019 API
+    "nodecounts": {"poolId"},
+    "poolusagemetrics": {"poolId", "startTime", "endTime"},
+    "jobschedules": {"id", "state", "stateTransitionTime", "creationTime", "lastModified"},
+    "certificates": {"state", "stateTransitionTime"},
+    "applications": set(),  # the service takes no $filter here
 }
 
 

@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 from batch_emulator import wire
 from batch_emulator.models import Entity, Job, Node, Pool, Task
-from batch_emulator.node import failure
 from batch_emulator.processes import kill_node_processes
+from batch_emulator.taskrun import failure
 
 if TYPE_CHECKING:
     from batch_emulator.service import BatchService

@@ -6,7 +6,7 @@ Handlers take (service, request, *path ids) and return a Response, as in `respon
 
 from __future__ import annotations
 
-from batch_emulator import account
+from batch_emulator import images
 from batch_emulator.errors import BatchError
 from batch_emulator.responses import Request, Response, page
 from batch_emulator.service import BatchService
@@ -15,12 +15,12 @@ from batch_emulator.service import BatchService
 
 
 def list_supported_images(svc: BatchService, req: Request) -> Response:
-    return page(req, account.supported_images(), "supportedimages")
+    return page(req, images.supported_images(), "supportedimages")
 
 
 def list_node_agent_skus(svc: BatchService, req: Request) -> Response:
     """The API before 2019-06-01.9.0 (azure-batch <= 6.x `account.list_node_agent_skus`)."""
-    return page(req, account.node_agent_skus(), "nodeagentskus")
+    return page(req, images.node_agent_skus(), "nodeagentskus")
 
 
 # ---- counts and metrics ------------------------------------------------------------------------
@@ -28,7 +28,7 @@ def list_node_agent_skus(svc: BatchService, req: Request) -> Response:
 
 def list_pool_node_counts(svc: BatchService, req: Request) -> Response:
     with svc.lock:
-        counts = account.node_counts(list(svc.pools.values()))
+        counts = images.node_counts(list(svc.pools.values()))
     return page(req, counts, "nodecounts")
 
 

@@ -20,8 +20,8 @@ from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from batch_emulator import persistence, preemption, responses, storage, urls, versions
-from batch_emulator.accounts import DEV_ACCOUNT_KEY, DEV_ACCOUNT_NAME
 from batch_emulator.auth import SharedKeyAuth, failed
+from batch_emulator.devaccount import DEV_ACCOUNT_KEY, DEV_ACCOUNT_NAME
 from batch_emulator.errors import BatchError
 from batch_emulator.service import BatchService
 

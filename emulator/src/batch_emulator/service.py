@@ -21,8 +21,8 @@ from pathlib import Path
 from batch_emulator import autoscale, validation, wire
 from batch_emulator.errors import BatchError, being_deleted, exists, invalid, not_found
 from batch_emulator.models import Job, Node, Pool, Task
-from batch_emulator.node import Outcome, TaskRun, environment, failure
 from batch_emulator.processes import ProcessTable
+from batch_emulator.taskrun import Outcome, TaskRun, environment, failure
 
 MAX_TASKS_PER_COLLECTION = 100
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from batch_emulator import odata, wire
+from batch_emulator import wire
 from batch_emulator.models import Pool
 
 # Sources (all public):
@@ -76,20 +76,6 @@ CATALOGUE: tuple[Image, ...] = (
     Image("debian", "debian-12", "12", "batch.node.debian 12", False, source="USERS"),
     Image("debian", "debian-12", "12-gen2", "batch.node.debian 12", False, source="USERS"),
 )  # fmt: skip
-
-# What each account-level list may filter on (learn.microsoft.com/rest/api/batchservice/odata-filters-in-batch);
-# given to odata's table unless it already names the list.
-FILTERABLE = {
-    "supportedimages": {"osType", "verificationType", "nodeAgentSKUId"},
-    "nodeagentskus": {"osType"},  # the 2016-2019 API
-    "nodecounts": {"poolId"},
-    "poolusagemetrics": {"poolId", "startTime", "endTime"},
-    "jobschedules": {"id", "state", "stateTransitionTime", "creationTime", "lastModified"},
-    "certificates": {"state", "stateTransitionTime"},
-    "applications": set(),  # the service takes no $filter here
-}
-for _kind, _props in FILTERABLE.items():
-    odata.FILTERABLE.setdefault(_kind, _props)
 
 # Node states (as on the wire) -> the counter of a BatchNodeCounts; others count as "unknown".
 COUNTERS = {
