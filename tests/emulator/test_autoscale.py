@@ -1,4 +1,4 @@
-"""Autoscale: the formula language (autoscale.py alone) and pools scaling through the official SDK 15."""
+"""Autoscale: the formula language (formula.py alone) and pools scaling through the official SDK 15."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from azure.batch import BatchClient
 from azure.batch import models as m
 from azure.core.exceptions import HttpResponseError
-from batch_emulator import autoscale
+from batch_emulator import formula
 from batch_emulator.server import Emulator
 
 from tests.emulator.conftest import make_job, vm_config
@@ -18,13 +18,13 @@ from tests.stack import wait_for
 NOW = dt.datetime(2026, 3, 2, 14, 30, tzinfo=dt.UTC)  # a Monday
 
 
-def state(**kw) -> autoscale.PoolState:
+def state(**kw) -> formula.PoolState:
     kw.setdefault("now", NOW)
-    return autoscale.PoolState(**kw)
+    return formula.PoolState(**kw)
 
 
-def run(formula: str, **kw) -> autoscale.Run:
-    return autoscale.evaluate(formula, state(**kw))
+def run(text: str, **kw) -> formula.Run:
+    return formula.evaluate(text, state(**kw))
 
 
 # ---- the language ------------------------------------------------------------------------------
@@ -77,7 +77,7 @@ def test_expressions(expr: str, value: float) -> None:
 
 
 def test_service_variables() -> None:
-    live = autoscale.metrics(active=4, running=2, succeeded=7, failed=1, usable_nodes=2)
+    live = formula.metrics(active=4, running=2, succeeded=7, failed=1, usable_nodes=2)
     r = run(
         "$TargetDedicatedNodes = min(3, $PendingTasks);"
         "$TargetLowPriorityNodes = $FailedTasks + $CurrentDedicatedNodes;"
@@ -92,10 +92,10 @@ def test_service_variables() -> None:
 
 
 def test_get_sample_on_injected_history() -> None:
-    history = autoscale.History(dt.timedelta(seconds=30))
+    history = formula.History(dt.timedelta(seconds=30))
     for i in range(20):  # 10 minutes of samples, pending growing by one each 30 s; newest now
-        history.add(NOW - dt.timedelta(seconds=30 * (19 - i)), autoscale.metrics(i, 0, 0, 0, 0))
-    formula = """
+        history.add(NOW - dt.timedelta(seconds=30 * (19 - i)), formula.metrics(i, 0, 0, 0, 0))
+    text = """
         percent = $PendingTasks.GetSamplePercent(TimeInterval_Minute * 2);
         recent = $PendingTasks.GetSample(TimeInterval_Minute * 2);
         last = $PendingTasks.GetSample(1);
@@ -103,14 +103,14 @@ def test_get_sample_on_injected_history() -> None:
         n = $PendingTasks.Count();
         $TargetDedicatedNodes = percent < 70 ? 1 : max(avg(recent), val(last, 0) / 2)
     """
-    r = run(formula, history=history)
+    r = run(text, history=history)
     assert r.error is None, r.error
     assert r.target_dedicated == 17  # avg(15..19)
     assert "recent=[15,16,17,18,19]" in r.results and "last=[19]" in r.results
     assert "window=[9,10,11]" in r.results and "n=20" in r.results and "percent=100" in r.results
     # too few samples: the documented guard takes the other branch; a demanded percentage fails the run
-    short = autoscale.History(dt.timedelta(seconds=30))
-    short.add(NOW, autoscale.metrics(5, 0, 0, 0, 0))
+    short = formula.History(dt.timedelta(seconds=30))
+    short.add(NOW, formula.metrics(5, 0, 0, 0, 0))
     guarded = (
         "percent = $PendingTasks.GetSamplePercent(TimeInterval_Minute * 2);"
         "$TargetDedicatedNodes = percent < 70 ? 1 : avg($PendingTasks.GetSample(TimeInterval_Minute * 2))"
@@ -118,13 +118,13 @@ def test_get_sample_on_injected_history() -> None:
     assert run(guarded, history=short).target_dedicated == 1
     assert run(guarded, history=history).target_dedicated == 17
     bad = run("$TargetDedicatedNodes = avg($PendingTasks.GetSample(TimeInterval_Minute * 10, 90))", history=short)
-    assert bad.error and bad.error.code == autoscale.EVALUATION_ERROR and "%" in bad.error.message
+    assert bad.error and bad.error.code == formula.EVALUATION_ERROR and "%" in bad.error.message
     empty = run("v = $PendingTasks.GetSample(1); $TargetDedicatedNodes = 5", target_dedicated=2)
     assert empty.error and "no samples" in empty.error.message and empty.target_dedicated == 2
 
 
 @pytest.mark.parametrize(
-    ("formula", "position", "words"),
+    ("text", "position", "words"),
     [
         ("$TargetDedicatedNodes = max(1, 2", 33, "Expected ')'"),
         ("$TargetDedicatedNodes = 1 +* 2", 28, "Expected a value"),
@@ -135,30 +135,30 @@ def test_get_sample_on_injected_history() -> None:
         ("something_useless", 18, "Expected '='"),
     ],
 )
-def test_syntax_errors_carry_position(formula: str, position: int, words: str) -> None:
-    with pytest.raises(autoscale.FormulaError) as e:
-        autoscale.check(formula)
+def test_syntax_errors_carry_position(text: str, position: int, words: str) -> None:
+    with pytest.raises(formula.FormulaError) as e:
+        formula.check(text)
     assert e.value.code == "AutoScalingFormulaSyntaxError" and e.value.position == position
     assert words in e.value.message and f"position {position}" in e.value.message
-    assert run(formula).error.code == "AutoScalingFormulaSyntaxError"  # evaluation reports it, never raises
+    assert run(text).error.code == "AutoScalingFormulaSyntaxError"  # evaluation reports it, never raises
 
 
 def test_evaluation_errors_and_limits() -> None:
-    for formula, words in [
+    for text, words in [
         ("$TargetDedicatedNodes = $nope", "$nope is not defined"),
         ("$TargetDedicatedNodes = 1 / 0", "Division by zero"),
         ("$NodeDeallocationOption = 3", "must be one of"),
         ("$TargetDedicatedNodes = TimeInterval_Minute", "must be a number"),
     ]:
-        r = run(formula, target_dedicated=1)
-        assert r.error and r.error.code == autoscale.EVALUATION_ERROR and words in r.error.message
+        r = run(text, target_dedicated=1)
+        assert r.error and r.error.code == formula.EVALUATION_ERROR and words in r.error.message
         assert r.target_dedicated == 1
     assert run("$TargetDedicatedNodes = 2; s = stop(); $TargetDedicatedNodes = 5").target_dedicated == 2
-    with pytest.raises(autoscale.FormulaError) as e:
-        autoscale.check("$a=1;" * 2000)
+    with pytest.raises(formula.FormulaError) as e:
+        formula.check("$a=1;" * 2000)
     assert e.value.code == "AutoScalingFormulaTooLong"
-    with pytest.raises(autoscale.FormulaError):
-        autoscale.check("$a=1;" * 101)
+    with pytest.raises(formula.FormulaError):
+        formula.check("$a=1;" * 101)
 
 
 # ---- through SDK 15 ----------------------------------------------------------------------------
@@ -180,14 +180,14 @@ def fclient(fast: Emulator) -> BatchClient:
     return BatchClient(fast.endpoint, fast.credential())
 
 
-def autoscale_pool(client: BatchClient, pool_id: str, formula: str, interval_s: float = 0.5) -> None:
+def autoscale_pool(client: BatchClient, pool_id: str, text: str, interval_s: float = 0.5) -> None:
     client.create_pool(
         m.BatchPoolCreateOptions(
             id=pool_id,
             vm_size="standard_d2s_v3",
             virtual_machine_configuration=vm_config(),
             enable_auto_scale=True,
-            auto_scale_formula=formula,
+            auto_scale_formula=text,
             auto_scale_evaluation_interval=dt.timedelta(seconds=interval_s),
         )
     )

@@ -18,7 +18,7 @@ from concurrent.futures import wait as wait_futures
 from datetime import timedelta
 from pathlib import Path
 
-from batch_emulator import autoscale, validation, wire
+from batch_emulator import formula, validation, wire
 from batch_emulator.errors import BatchError, being_deleted, exists, invalid, not_found
 from batch_emulator.models import Job, Node, Pool, Task
 from batch_emulator.processes import ProcessTable
@@ -50,7 +50,7 @@ class BatchService:
         self._work: set[Future] = set()
         self._closed = False
         self.processes = ProcessTable()
-        self._scalers: dict[Pool, autoscale.Schedule] = {}  # autoscale pools' samples and schedule
+        self._scalers: dict[Pool, formula.Schedule] = {}  # autoscale pools' samples and schedule
         self._autoscaler: threading.Thread | None = None
 
     # ---- pools and nodes -------------------------------------------------------------------------
@@ -90,7 +90,7 @@ class BatchService:
         validation.integer(spec, "targetDedicatedNodes", 0, 100, 0)
         validation.integer(spec, "targetLowPriorityNodes", 0, 100, 0)
         validation.duration(body, "resizeTimeout")
-        deallocation = validation.choice(body, "nodeDeallocationOption", set(autoscale.DEALLOCATION), "requeue")
+        deallocation = validation.choice(body, "nodeDeallocationOption", set(formula.DEALLOCATION), "requeue")
         with self.lock:
             pool = self._active_pool(pool_id)
             if pool.spec.get("enableAutoScale"):
@@ -116,10 +116,10 @@ class BatchService:
             pool = self._active_pool(pool_id)
             self._set_allocation(pool, "steady")
 
-    # ---- autoscale: autoscale.py evaluates, this samples, schedules and applies ----------------------
+    # ---- autoscale: formula.py evaluates, this samples, schedules and applies ----------------------
 
     autoscale_min_interval = timedelta(minutes=5)  # the service's minimum; the emulator's option lowers it
-    autoscale_sample_seconds = autoscale.DEFAULT_SAMPLE_SECONDS
+    autoscale_sample_seconds = formula.DEFAULT_SAMPLE_SECONDS
 
     def enable_autoscale(self, pool_id: str, body: dict) -> Pool:
         with self.lock:
@@ -151,26 +151,26 @@ class BatchService:
 
     def evaluate_autoscale(self, pool_id: str, body: dict) -> dict:
         """An AutoScaleRun of the formula on the pool as it is now, not applied; a bad formula is the run's error."""
-        formula = validation.require(body, "autoScaleFormula")
+        text = validation.require(body, "autoScaleFormula")
         with self.lock:
             pool = self._active_pool(pool_id)
             if not pool.spec.get("enableAutoScale"):
                 raise BatchError(409, "OperationInvalidForCurrentState",
                                  "The pool does not have automatic scaling enabled.", PoolId=pool.id)  # fmt: skip
-            return autoscale.evaluate(str(formula), self._autoscale_state(pool)).to_wire()
+            return formula.evaluate(str(text), self._autoscale_state(pool)).to_wire()
 
     def _autoscale_settings(self, spec: dict) -> None:
         """Refuses a formula with a syntax error (400) and an interval out of range; stores the interval used."""
         try:
-            autoscale.check(spec.get("autoScaleFormula"))
-        except autoscale.FormulaError as e:
+            formula.check(spec.get("autoScaleFormula"))
+        except formula.FormulaError as e:
             raise BatchError(400, e.code, e.message, **e.values()) from None
         validation.autoscale_interval(spec, self.autoscale_min_interval)
 
     def _autoscale_enable(self, pool: Pool) -> None:
         """Evaluates now, then every autoScaleEvaluationInterval; samples every autoscale_sample_seconds."""
         period = timedelta(seconds=self.autoscale_sample_seconds)
-        scaler = self._scalers.setdefault(pool, autoscale.Schedule(autoscale.History(period)))
+        scaler = self._scalers.setdefault(pool, formula.Schedule(formula.History(period)))
         now = time.monotonic()
         scaler.interval = validation.duration(pool.spec, "autoScaleEvaluationInterval").total_seconds()
         scaler.next_eval = now + scaler.interval
@@ -183,7 +183,7 @@ class BatchService:
             self._autoscaler.start()
 
     def _autoscale_run(self, pool: Pool) -> None:
-        run = autoscale.evaluate(pool.spec["autoScaleFormula"], self._autoscale_state(pool))
+        run = formula.evaluate(pool.spec["autoScaleFormula"], self._autoscale_state(pool))
         pool.autoscale_run = run.to_wire()
         pool.touch()
         targets = (pool.spec.get("targetDedicatedNodes") or 0, pool.spec.get("targetLowPriorityNodes") or 0)
@@ -218,12 +218,12 @@ class BatchService:
                 for task in job.tasks.values():
                     counts["running" if task.state in ("running", "preparing") else task.result or task.state] += 1
         usable = sum(n.state in ("idle", "running") for n in pool.nodes)
-        return autoscale.metrics(counts["active"], counts["running"], counts["success"], counts["failure"], usable)
+        return formula.metrics(counts["active"], counts["running"], counts["success"], counts["failure"], usable)
 
-    def _autoscale_state(self, pool: Pool) -> autoscale.PoolState:
+    def _autoscale_state(self, pool: Pool) -> formula.PoolState:
         scaler = self._scalers.get(pool)
         period = timedelta(seconds=self.autoscale_sample_seconds)
-        return autoscale.PoolState(
+        return formula.PoolState(
             now=wire.now(),
             current_dedicated=sum(n.dedicated for n in pool.nodes),
             current_low_priority=sum(not n.dedicated for n in pool.nodes),
@@ -231,7 +231,7 @@ class BatchService:
             target_low_priority=pool.spec.get("targetLowPriorityNodes") or 0,
             task_slots_per_node=pool.slots_per_node,
             live=self._pool_metrics(pool),
-            history=scaler.history if scaler else autoscale.History(period),
+            history=scaler.history if scaler else formula.History(period),
         )
 
     def node(self, pool_id: str, node_id: str) -> Node:
