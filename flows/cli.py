@@ -61,6 +61,7 @@ def _parser() -> argparse.ArgumentParser:
         "--prefix", default=DEFAULT_PREFIX, help=f"where in the input container (default {DEFAULT_PREFIX}: what "
         "the deployment topn/default counts)"
     )  # fmt: skip
+    _map_parser(commands)
     stack = commands.add_parser("stack", help="the local stack: Azurite and the Batch emulator")
     stack.add_argument("action", choices=["start", "stop", "status"])
     stack.add_argument(
@@ -70,6 +71,32 @@ def _parser() -> argparse.ArgumentParser:
     server = commands.add_parser("server", help="a Prefect server in the background that every topn run uses")
     server.add_argument("action", choices=["start", "stop", "status"])
     return parser
+
+
+def _map_parser(commands: argparse._SubParsersAction) -> None:
+    run = commands.add_parser(
+        "map",
+        help="run a command over every blob under a prefix, one output blob per input (the batch-map flow)",
+        description="Run a shell command over every blob under PREFIX in the input container on Azure Batch; each "
+        "output goes to the output container under --output-prefix. Inputs unchanged since an earlier run of the "
+        "same command are not run again. Example: topn map photos/ --output-prefix thumbs/ --suffix .jpg "
+        "--command 'convert {input} -thumbnail 256x256 {output}'",
+    )
+    run.add_argument("prefix", metavar="PREFIX", help="the blobs to run the command over, e.g. photos/")
+    run.add_argument(
+        "--command",
+        dest="map_command",
+        required=True,
+        help="with {input} and {output}, e.g. 'gzip -c {input} > {output}'",
+    )
+    run.add_argument("--output-prefix", required=True, help="where outputs go in the output container, e.g. out/")
+    run.add_argument("--suffix", default="", help="appended to each output's name, e.g. .gz")
+    run.add_argument("--app", metavar="FILE", help="a wheel, zip or tar archive the nodes unpack at $TOPN_APP")
+    run.add_argument("--files-per-task", type=int, metavar="N", help="inputs one task takes (default 10)")
+    run.add_argument("--run-id", type=_batch_id, help="the Batch job id to use: a clean start that runs every input")
+    run.add_argument("--json", action="store_true", help="print the whole result as JSON")
+    run.add_argument("--keep-job", action="store_true", help="keep the Batch job afterwards")
+    run.add_argument("--delete-pool", action="store_true", help="delete the pool afterwards (default: keep it)")
 
 
 class _WithoutTraceback(logging.Formatter):
@@ -117,6 +144,23 @@ def _run(args: argparse.Namespace, settings: TopnSettings) -> int:
                       delete_job=not args.keep_job, delete_pool=args.delete_pool, delete_uploads=args.delete_uploads,
                       delete_outputs=args.delete_outputs, files_per_task=args.files_per_task,
                       bytes_per_task=args.bytes_per_task)  # fmt: skip
+    print(result.model_dump_json(indent=2) if args.json else result.table())
+    return 0
+
+
+def _map(args: argparse.Namespace, settings: TopnSettings) -> int:
+    from flows.batch_map import batch_map
+    from flows.local_stack import ensure_local_stack
+
+    _quiet_tracebacks_in_terminal()
+    if args.files_per_task is not None and not 1 <= args.files_per_task <= 1_000:
+        raise ValueError("--files-per-task must be a whole number from 1 to 1000")
+    if settings.local:
+        ensure_local_stack(settings)
+    with _prefect_server(settings):
+        result = batch_map(blob_prefix=args.prefix, command=args.map_command, output_prefix=args.output_prefix,
+                           output_suffix=args.suffix, app=args.app, files_per_task=args.files_per_task,
+                           run_id=args.run_id, delete_job=not args.keep_job, delete_pool=args.delete_pool)  # fmt: skip
     print(result.model_dump_json(indent=2) if args.json else result.table())
     return 0
 
@@ -213,7 +257,8 @@ def main(argv: list[str] | None = None) -> int:
     settings = None
     try:
         settings = load_settings()
-        return {"run": _run, "upload": _upload, "stack": _stack, "server": _server}[args.command](args, settings)
+        commands = {"run": _run, "map": _map, "upload": _upload, "stack": _stack, "server": _server}
+        return commands[args.command](args, settings)
     except SettingsError as e:
         print(f"topn: {e}", file=sys.stderr)
         return 2

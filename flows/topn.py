@@ -4,7 +4,6 @@
 # when a runner loads the flow, and string annotations of Annotated[...] cannot be resolved there.
 import json
 import logging
-import re
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -14,18 +13,21 @@ from typing import Annotated, Literal
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.client.orchestration import get_client
-from prefect.runtime import deployment as current_deployment
 from prefect.runtime import flow_run as current_run
 from pydantic import ByteSize, Field, WithJsonSchema
 
+from flows import runs, wordcount
 from flows.crashes import ensure_crash_detection
 from flows.result import RunStats, TopnResult, file_results
-from tasks import batch, lineage, monitor, plan, preflight, storage
+from flows.taskapp import build_taskapp
+from tasks import batch, lineage, monitor, preflight, storage
+from tasks.application import AppBlobs
 from tasks.clients import blob_service
+from tasks.inputs import InputBlob, describe
 from tasks.monitor import TopnFailed
+from tasks.packing import Packing
 from tasks.sas import SasIssuer
-from tasks.settings import TopnSettings, load_settings
-from tasks.taskapp import build_taskapp
+from tasks.settings import TopnSettings
 
 
 def blank(**schema: object) -> WithJsonSchema:
@@ -68,23 +70,6 @@ ADD_GROUP_FILES = 10_000  # files whose task specs are built and added at once
 FILE_ROWS_SHOWN = 1_000  # rows of the per-file table artifact: a UI table, not a data export
 
 
-def _on_cancellation(flow: object, flow_run: object, state: object) -> None:
-    """Cancelling the flow run terminates its Batch jobs. The runner calls this hook, by keyword."""
-    parameters = getattr(flow_run, "parameters", None) or {}
-    settings = _settings(parameters.get("batch_credentials"), parameters.get("storage_credentials"))
-    for job_id in batch.jobs_of_flow_run(settings, str(flow_run.id)):
-        batch.terminate_job.fn(settings, job_id, "TopnFlowRunCancelled")
-
-
-def _settings(batch_credentials: str | None, storage_credentials: str | None) -> TopnSettings:
-    """The TOPN_* settings, with credentials from the named blocks instead, if any."""
-    if batch_credentials or storage_credentials:
-        from tasks.blocks import load_settings_from_blocks
-
-        return load_settings_from_blocks(batch_credentials, storage_credentials)
-    return load_settings()
-
-
 def _run_name() -> str:
     """What a run counts, as its name says in the UI: "sample (10 files)" needs the listing; the parameters
     are all there is when the run is created."""
@@ -110,20 +95,10 @@ def _found(what: str) -> None:
         get_run_logger().warning("could not rename the flow run: %s", e)
 
 
-def _plural(n: int, word: str) -> str:
-    return f"{n:,} {word}{'' if n == 1 else 's'}"
-
-
-def _artifact_key(kind: str) -> str:
-    """Artifact keys per deployment (their history in the UI is that deployment's), or ad hoc."""
-    scope = re.sub(r"[^a-z0-9]+", "-", (current_deployment.name or "adhoc").lower()).strip("-") or "adhoc"
-    return f"topn-{kind}-{scope}"
-
-
 @flow(
     name="topn",
     flow_run_name=_run_name,
-    on_cancellation=[_on_cancellation],
+    on_cancellation=[runs.cancel_jobs(TopnSettings)],
     log_prints=True,
     persist_result=True,  # the TopnResult can be read back: state.result(), the UI, run_deployment callers
     result_serializer="json",
@@ -168,7 +143,9 @@ def topn(
     """
     if bool(paths) == (blob_prefix is not None):
         raise ValueError("give either paths to upload or a blob_prefix already in the input container, not both")
-    settings = _settings(batch_credentials, storage_credentials)  # bad settings fail here, before anything is made
+    settings = runs.settings(
+        TopnSettings, batch_credentials, storage_credentials
+    )  # bad settings fail here, before anything is made
     settings = settings.with_pool_mode(pool_mode or settings.pool_mode)
     log, started = get_run_logger(), time.monotonic()
     ensure_crash_detection()
@@ -180,11 +157,11 @@ def topn(
         inputs = _ordered(storage.list_inputs(settings, settings.input_container, blob_prefix))
         if not inputs:
             return _nothing_to_count(settings, blob_prefix, started)
-    app_future = storage.upload_taskapp.submit(settings, build_taskapp(settings.local_dir / "cache"))
+    app_future = storage.upload_app.submit(settings, build_taskapp(settings.local_dir / "cache"))
     if paths:
         inputs = _ordered(storage.upload_inputs(settings, paths))
     app = app_future.result()
-    packing = plan.Packing(
+    packing = Packing(
         files_per_task or settings.files_per_task, int(bytes_per_task or settings.bytes_per_task), settings.merge_fan_in
     )
     source = _source(settings, paths, blob_prefix)
@@ -199,7 +176,7 @@ def topn(
         if not moved:
             break
         log.warning("%d blobs changed while they were counted (%s): counting them again as they are now",
-                    len(moved), plan.describe(moved))  # fmt: skip
+                    len(moved), describe(moved))  # fmt: skip
         listed = storage.list_inputs(settings, settings.input_container, blob_prefix)
         if not listed:
             return _nothing_to_count(settings, blob_prefix or "", started)
@@ -214,14 +191,16 @@ def topn(
         new=run.changes.new, changed=run.changes.changed, deleted=run.changes.deleted,
         counted=run.counted, reused=len(inputs) - run.counted, count_tasks=run.tasks[0], merge_tasks=run.tasks[1],
     )  # fmt: skip
-    files_blob = plan.result_blobs(run.plan.root.key)[1]
+    files_blob = wordcount.result_blobs(run.plan.root.key)[1]
     result = TopnResult(
         top=[tuple(p) for p in merged["top"]], words=merged["words"], distinct=merged["distinct"],
         files_counted=merged["files"], files=files, files_blob=f"{settings.output_container}/{files_blob}", stats=stats,
     )  # fmt: skip
     _publish(result, settings, run.job_id, files_blob, len(inputs))
     _publish_links(result, settings, blob_prefix)
-    _found(f"{_plural(len(inputs), 'file')}, {stats.new:,} new, {stats.changed:,} changed, {stats.deleted:,} deleted")
+    _found(
+        f"{runs.plural(len(inputs), 'file')}, {stats.new:,} new, {stats.changed:,} changed, {stats.deleted:,} deleted"
+    )
     _clean_up(settings, run, line, inputs if paths else [], delete_pool, delete_uploads, delete_outputs)
     log.info("top %d of %d files in %.1f s (%s): %s", top, len(inputs), stats.seconds, stats.reuse_line(),
              ", ".join(f"{w} {n:,}" for w, n in result.top))  # fmt: skip
@@ -235,7 +214,7 @@ MOVED_ROUNDS = 3  # plans made anew when listed blobs changed while they were co
 class _Counted:
     """One plan carried out: its packs and plan, what the job did, and what the inputs were to the lineage."""
 
-    plan: plan.Plan
+    plan: wordcount.Plan
     catalog: lineage.Catalog
     changes: lineage.Changes
     job_id: str
@@ -251,7 +230,7 @@ class _Counted:
         return len(self.read)
 
 
-def _ordered(inputs: list[plan.InputBlob]) -> list[plan.InputBlob]:
+def _ordered(inputs: list[InputBlob]) -> list[InputBlob]:
     """In one order whatever order they were given or listed in: new files are packed in this order."""
     return sorted(inputs, key=lambda i: (i.name, i.container, i.blob, i.version))
 
@@ -266,12 +245,12 @@ def _source(settings: TopnSettings, paths: list[str] | None, blob_prefix: str | 
 def _count(
     settings: TopnSettings,
     sas: SasIssuer,
-    app: storage.TaskappBlobs,
-    inputs: list[plan.InputBlob],
+    app: AppBlobs,
+    inputs: list[InputBlob],
     catalog: lineage.Catalog,
     source: str,
     line: str,
-    packing: plan.Packing,
+    packing: Packing,
     top: int,
     run_id: str | None,
     delete_job: bool,
@@ -280,36 +259,39 @@ def _count(
     """Plans the run against the lineage's catalog and runs what storage does not hold yet: a pack whose
     output any earlier run left (by content key) is not counted again, a finished merge needs nothing below it."""
     packs, changes = lineage.arrange(inputs, catalog, packing)
-    run_plan = plan.make_plan(inputs, packs, top, app.version, packing)
+    run_plan = wordcount.make_plan(inputs, packs, top, app.version, packing)
     # An explicit run id is a clean start: everything is counted anew (refreshing the outputs later runs reuse).
-    done = storage.finished_outputs(settings, run_plan.root.key) if run_id is None else set()
-    edits = plan.edits(run_plan, catalog.tree(top, app.version, packing), done)
+    done = storage.finished_outputs(settings, run_plan.root.key, wordcount.finished) if run_id is None else set()
+    edits = wordcount.edits(run_plan, wordcount.earlier_tree(catalog, top, app.version, packing), done)
     todo = run_plan.todo(done, edits)
-    new_catalog = lineage.catalog_of(source, inputs, packs, run_plan, edits)
+    new_catalog = lineage.catalog_of(source, inputs, packs, wordcount.output_keys(run_plan, edits))
     if new_catalog != catalog:  # saved before the job: what it makes is referenced while it runs
         storage.write_catalog(settings, line, new_catalog)
     job_id = run_id or f"topn-{run_plan.root.key[:16]}"
-    counted = sum(len(step.inputs) for step, _ in todo if step.kind == plan.COUNT)
+    counted = sum(len(step.inputs) for step, _ in todo if step.kind == wordcount.COUNT)
     if counted < len(inputs):
         get_run_logger().info("%d of %d files have outputs in storage already: not counting them again",
                               len(inputs) - counted, len(inputs))  # fmt: skip
     if edited := [(step, e) for step, _ in todo if (e := edits.get(step.id))]:
         reads = sum(1 + len(e.drops) + len(e.adds) for _, e in edited)
         children = sum(len(step.children) for step, _ in edited)
-        get_run_logger().info("%s made from %s last output: reading %d parts, not %d", _plural(len(edited), "merge"),
-                              "their" if len(edited) > 1 else "its", reads, children)  # fmt: skip
+        get_run_logger().info("%s made from %s last output: reading %d parts, not %d",
+                              runs.plural(len(edited), "merge"), "their" if len(edited) > 1 else "its", reads,
+                              children)  # fmt: skip
     pool_id, state, added, watch = settings.pool_id, batch.JobState.DONE, 0, None
     if todo:
         pool_id = batch.ensure_pool(settings, app, sas, expiry)
-        state = batch.prepare_job(settings, job_id, pool_id, str(current_run.get_id() or ""), run_plan.root.key)
+        flow_run = str(current_run.get_id() or "")
+        state = batch.prepare_job(settings, job_id, pool_id, flow_run, run_plan.root.key, wordcount.MERGE_ID)
     if state == batch.JobState.CREATED and run_id is not None:  # an explicit id: logs of another run's failures
         storage.delete_blobs(settings, settings.output_container,
                              storage.list_blob_names(settings, settings.output_container, f"{job_id}/"))  # fmt: skip
     if state != batch.JobState.DONE:
         added, watch = _run_job(settings, sas, inputs, run_plan, todo, edits, job_id, pool_id, top, app.version, expiry)
         if watch.ending != monitor.Ending.SUCCEEDED:
-            names = {s.id: plan.describe([inputs[i].name for i in s.inputs]) for s in run_plan.counts}
-            _fail(settings, job_id, pool_id, watch, names, delete_job)
+            names = {s.id: describe([inputs[i].name for i in s.inputs]) for s in run_plan.counts}
+            kept = "files counted so far are kept: running the same command again counts only the others"
+            runs.fail(settings, job_id, pool_id, watch, names, delete_job, runs.artifact_key("failures"), kept)
         if delete_job:
             batch.delete_job(settings, job_id)
         else:  # a kept job is ended, so that a later run with the same inputs reuses its outputs
@@ -317,8 +299,8 @@ def _count(
     elif todo and delete_job:
         batch.delete_job(settings, job_id)
     ran = [step for step, _ in todo] if state != batch.JobState.DONE else []
-    read = frozenset(i for step in ran if step.kind == plan.COUNT for i in step.inputs)
-    counts = sum(step.kind == plan.COUNT for step in ran)
+    read = frozenset(i for step in ran if step.kind == wordcount.COUNT for i in step.inputs)
+    counts = sum(step.kind == wordcount.COUNT for step in ran)
     return _Counted(run_plan, new_catalog, changes, job_id, pool_id, read, (counts, len(ran) - counts), added,
                     watch.polls if watch else 0, state == batch.JobState.DONE)  # fmt: skip
 
@@ -328,7 +310,7 @@ def _nothing_to_count(settings: TopnSettings, prefix: str, started: float) -> To
     where = f"container {settings.input_container!r} under the prefix {prefix!r}"
     create_markdown_artifact(
         f"**Nothing to count**: no blobs in {where}.\n\nPut files there with `topn upload PATH --prefix {prefix}`.",
-        key=_artifact_key("result"),
+        key=runs.artifact_key("result"),
         description="topn found nothing to count",
     )
     get_run_logger().warning("nothing to count: no blobs in %s", where)
@@ -341,10 +323,10 @@ def _nothing_to_count(settings: TopnSettings, prefix: str, started: float) -> To
 def _run_job(
     settings: TopnSettings,
     sas: SasIssuer,
-    inputs: list[plan.InputBlob],
-    run_plan: plan.Plan,
+    inputs: list[InputBlob],
+    run_plan: wordcount.Plan,
     todo: list,
-    edits: dict[str, plan.Edit],
+    edits: dict[str, wordcount.Edit],
     job_id: str,
     pool_id: str,
     top: int,
@@ -363,11 +345,13 @@ def _run_job(
     return added, monitor.watch_job(settings, job_id, pool_id, total, expiry - settings.sas_margin)
 
 
-def _read_result(settings: TopnSettings, run: _Counted, inputs: list[plan.InputBlob]) -> tuple[dict, list]:
+def _read_result(settings: TopnSettings, run: _Counted, inputs: list[InputBlob]) -> tuple[dict, list]:
     """The root merge's result and the files' rows; if storage lost some (e.g. a storage emulator killed
     before it saved them), the job and the partial result go, and the run says to run again."""
     root = run.plan.root.key
-    merged, lines = storage.download_result(settings, root, run.job_id)
+    top, lines = storage.download_outputs(settings, list(wordcount.result_blobs(root)), run.job_id)
+    merged = json.loads(top) if top is not None and lines is not None else None
+    lines = lines or b""
     task_of = [""] * len(inputs)
     for step in run.plan.counts:
         for i in step.inputs:
@@ -376,7 +360,7 @@ def _read_result(settings: TopnSettings, run: _Counted, inputs: list[plan.InputB
     if merged is None or missing:
         # The job goes even if kept: a finished job would be taken as done by the next run.
         batch.delete_job(settings, run.job_id)
-        storage.delete_blobs(settings, settings.output_container, list(plan.result_blobs(root)))
+        storage.delete_blobs(settings, settings.output_container, list(wordcount.result_blobs(root)))
         raise TopnFailed(
             f"job {run.job_id}: outputs went missing from container {settings.output_container!r} "
             f"({'the merged result' if merged is None else f'{missing} of {len(inputs)} files'}): "
@@ -389,7 +373,7 @@ def _publish(result: TopnResult, settings: TopnSettings, job_id: str, files_blob
     """The result as two table artifacts: the top N, and one row per file (the first FILE_ROWS_SHOWN)."""
     create_table_artifact(
         [{"rank": r, "word": w, "count": n} for r, (w, n) in enumerate(result.top, 1)],
-        key=_artifact_key("result"),
+        key=runs.artifact_key("result"),
         description=f"Top {len(result.top)} words of {files:,} files ({result.stats.reuse_line()}; job {job_id})",
     )
     shown = result.files[:FILE_ROWS_SHOWN]
@@ -397,7 +381,7 @@ def _publish(result: TopnResult, settings: TopnSettings, job_id: str, files_blob
         [{"file": f.name, "bytes": f"{f.bytes:,}", "words": f"{f.words:,}", "distinct": f"{f.distinct:,}",
           "skipped": f.skipped or ("empty" if f.bytes == 0 else ""),
           "top word": f"{f.top[0][0]} ({f.top[0][1]:,})" if f.top else "", "task": f.task_id} for f in shown],
-        key=_artifact_key("files"),
+        key=runs.artifact_key("files"),
         description=f"Each file of job {job_id}" if len(shown) == files else
         f"The first {len(shown):,} of {files:,} files of job {job_id}: every file is in the flow's result, "
         f"and in blob {settings.output_container}/{files_blob} unless the outputs were deleted",
@@ -411,47 +395,19 @@ def _publish_links(result: TopnResult, settings: TopnSettings, blob_prefix: str 
     stats, blob_url = result.stats, settings.blob_url
     inputs = f"{settings.input_container}/{blob_prefix}" if blob_prefix is not None else settings.input_container
     where = [
-        *_batch_links(settings, stats.job_id, stats.pool_id),
-        ("inputs", inputs, _listing_url(settings, settings.input_container, blob_prefix or "")),
+        *runs.batch_links(settings, stats.job_id, stats.pool_id),
+        ("inputs", inputs, runs.listing_url(settings, settings.input_container, blob_prefix or "")),
         ("every file's row", result.files_blob, f"{blob_url}/{result.files_blob}"),
-        ("outputs", settings.output_container, _listing_url(settings, settings.output_container)),
+        ("outputs", settings.output_container, runs.listing_url(settings, settings.output_container)),
     ]  # fmt: skip
-    lines = _link_table(where)
-    lines += ["", f"{_plural(stats.files, 'file')} ({stats.bytes:,} bytes): {stats.reuse_line()}; "
-              f"{_plural(result.words, 'word')}, {result.distinct:,} distinct; "
-              f"{_plural(stats.count_tasks, 'count task')} and {_plural(stats.merge_tasks, 'merge task')} "
+    lines = runs.link_table(where)
+    lines += ["", f"{runs.plural(stats.files, 'file')} ({stats.bytes:,} bytes): {stats.reuse_line()}; "
+              f"{runs.plural(result.words, 'word')}, {result.distinct:,} distinct; "
+              f"{runs.plural(stats.count_tasks, 'count task')} and {runs.plural(stats.merge_tasks, 'merge task')} "
               f"in {stats.seconds:.1f} s"]  # fmt: skip
-    create_markdown_artifact("\n".join(lines), key=_artifact_key("links"), description=f"Where job {stats.job_id} is")
-
-
-def _publish_failure_links(settings: TopnSettings, job_id: str, pool_id: str, deleted: bool) -> None:
-    """Where a failed run's job, pool and failed tasks' logs are (as _publish_links, without a result)."""
-    logs = f"{settings.output_container}/{job_id}/logs/"
-    job, pool = _batch_links(settings, job_id, pool_id)
-    where = [
-        *([] if deleted else [job]),
-        pool,
-        ("failed tasks' logs", logs, _listing_url(settings, settings.output_container, f"{job_id}/logs/")),
-    ]
-    lines = _link_table(where)
-    if deleted:
-        lines += ["", f"Job {job_id} is deleted with the run (`--keep-job` keeps it)."]
-    create_markdown_artifact("\n".join(lines), key=_artifact_key("links"),
-                             description=f"Where failed job {job_id} is")  # fmt: skip
-
-
-def _batch_links(settings: TopnSettings, job_id: str, pool_id: str) -> list[tuple[str, str, str]]:
-    return [("Batch job", job_id, f"{settings.batch_url}/jobs/{job_id}"),
-            ("pool", pool_id, f"{settings.batch_url}/pools/{pool_id}")]  # fmt: skip
-
-
-def _listing_url(settings: TopnSettings, container: str, prefix: str = "") -> str:
-    """List Blobs of a container (under a prefix): what a signed-in explorer opens."""
-    return f"{settings.blob_url}/{container}?restype=container&comp=list" + (f"&prefix={prefix}" if prefix else "")
-
-
-def _link_table(where: list[tuple[str, str, str]]) -> list[str]:
-    return ["| what | where |", "|---|---|", *(f"| {what} | [{name}]({url}) |" for what, name, url in where)]
+    create_markdown_artifact(
+        "\n".join(lines), key=runs.artifact_key("links"), description=f"Where job {stats.job_id} is"
+    )
 
 
 def _groups(todo: list, files: int) -> list[list]:
@@ -459,7 +415,7 @@ def _groups(todo: list, files: int) -> list[list]:
     groups: list[list] = [[]]
     held = 0
     for entry in todo:
-        size = len(entry[0].inputs) if entry[0].kind == plan.COUNT else 0
+        size = len(entry[0].inputs) if entry[0].kind == wordcount.COUNT else 0
         if held and held + size > files:
             groups.append([])
             held = 0
@@ -471,10 +427,10 @@ def _groups(todo: list, files: int) -> list[list]:
 def _tasks(
     settings: TopnSettings,
     sas: SasIssuer,
-    inputs: list[plan.InputBlob],
-    run_plan: plan.Plan,
-    todo: list[tuple[plan.Step, list[plan.Step]]],
-    edits: dict[str, plan.Edit],
+    inputs: list[InputBlob],
+    run_plan: wordcount.Plan,
+    todo: list[tuple[wordcount.Step, list[wordcount.Step]]],
+    edits: dict[str, wordcount.Edit],
     job_id: str,
     top: int,
     version: str,
@@ -485,35 +441,23 @@ def _tasks(
     parts_url = sas.container(settings.output_container, "r")
     tasks = []
     for step, waits in todo:
-        if step.kind == plan.COUNT:
-            sources = [plan.Source(inputs[i], sas.blob_read(inputs[i].container, inputs[i].blob)) for i in step.inputs]
-            tasks.append(plan.count_task(step, sources, output_url, job_id, run_plan, top, version))
+        if step.kind == wordcount.COUNT:
+            sources = [
+                wordcount.Source(inputs[i], sas.blob_read(inputs[i].container, inputs[i].blob)) for i in step.inputs
+            ]
+            tasks.append(wordcount.count_task(step, sources, output_url, job_id, run_plan, top, version))
         else:
-            tasks.append(plan.merge_task(step, waits, parts_url, output_url, job_id, top, version, edits.get(step.id)))
+            tasks.append(
+                wordcount.merge_task(step, waits, parts_url, output_url, job_id, top, version, edits.get(step.id))
+            )
     return tasks
-
-
-def _fail(
-    settings: TopnSettings, job_id: str, pool_id: str, watch: monitor.Watch, names: dict[str, str], delete: bool
-) -> None:
-    """The job is stopped, its failures reported (a failed task run and a table), and the run fails with them."""
-    batch.terminate_job(settings, job_id, f"Topn{watch.ending.title().replace(' ', '')}")
-    heading = [f"job {job_id} {watch.ending}: {watch.completed} of {watch.total} tasks completed"]
-    if watch.detail:
-        heading.append(f"  {watch.detail}")
-    _publish_failure_links(settings, job_id, pool_id, delete)
-    try:
-        monitor.report_failures(settings, job_id, names, heading, _artifact_key("failures"))
-    finally:
-        if delete:
-            batch.delete_job(settings, job_id)
 
 
 def _clean_up(
     settings: TopnSettings,
     run: _Counted,
     line: str,
-    uploads: list[plan.InputBlob],
+    uploads: list[InputBlob],
     delete_pool: bool,
     delete_uploads: bool,
     delete_outputs: bool,

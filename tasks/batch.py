@@ -22,18 +22,17 @@ from azure.core.exceptions import (
 )
 from prefect import get_run_logger, task
 
+from tasks.application import AppBlobs
 from tasks.clients import batch_client
 from tasks.naming import named
-from tasks.plan import MERGE_ID
 from tasks.policy import BATCH_TASK, START_TASK_RETRIES
 from tasks.sas import SasIssuer
-from tasks.settings import TopnSettings
-from tasks.storage import TaskappBlobs
+from tasks.settings import BatchSettings
 
-VERSION_KEY = "topn-taskapp"
+LEGACY_VERSION_KEY = "topn-taskapp"  # how pools were marked before they carried OWNER_KEY
 OWNER_KEY, OWNER = "created-by", "topn"  # the mark on pools topn created: only those may it replace or delete
 FLOW_RUN_KEY = "prefect-flow-run"
-INPUTS_KEY = "topn-inputs"  # plan.inputs_key of what the job counts
+INPUTS_KEY = "topn-inputs"  # the key of what the job works on (its plan's root)
 START_TASK_SAS_LIFETIME = timedelta(days=30)  # nodes joining later still need to fetch the wheel
 POLL = 1.0
 TASKS_PER_REQUEST, MAX_REQUEST_BYTES, ADD_CONCURRENCY = 100, 900_000, 4  # Batch refuses bodies over 1 MB
@@ -50,7 +49,7 @@ class RunConflict(RuntimeError):
 def _is_ours(pool: m.BatchPool) -> bool:
     """Pools topn created carry its mark (earlier versions marked them with the task application version only)."""
     metadata = {item.name: item.value for item in pool.metadata or []}
-    return metadata.get(OWNER_KEY) == OWNER or VERSION_KEY in metadata
+    return metadata.get(OWNER_KEY) == OWNER or LEGACY_VERSION_KEY in metadata
 
 
 class JobState(StrEnum):
@@ -59,13 +58,14 @@ class JobState(StrEnum):
     DONE = "done"  # finished successfully before: its outputs can be reused
 
 
-def _start_task(settings: TopnSettings, app: TaskappBlobs, sas: SasIssuer) -> m.BatchStartTask:
-    wheel_name = app.wheel.rsplit("/", 1)[-1]
+def _start_task(settings: BatchSettings, app: AppBlobs, sas: SasIssuer) -> m.BatchStartTask | None:
+    """The start task installing the application on each node (none for an application without files)."""
+    if not app.blobs:
+        return None
     return m.BatchStartTask(
-        command_line=shlex.join(["/bin/sh", "install-taskapp.sh", wheel_name, app.version]),
-        resource_files=[m.ResourceFile(http_url=sas.blob_read(settings.app_container, app.wheel), file_path=wheel_name),
-                        m.ResourceFile(http_url=sas.blob_read(settings.app_container, app.installer),
-                                       file_path="install-taskapp.sh")],
+        command_line=shlex.join(app.install),
+        resource_files=[m.ResourceFile(http_url=sas.blob_read(settings.app_container, blob),
+                                       file_path=blob.rsplit("/", 1)[-1]) for blob in app.blobs],
         wait_for_success=True,
         max_task_retry_count=START_TASK_RETRIES,
     )  # fmt: skip
@@ -76,7 +76,7 @@ def _sas_expiry_of(query: dict[str, list[str]]) -> datetime | None:
     return datetime.fromisoformat(expiry[0].replace("Z", "+00:00")) if expiry else None
 
 
-def autoscale_formula(settings: TopnSettings) -> str:
+def autoscale_formula(settings: BatchSettings) -> str:
     """Nodes for the tasks waiting or running ($PendingTasks), up to the pool's dedicated and then spot
     maximum; the same nodes while tasks came in the last `autoscale_idle`; none after that."""
     idle = max(1, int(settings.autoscale_idle.total_seconds()))
@@ -92,7 +92,7 @@ def autoscale_formula(settings: TopnSettings) -> str:
     )
 
 
-def _size(settings: TopnSettings) -> dict:
+def _size(settings: BatchSettings) -> dict:
     """The pool's size: fixed targets, or autoscale's formula (then no targets: the service refuses both)."""
     if settings.pool_mode == "autoscale":
         return {"enable_auto_scale": True, "auto_scale_formula": autoscale_formula(settings),
@@ -100,7 +100,7 @@ def _size(settings: TopnSettings) -> dict:
     return {"target_dedicated_nodes": settings.dedicated_nodes, "target_low_priority_nodes": settings.spot_nodes}
 
 
-def _set_mode(client, pool: m.BatchPool, settings: TopnSettings) -> None:
+def _set_mode(client, pool: m.BatchPool, settings: BatchSettings) -> None:
     """Brings a reused pool to the configured mode (or formula), without recreating it."""
     formula = autoscale_formula(settings)
     if settings.pool_mode == "autoscale" and (not pool.enable_auto_scale or pool.auto_scale_formula != formula):
@@ -140,7 +140,7 @@ def _nodes_on_old_start_task(client, pool_id: str) -> bool:
     return any(n.state in _ON_THEIR_START_TASK for n in client.list_nodes(pool_id, select=["id", "state"]))
 
 
-def _renew_start_task(client, settings: TopnSettings, app: TaskappBlobs, sas: SasIssuer) -> None:
+def _renew_start_task(client, settings: BatchSettings, app: AppBlobs, sas: SasIssuer) -> None:
     """Gives the pool's start task new SAS URLs in place (update_pool): nodes joining later (a resize,
     autoscale, a replaced spot node) can fetch the task application again; running nodes go on as they are."""
     starter = SasIssuer.for_lifetime(sas, START_TASK_SAS_LIFETIME)
@@ -152,7 +152,7 @@ def _renew_start_task(client, settings: TopnSettings, app: TaskappBlobs, sas: Sa
 
 
 @task(name="ensure-pool", task_run_name=named("ensure-pool {settings.pool_id}"), **BATCH_TASK)
-def ensure_pool(settings: TopnSettings, app: TaskappBlobs, sas: SasIssuer, needed_until: datetime) -> str:
+def ensure_pool(settings: BatchSettings, app: AppBlobs, sas: SasIssuer, needed_until: datetime) -> str:
     """Reuses the pool if it runs this task application version (renewing its start task's SAS if they
     would expire during the run), else creates it (create_pool) with a start task that installs the
     wheel. A pool of another version with no active jobs is replaced."""
@@ -166,7 +166,7 @@ def ensure_pool(settings: TopnSettings, app: TaskappBlobs, sas: SasIssuer, neede
             f"pool {pool.id!r} exists and was not created by topn: it is left untouched; "
             "set TOPN_POOL_ID to another pool id"
         )
-    version = {item.name: item.value for item in pool.metadata or []}.get(VERSION_KEY) if pool else None
+    version = {item.name: item.value for item in pool.metadata or []}.get(app.name) if pool else None
     why = "it was made for another task application version"
     if pool is not None and pool.state == "active" and version == app.version:
         lasts = _start_task_lasts(pool, needed_until, settings.use_entra_id)
@@ -205,7 +205,7 @@ def ensure_pool(settings: TopnSettings, app: TaskappBlobs, sas: SasIssuer, neede
         task_slots_per_node=settings.task_slots_per_node,
         task_scheduling_policy=m.BatchTaskSchedulingPolicy(node_fill_type="spread"),
         start_task=_start_task(settings, app, starter),
-        metadata=[m.BatchMetadataItem(name=VERSION_KEY, value=app.version),
+        metadata=[m.BatchMetadataItem(name=app.name, value=app.version),
                   m.BatchMetadataItem(name=OWNER_KEY, value=OWNER)],
     )  # fmt: skip
     try:
@@ -224,10 +224,13 @@ def ensure_pool(settings: TopnSettings, app: TaskappBlobs, sas: SasIssuer, neede
 
 
 @task(name="prepare-job", task_run_name=named("prepare-job {job_id}"), **BATCH_TASK)
-def prepare_job(settings: TopnSettings, job_id: str, pool_id: str, flow_run_id: str, inputs: str) -> JobState:
+def prepare_job(
+    settings: BatchSettings, job_id: str, pool_id: str, flow_run_id: str, inputs: str, final_task: str | None = None
+) -> JobState:
     """Creates the run's job (create_job), or picks up the one an earlier attempt of the same run left:
-    running → resumed; finished well → reused; failed or stopped → deleted and created anew. A job of the
-    same id made for other inputs (an explicit run id used again) is never taken for this run's."""
+    running → resumed; finished well (its `final_task`, the one that runs last, succeeded) → reused; failed or
+    stopped → deleted and created anew. A job of the same id made for other inputs (an explicit run id used
+    again) is never taken for this run's."""
     client, log = batch_client(settings), get_run_logger()
     try:
         job = client.get_job(job_id)
@@ -243,7 +246,7 @@ def prepare_job(settings: TopnSettings, job_id: str, pool_id: str, flow_run_id: 
         if job.state == "active":
             log.info("resuming job %s", job_id)
             return JobState.RESUMED
-        if job.state == "completed" and _succeeded(client, job_id):
+        if job.state == "completed" and final_task and _succeeded(client, job_id, final_task):
             log.info("job %s already finished: reusing its outputs", job_id)
             return JobState.DONE
         log.info("job %s ended without success before: starting it again", job_id)
@@ -264,12 +267,12 @@ def prepare_job(settings: TopnSettings, job_id: str, pool_id: str, flow_run_id: 
     return JobState.CREATED
 
 
-def _succeeded(client, job_id: str) -> bool:
+def _succeeded(client, job_id: str, task_id: str) -> bool:
     try:
-        merge = client.get_task(job_id, MERGE_ID)
+        last = client.get_task(job_id, task_id)
     except ResourceNotFoundError:
         return False
-    return merge.state == "completed" and merge.execution_info.result == "success"
+    return last.state == "completed" and last.execution_info.result == "success"
 
 
 def _wait_gone(get: Callable[[str], object], ident: str) -> None:
@@ -298,7 +301,7 @@ def chunks(tasks: list[m.BatchTaskCreateOptions], limit: int = MAX_REQUEST_BYTES
 
 
 @task(name="add-tasks", task_run_name=named("add-tasks {job_id}: {n:,} task{n_s}", n="tasks"), **BATCH_TASK)
-def add_tasks(settings: TopnSettings, job_id: str, tasks: list[m.BatchTaskCreateOptions]) -> tuple[int, int]:
+def add_tasks(settings: BatchSettings, job_id: str, tasks: list[m.BatchTaskCreateOptions]) -> tuple[int, int]:
     """Adds the tasks not in the job yet (create_tasks, requests of at most 100 tasks and 1 MB, 4 at once).
     Returns how many were added, and how many the job now holds. The job stays active when all are complete
     (not `terminatejob`): a task that failed for a reason not its own, the merge too, can then still run again."""
@@ -319,7 +322,7 @@ def add_tasks(settings: TopnSettings, job_id: str, tasks: list[m.BatchTaskCreate
 
 
 @task(name="terminate-job", task_run_name=named("terminate-job {job_id}"), **BATCH_TASK)
-def terminate_job(settings: TopnSettings, job_id: str, reason: str) -> None:
+def terminate_job(settings: BatchSettings, job_id: str, reason: str) -> None:
     """Terminates the job if it is still active, killing its running tasks (begin_terminate_job)."""
     client = batch_client(settings)
     try:
@@ -334,14 +337,14 @@ def terminate_job(settings: TopnSettings, job_id: str, reason: str) -> None:
 
 
 @task(name="delete-job", task_run_name=named("delete-job {job_id}"), **BATCH_TASK)
-def delete_job(settings: TopnSettings, job_id: str) -> None:
+def delete_job(settings: BatchSettings, job_id: str) -> None:
     """Deletes the job and its task files on the nodes (begin_delete_job)."""
     with contextlib.suppress(ResourceNotFoundError):
         batch_client(settings).begin_delete_job(job_id, polling_interval=POLL).result()
 
 
 @task(name="delete-pool", task_run_name=named("delete-pool {pool_id}"), **BATCH_TASK)
-def delete_pool(settings: TopnSettings, pool_id: str) -> None:
+def delete_pool(settings: BatchSettings, pool_id: str) -> None:
     """Deletes the pool, releasing its nodes (begin_delete_pool), if topn created it."""
     client = batch_client(settings)
     with contextlib.suppress(ResourceNotFoundError):
@@ -351,7 +354,7 @@ def delete_pool(settings: TopnSettings, pool_id: str) -> None:
         client.begin_delete_pool(pool_id, polling_interval=POLL).result()
 
 
-def jobs_of_flow_run(settings: TopnSettings, flow_run_id: str) -> list[str]:
+def jobs_of_flow_run(settings: BatchSettings, flow_run_id: str) -> list[str]:
     """Active jobs created by one flow run (found through their metadata)."""
     jobs = batch_client(settings).list_jobs(filter="state eq 'active'")
     return [j.id for j in jobs if any(i.name == FLOW_RUN_KEY and i.value == flow_run_id for i in j.metadata or [])]

@@ -23,7 +23,16 @@ from prefect_azure import AzureBlobStorageCredentials
 from pydantic import ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings
 
-from tasks.settings import AZURITE_ACCOUNT, AZURITE_KEY, ENV_PREFIX, SettingsError, TopnSettings, load_settings
+from tasks.settings import (
+    AZURITE_ACCOUNT,
+    AZURITE_KEY,
+    ENV_PREFIX,
+    AzureConnection,
+    S,
+    SettingsError,
+    TopnSettings,
+    load_settings,
+)
 
 __all__ = [
     "AzureBatchCredentials",
@@ -217,7 +226,7 @@ class _Credentials(BaseSettings):
 
 
 def _block_credentials(
-    batch: str | None, storage: str | None, topn: TopnSettings | _Credentials
+    batch: str | None, storage: str | None, topn: AzureConnection | _Credentials
 ) -> tuple[dict[str, Any], str]:
     """The settings the named blocks stand for, and what they are (for messages). Batch and Storage must
     agree on Entra ID or keys, where a side without a block counts only when TOPN_* configures it."""
@@ -244,14 +253,14 @@ def _block_credentials(
     return update, " and ".join(f"{kind} block {name!r}" for kind, name in named.items() if name is not None)
 
 
-def _validated(values: dict[str, Any], sources: str) -> TopnSettings:
+def _validated(kind: type[S], values: dict[str, Any], sources: str) -> S:
     try:
-        return load_settings(**values)
+        return load_settings(kind, **values)
     except SettingsError as e:
         raise SettingsError(f"{e} (with the credentials of the {sources})") from None
 
 
-def settings_from_blocks(settings: TopnSettings, batch: str | None, storage: str | None) -> TopnSettings:
+def settings_from_blocks(settings: S, batch: str | None, storage: str | None) -> S:
     """`settings` with the credentials of the named blocks in place of the TOPN_* ones: `batch` names an
     Azure Batch Credentials block, `storage` an Azure Blob Storage Credentials block; either may be None,
     and that side keeps its settings. topn uses one way in for both services (TOPN_USE_ENTRA_ID), so the
@@ -263,18 +272,22 @@ def settings_from_blocks(settings: TopnSettings, batch: str | None, storage: str
     if batch is None and storage is None:
         return settings
     update, sources = _block_credentials(batch, storage, settings)
-    return _validated({**settings.model_dump(exclude_unset=True), **update}, sources)  # defaults stay defaults
+    return _validated(
+        type(settings), {**settings.model_dump(exclude_unset=True), **update}, sources
+    )  # defaults stay defaults
 
 
-def load_settings_from_blocks(batch: str | None, storage: str | None, **overrides: object) -> TopnSettings:
-    """`load_settings(**overrides)` with the named blocks' credentials in place of the TOPN_* ones, checked
+def load_settings_from_blocks(
+    batch: str | None, storage: str | None, kind: type[S] = TopnSettings, **overrides: object
+) -> S:
+    """`load_settings(kind, **overrides)` with the named blocks' credentials in place of the TOPN_* ones, checked
     once all is merged: the TOPN_* side without a block may need the block's half to be valid (storage
     in TOPN_STORAGE_*, Batch in a block)."""
     if batch is None and storage is None:
-        return load_settings(**overrides)
+        return load_settings(kind, **overrides)
     try:
         switches = _Credentials(**{k: v for k, v in overrides.items() if k in _Credentials.model_fields})
     except ValidationError:
         switches = _Credentials.model_construct()  # a bad TOPN_USE_ENTRA_ID: load_settings says so below
     update, sources = _block_credentials(batch, storage, switches)
-    return _validated({**overrides, **update}, sources)
+    return _validated(kind, {**overrides, **update}, sources)

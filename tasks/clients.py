@@ -16,7 +16,7 @@ from urllib3.util.retry import Retry
 
 from tasks import entra
 from tasks.policy import FIRST_BACKOFF, HTTP_RETRIES, MAX_BACKOFF, backoff
-from tasks.settings import TopnSettings
+from tasks.settings import AzureConnection
 
 
 class BatchRetry(RetryPolicy):
@@ -86,12 +86,12 @@ SINGLE_PUT_BYTES = 4 << 20
 AZURITE_API_VERSION = "2025-11-05"
 
 
-def _tls(settings: TopnSettings) -> dict[str, Any]:
+def _tls(settings: AzureConnection) -> dict[str, Any]:
     """On the local stack over HTTPS, trust its development certificate (and nothing else)."""
     return {"connection_verify": settings.ca_file} if settings.ca_file else {}
 
 
-def batch_client(settings: TopnSettings) -> BatchClient:
+def batch_client(settings: AzureConnection) -> BatchClient:
     """A BatchClient for the configured account: Shared Key, or Entra ID tokens when use_entra_id is set."""
     if settings.use_entra_id:
         credential: Any = entra.credential(settings)
@@ -110,7 +110,7 @@ def _session(connections: int) -> requests.Session:
     return session
 
 
-def blob_service(settings: TopnSettings, connections: int = 0) -> BlobServiceClient:
+def blob_service(settings: AzureConnection, connections: int = 0) -> BlobServiceClient:
     """A BlobServiceClient for the configured storage account (Azurite when local); with `connections`,
     one that many threads can share."""
     extra: dict[str, Any] = {

@@ -15,7 +15,7 @@ from typing import Any
 from azure.core.credentials import AccessToken, TokenCredential
 from azure.core.exceptions import ClientAuthenticationError, HttpResponseError
 
-from tasks.settings import ENV_PREFIX, SettingsError, TopnSettings
+from tasks.settings import ENV_PREFIX, AzureConnection, SettingsError
 
 BATCH_AUDIENCE = "https://batch.core.windows.net/"
 STORAGE_AUDIENCE = "https://storage.azure.com"
@@ -49,7 +49,7 @@ def _b64(value: dict) -> str:
     return base64.urlsafe_b64encode(json.dumps(value).encode()).rstrip(b"=").decode()
 
 
-def credential(settings: TopnSettings) -> TokenCredential:
+def credential(settings: AzureConnection) -> TokenCredential:
     """TOPN_ENTRA_CREDENTIAL's credential if set; else the local stack's, or DefaultAzureCredential for Azure.
     One per process: credentials cache their tokens."""
     return _credential(settings.entra_credential, settings.local)

@@ -16,7 +16,7 @@ against it (`arrange`):
   becomes one pack whose part file is the merge of theirs (never a recount). So every pack is at least half
   full but the last of each run of small ones, and a day of 20 new files is a pack of 20 until enough such
   days make one of 50 or more.
-The catalog is a hint for packing only: outputs are found by their content keys (`tasks/plan.py`), so a
+The catalog is a hint for packing only: outputs are found by their content keys (the workload's plan), so a
 lost, stale or foreign catalog costs work, never exactness.
 """
 
@@ -26,16 +26,18 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 
-from tasks.plan import Edit, InputBlob, Packing, PackSpec, Plan, Step, pack, root_part_key, rows_key, tree_of
+from tasks.inputs import InputBlob
+from tasks.packing import Packing, PackSpec, pack
 
 FORMAT = "topn-lineage/1"
 PREFIX = "lineages/"
 
 
-def lineage_id(source: str, top: int, packing: Packing) -> str:
-    """16 hex digits naming what a series of runs counts, with which N and packing."""
+def lineage_id(source: str, variant: object, packing: Packing) -> str:
+    """16 hex digits naming what a series of runs works on, how (the workload's `variant`, e.g. the word
+    count's N) and with which packing."""
     shape = [packing.files_per_task, packing.bytes_per_task, packing.fan_in]
-    return hashlib.sha256(json.dumps(["lineage", source, top, shape]).encode()).hexdigest()[:16]
+    return hashlib.sha256(json.dumps(["lineage", source, variant, shape]).encode()).hexdigest()[:16]
 
 
 def catalog_blob(lineage: str) -> str:
@@ -55,13 +57,6 @@ class Catalog:
     packs: tuple[tuple[str, ...], ...] = ()
     keys: frozenset[str] = field(default_factory=frozenset)
 
-    def tree(self, top: int, version: str, packing: Packing) -> Step | None:
-        """The merge tree of the last plan, from its packs (None without any): what its merges were made of."""
-        if not self.packs:
-            return None
-        keys = [rows_key([m.partition(":")[0] for m in members], top, version) for members in self.packs]
-        return tree_of(keys, top, version, packing)
-
     def to_json(self) -> bytes:
         body = {"format": FORMAT, "source": self.source, "packs": [list(p) for p in self.packs],
                 "keys": sorted(self.keys)}  # fmt: skip
@@ -80,15 +75,11 @@ class Catalog:
             return cls()
 
 
-def catalog_of(
-    source: str, inputs: list[InputBlob], packs: list[PackSpec], plan: Plan, edits: dict[str, Edit] | None = None
-) -> Catalog:
-    """The catalog of this plan: its packs as the next run will find them, and all its output keys (with
-    what its edited merges read: kept while its job may read them)."""
+def catalog_of(source: str, inputs: list[InputBlob], packs: list[PackSpec], keys: set[str]) -> Catalog:
+    """The catalog of a plan: its packs as the next run will find them, and every output key it makes or
+    reads (what retention keeps)."""
     members = tuple(tuple(_member(inputs[i]) for i in spec.members) for spec in packs)
-    read = {key for edit in (edits or {}).values() for key in (edit.base, *edit.drops)}
-    made = {step.key for step in plan.steps()} | {root_part_key(plan.root.key)}
-    return Catalog(source, members, frozenset(made | read))
+    return Catalog(source, members, frozenset(keys))
 
 
 @dataclass(frozen=True)

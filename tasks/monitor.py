@@ -18,11 +18,11 @@ from prefect.runtime import flow_run
 
 from tasks import batch
 from tasks.clients import batch_client
+from tasks.layout import logs_blob
 from tasks.naming import named
-from tasks.plan import MERGE_ID, logs_blob
 from tasks.policy import MAX_RECOVERIES, OUTAGE_LIMIT, POLL_BACKOFF, POLL_FIRST, POLL_MAX, RECOVERABLE, is_transient
 from tasks.sas import redact
-from tasks.settings import TopnSettings
+from tasks.settings import BatchSettings
 
 ETA_SHARE = 0.1
 STDERR_TAIL = 2048
@@ -103,7 +103,7 @@ class _Seen:
 
 
 @task(name="watch-job", task_run_name=named("watch-job {job_id}"), tags=["azure-batch"], persist_result=False)
-def watch_job(settings: TopnSettings, job_id: str, pool_id: str, total: int, deadline: datetime) -> Watch:
+def watch_job(settings: BatchSettings, job_id: str, pool_id: str, total: int, deadline: datetime) -> Watch:
     """Polls get_job_task_counts until the job ends, backing off while nothing changes; publishes a progress
     artifact; runs again in place (reactivate_task) tasks that failed for a reason not their own; terminates
     the job at the deadline or when the flow run is cancelled. Keeps polling through a Batch outage."""
@@ -131,7 +131,7 @@ def watch_job(settings: TopnSettings, job_id: str, pool_id: str, total: int, dea
 
 def _poll(
     client: BatchClient,
-    settings: TopnSettings,
+    settings: BatchSettings,
     job_id: str,
     pool_id: str,
     total: int,
@@ -160,7 +160,7 @@ def _poll(
             if reason == "MaxWallClockTimeExpiry":
                 return Ending.TIMED_OUT, f"the job did not finish within {settings.job_timeout}", counts.completed
             return Ending.FAILED, f"the job was terminated ({reason})", counts.completed
-        if counts.failed and _only_merge_waits(client, job_id):
+        if counts.failed and _only_dependents_wait(client, job_id):
             return Ending.FAILED, "", counts.completed
     if datetime.now(UTC) >= deadline:
         batch.terminate_job.fn(settings, job_id, "TopnTimeLimit")
@@ -221,9 +221,10 @@ def _not_its_own(info: m.BatchTaskFailureInfo) -> bool:
     return info.code in RECOVERABLE or (category == "servererror" and info.code != "TaskEnded")
 
 
-def _only_merge_waits(client: BatchClient, job_id: str) -> bool:
-    waiting = [t.id for t in client.list_tasks(job_id, filter="state eq 'active' or state eq 'running'", select=["id"])]
-    return all(not task_id.isdigit() for task_id in waiting)  # merges only: counts have numbers for ids
+def _only_dependents_wait(client: BatchClient, job_id: str) -> bool:
+    """Whether every task still waiting waits for others (with a task failed and none running, they never run)."""
+    waiting = client.list_tasks(job_id, filter="state eq 'active' or state eq 'running'", select=["id", "dependsOn"])
+    return all(t.depends_on is not None for t in waiting)
 
 
 def _tail(download, size) -> str:
@@ -261,7 +262,7 @@ class TaskFailure:
         return f"  {self.file} (task {self.task_id}{exit_code}): {self.code}: {redact(self.message)}{tail}"
 
 
-def collect_failures(settings: TopnSettings, job_id: str, files: dict[str, str]) -> list[TaskFailure]:
+def collect_failures(settings: BatchSettings, job_id: str, files: dict[str, str]) -> list[TaskFailure]:
     """Every failed task with its file, its failure info and the end of its stderr (list_tasks with a filter)."""
     client = batch_client(settings)
     failures = []
@@ -289,7 +290,12 @@ def collect_failures(settings: TopnSettings, job_id: str, files: dict[str, str])
 @task(name="report-failures", task_run_name=named("report-failures {job_id}"), tags=["azure-batch"],
       persist_result=False)  # fmt: skip
 def report_failures(
-    settings: TopnSettings, job_id: str, files: dict[str, str], heading: list[str], artifact_key: str
+    settings: BatchSettings,
+    job_id: str,
+    files: dict[str, str],
+    heading: list[str],
+    artifact_key: str,
+    kept: str = "what finished is kept: running the same command again runs only the rest",
 ) -> None:
     """Ends Failed, where the Prefect UI shows it, with the job's failures in one readable message, and
     publishes them as a table: file, task, attempts, exit code or failure, the end of stderr and where all
@@ -303,9 +309,10 @@ def report_failures(
             for f in failures]  # fmt: skip
     if rows:
         create_table_artifact(rows, key=artifact_key, description=f"The failed tasks of Batch job {job_id}")
-    lines = [*heading, *(f.describe() for f in failures if f.task_id != MERGE_ID or len(failures) == 1)]
-    lines.append("  files counted so far are kept: running the same command again counts only the others")
-    named = [f.file for f in failures if f.task_id != MERGE_ID][:3] or [f.task_id for f in failures[:1]]
+    # A task without a name in `files` (a merge, which fails when its inputs did) is told only when alone.
+    lines = [*heading, *(f.describe() for f in failures if f.task_id in files or len(failures) == 1)]
+    lines.append(f"  {kept}")
+    named = [f.file for f in failures if f.task_id in files][:3] or [f.task_id for f in failures[:1]]
     more = f" and {len(failures) - len(named):,} more" if len(failures) > len(named) else ""
     summary = f"{heading[0]}; failed: {', '.join(named)}{more} (report-failures has each one's stderr)"
     raise TopnFailed(redact("\n".join(lines)), redact(summary) if failures else None)

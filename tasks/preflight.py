@@ -14,7 +14,7 @@ from prefect import task
 from tasks import entra
 from tasks.clients import batch_client, blob_service
 from tasks.policy import BOTH_TASK
-from tasks.settings import TopnSettings
+from tasks.settings import AzureConnection
 
 
 class AccessError(RuntimeError):
@@ -31,7 +31,7 @@ def _answers(url: str) -> bool:
         return False
 
 
-def unreachable(settings: TopnSettings) -> str:
+def unreachable(settings: AzureConnection) -> str:
     """Which service does not answer, and how to bring it back."""
     down = [(name, url, hint) for name, url, hint in (
         ("the Batch emulator" if settings.local else "Azure Batch", settings.batch_url, "TOPN_BATCH_ENDPOINT"),
@@ -55,7 +55,7 @@ class _Probe(NamedTuple):
     first_page: Callable[[], Iterable]  # a call whose first answer proves access
 
 
-def _explain(settings: TopnSettings, probe: _Probe, error: Exception) -> AccessError:
+def _explain(settings: AzureConnection, probe: _Probe, error: Exception) -> AccessError:
     if isinstance(error, ServiceRequestError):
         return AccessError(unreachable(settings))
     if settings.use_entra_id:
@@ -69,7 +69,7 @@ def _explain(settings: TopnSettings, probe: _Probe, error: Exception) -> AccessE
     return AccessError(f"{probe.service} at {probe.url} refused the credentials ({status} {code}): check {probe.hint}")
 
 
-def _probes(settings: TopnSettings) -> list[_Probe]:
+def _probes(settings: AzureConnection) -> list[_Probe]:
     keys = not settings.use_entra_id
     batch_hint = "TOPN_BATCH_ENDPOINT" + (", TOPN_BATCH_ACCOUNT_NAME and TOPN_BATCH_ACCOUNT_KEY" if keys else "")
     blob_hint = "TOPN_STORAGE_ACCOUNT_NAME" + (" and TOPN_STORAGE_ACCOUNT_KEY" if keys else "")
@@ -91,7 +91,7 @@ def _probes(settings: TopnSettings) -> list[_Probe]:
     task_run_name="check-access",
     **BOTH_TASK,
 )
-def check_access(settings: TopnSettings) -> None:
+def check_access(settings: AzureConnection) -> None:
     """One cheap authenticated read each from Batch (list_pools) and Storage (list_containers); with Entra
     ID, a short user delegation key too (get_user_delegation_key), as the run signs the nodes' access so."""
     for probe in _probes(settings):

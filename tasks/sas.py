@@ -15,7 +15,7 @@ from azure.storage.blob import (
     generate_container_sas,
 )
 
-from tasks.settings import DELEGATION_SAS_MAX, TopnSettings
+from tasks.settings import DELEGATION_SAS_MAX, AzureConnection
 
 _SIGNATURE = re.compile(r"(?i)(sig=)[^&\s'\"]+")
 
@@ -29,7 +29,7 @@ class SasIssuer:
     """Issues SAS URLs that expire at one moment, signed by the account key, or with Entra ID by a user
     delegation key (Get User Delegation Key) valid until that moment."""
 
-    def __init__(self, settings: TopnSettings, service: BlobServiceClient, expiry: datetime) -> None:
+    def __init__(self, settings: AzureConnection, service: BlobServiceClient, expiry: datetime) -> None:
         self._account, self._key = settings.storage_account
         self._base = settings.blob_url
         self.expiry = expiry

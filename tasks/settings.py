@@ -1,4 +1,7 @@
-"""Every setting in one object: environment variables `TOPN_*` or a `.env` file.
+"""Settings from environment variables `TOPN_*` or a `.env` file, in three layers:
+- `AzureConnection`: where Batch and Storage are and how topn signs in (what credential blocks replace);
+- `BatchSettings`: that, plus the containers, the pool and the job: what every Batch workload's steps read;
+- a workload's own settings on top, e.g. `TopnSettings` (the word count's packing).
 
 With no Azure endpoint set, everything points at the local stack (Azurite + the Batch emulator).
 """
@@ -9,7 +12,7 @@ import base64
 import binascii
 from datetime import timedelta
 from pathlib import Path
-from typing import Literal, Self
+from typing import ClassVar, Literal, Self, TypeVar
 
 from batch_emulator import DEV_ACCOUNT_KEY, DEV_ACCOUNT_NAME
 from pydantic import ByteSize, Field, SecretStr, ValidationError, model_validator
@@ -22,15 +25,14 @@ AZURITE_ACCOUNT = "devstoreaccount1"
 AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 CONTAINER_NAME = r"^[a-z0-9]([a-z0-9]|-[a-z0-9]){2,62}$"  # Azure: 3-63 chars, no leading, trailing or double hyphen
 BATCH_ID = r"^[A-Za-z0-9_-]{1,64}$"
-DEFAULT_POOL_IDS = {"keep": "topn", "autoscale": "topn-autoscale"}
 
 
 class SettingsError(ValueError):
     """Settings that cannot work, with what to change."""
 
 
-class TopnSettings(BaseSettings):
-    """Where topn runs (Azure or the local stack) and how its pool and job are shaped."""
+class AzureConnection(BaseSettings):
+    """Where topn runs (Azure or the local stack) and how it signs in."""
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_file=".env", extra="ignore")
 
@@ -58,90 +60,19 @@ class TopnSettings(BaseSettings):
     local_blob_port: int = Field(10000, ge=1, le=65535)
     local_dir: Path = Field(Path(".topn"), description="local stack state: Azurite data, node folders, logs")
 
-    app_container: str = Field("topn-app", pattern=CONTAINER_NAME)
-    input_container: str = Field("topn-input", pattern=CONTAINER_NAME)
-    output_container: str = Field("topn-output", pattern=CONTAINER_NAME)
-
-    pool_id: str = Field("topn", pattern=BATCH_ID)
-    vm_size: str = "standard_d2s_v3"
-    dedicated_nodes: int = Field(1, ge=0, le=1000)
-    spot_nodes: int = Field(0, ge=0, le=1000)
-    task_slots_per_node: int = Field(2, ge=1, le=256)
-    image_publisher: str = "canonical"
-    image_offer: str = "ubuntu-24_04-lts"
-    image_sku: str = "server"
-    node_agent_sku_id: str = "batch.node.ubuntu 24.04"
-
-    job_timeout: timedelta = Field(timedelta(hours=1), gt=timedelta(0), description="the job's maxWallClockTime")
-    sas_margin: timedelta = Field(timedelta(minutes=15), ge=timedelta(0))
-    max_task_retries: int = Field(BATCH_TASK_RETRIES, ge=0, le=10)
-
-    pool_mode: Literal["keep", "autoscale"] = Field(
-        "keep", description="keep: a fixed-size pool kept between runs; autoscale: grows with pending tasks, none idle"
-    )
-    autoscale_interval: timedelta = Field(timedelta(minutes=5), gt=timedelta(0), description="formula evaluations")
-    autoscale_idle: timedelta = Field(timedelta(minutes=10), ge=timedelta(0), description="idle time before zero nodes")
-
-    files_per_task: int = Field(100, ge=1, le=10_000, description="files one count task takes, at most")
-    bytes_per_task: ByteSize = Field(ByteSize(64 << 20), ge=1, description="bytes one count task takes, e.g. 64MiB")
-    merge_fan_in: int = Field(100, ge=2, le=1_000, description="outputs one merge task reads, at most")
-    output_retention: timedelta = Field(
-        timedelta(days=7), description="how long outputs no lineage's catalog references are kept before removal"
-    )
-
-    def with_pool_mode(self, mode: Literal["keep", "autoscale"]) -> TopnSettings:
-        """These settings for a run in `mode`. Unless TOPN_POOL_ID names a pool, each mode has a pool of its
-        own ("topn", "topn-autoscale"): a fixed pool and an autoscaled one never switch one pool back and
-        forth (on Azure each switch drops or allocates nodes, minutes each)."""
-        update: dict[str, object] = {"pool_mode": mode}
-        if "pool_id" not in self.model_fields_set:
-            update["pool_id"] = DEFAULT_POOL_IDS[mode]
-        return self.model_copy(update=update)
-
     @property
     def local(self) -> bool:
         """True when nothing points at Azure: the local stack is used."""
         return self.batch_endpoint is None and self.storage_account_name is None
 
     @model_validator(mode="after")
-    def _coherent(self) -> Self:
-        problems = []
-        if self.dedicated_nodes + self.spot_nodes == 0:
-            problems.append("TOPN_DEDICATED_NODES / TOPN_SPOT_NODES: the pool needs at least one node")
-        if not self.local:
-            needed = {"batch_endpoint": self.batch_endpoint, "storage_account_name": self.storage_account_name}
-            if not self.use_entra_id:
-                needed |= {
-                    "batch_account_name": self.batch_account_name,
-                    "batch_account_key": self.batch_account_key,
-                    "storage_account_key": self.storage_account_key,
-                }
-            if missing := [f"{ENV_PREFIX}{k.upper()}" for k, v in needed.items() if not v]:
-                problems.append(
-                    f"{', '.join(missing)}: needed to use Azure (or unset every TOPN_BATCH_* and "
-                    "TOPN_STORAGE_* setting to use the local stack)"
-                )
-            for name in ("batch_account_key", "storage_account_key"):
-                value = getattr(self, name)
-                if value and not _is_base64(value.get_secret_value()):
-                    problems.append(
-                        f"{ENV_PREFIX}{name.upper()}: not a Base64 account key; copy it from the "
-                        "account's Keys page in the Azure portal"
-                    )
-            if self.batch_endpoint and not self.batch_endpoint.startswith(("https://", "http://")):
-                problems.append(f"{ENV_PREFIX}BATCH_ENDPOINT: expected https://<account>.<region>.batch.azure.com")
+    def _connection_coherent(self) -> Self:
+        problems = [] if self.local else _azure_problems(self)
         if self.use_entra_id:
-            problems += _entra_problems(self)
-        if self.output_retention < self.job_timeout + self.sas_margin:
-            problems.append(
-                f"{ENV_PREFIX}OUTPUT_RETENTION: must be at least {ENV_PREFIX}JOB_TIMEOUT + {ENV_PREFIX}SAS_MARGIN, "
-                "so that no output is removed while a run may still read it"
-            )
+            problems += _entra_key_problems(self)
         if problems:
             raise ValueError("; ".join(problems))
         return self
-
-    # ---- where things are ------------------------------------------------------------------------
 
     @property
     def local_scheme(self) -> str:
@@ -190,25 +121,117 @@ class TopnSettings(BaseSettings):
         return f"https://{self.storage_account_name}.blob.core.windows.net"
 
 
+class BatchSettings(AzureConnection):
+    """The connection, plus where a workload's blobs go and how its pool and job are shaped: what the generic
+    Batch steps (tasks/) read. A workload's settings derive from it; `pool_ids` are its default pools."""
+
+    pool_ids: ClassVar[dict[str, str]] = {"keep": "topn", "autoscale": "topn-autoscale"}
+
+    app_container: str = Field("topn-app", pattern=CONTAINER_NAME)
+    input_container: str = Field("topn-input", pattern=CONTAINER_NAME)
+    output_container: str = Field("topn-output", pattern=CONTAINER_NAME)
+
+    pool_id: str = Field("topn", pattern=BATCH_ID)
+    vm_size: str = "standard_d2s_v3"
+    dedicated_nodes: int = Field(1, ge=0, le=1000)
+    spot_nodes: int = Field(0, ge=0, le=1000)
+    task_slots_per_node: int = Field(2, ge=1, le=256)
+    image_publisher: str = "canonical"
+    image_offer: str = "ubuntu-24_04-lts"
+    image_sku: str = "server"
+    node_agent_sku_id: str = "batch.node.ubuntu 24.04"
+
+    job_timeout: timedelta = Field(timedelta(hours=1), gt=timedelta(0), description="the job's maxWallClockTime")
+    sas_margin: timedelta = Field(timedelta(minutes=15), ge=timedelta(0))
+    max_task_retries: int = Field(BATCH_TASK_RETRIES, ge=0, le=10)
+
+    pool_mode: Literal["keep", "autoscale"] = Field(
+        "keep", description="keep: a fixed-size pool kept between runs; autoscale: grows with pending tasks, none idle"
+    )
+    autoscale_interval: timedelta = Field(timedelta(minutes=5), gt=timedelta(0), description="formula evaluations")
+    autoscale_idle: timedelta = Field(timedelta(minutes=10), ge=timedelta(0), description="idle time before zero nodes")
+
+    output_retention: timedelta = Field(
+        timedelta(days=7), description="how long outputs no lineage's catalog references are kept before removal"
+    )
+
+    def with_pool_mode(self, mode: Literal["keep", "autoscale"]) -> Self:
+        """These settings for a run in `mode`. Unless TOPN_POOL_ID names a pool, each mode has a pool of its
+        own ("topn", "topn-autoscale"): a fixed pool and an autoscaled one never switch one pool back and
+        forth (on Azure each switch drops or allocates nodes, minutes each)."""
+        update: dict[str, object] = {"pool_mode": mode}
+        if "pool_id" not in self.model_fields_set:
+            update["pool_id"] = self.pool_ids[mode]
+        return self.model_copy(update=update)
+
+    @model_validator(mode="after")
+    def _batch_coherent(self) -> Self:
+        problems = []
+        if self.dedicated_nodes + self.spot_nodes == 0:
+            problems.append("TOPN_DEDICATED_NODES / TOPN_SPOT_NODES: the pool needs at least one node")
+        if self.use_entra_id and self.job_timeout + self.sas_margin >= DELEGATION_SAS_MAX:
+            problems.append(
+                f"{ENV_PREFIX}JOB_TIMEOUT + {ENV_PREFIX}SAS_MARGIN: with Entra ID, access for the nodes is signed by "
+                "a user delegation key valid 7 days at most; give a job timeout under that"
+            )
+        if self.output_retention < self.job_timeout + self.sas_margin:
+            problems.append(
+                f"{ENV_PREFIX}OUTPUT_RETENTION: must be at least {ENV_PREFIX}JOB_TIMEOUT + {ENV_PREFIX}SAS_MARGIN, "
+                "so that no output is removed while a run may still read it"
+            )
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+
+class TopnSettings(BatchSettings):
+    """The word count's settings: the Batch settings, and how its files are packed into tasks and merges."""
+
+    files_per_task: int = Field(100, ge=1, le=10_000, description="files one count task takes, at most")
+    bytes_per_task: ByteSize = Field(ByteSize(64 << 20), ge=1, description="bytes one count task takes, e.g. 64MiB")
+    merge_fan_in: int = Field(100, ge=2, le=1_000, description="outputs one merge task reads, at most")
+
+
 # A user delegation key, which signs every SAS with Entra ID, is valid for 7 days at most (Azure Storage);
 # topn asks for a little less, as its clock and Storage's may differ.
 DELEGATION_SAS_MAX = timedelta(days=7) - timedelta(minutes=10)
 
 
-def _entra_problems(settings: TopnSettings) -> list[str]:
+def _azure_problems(settings: AzureConnection) -> list[str]:
+    """What is missing or malformed for using Azure."""
     problems = []
+    needed = {"batch_endpoint": settings.batch_endpoint, "storage_account_name": settings.storage_account_name}
+    if not settings.use_entra_id:
+        needed |= {
+            "batch_account_name": settings.batch_account_name,
+            "batch_account_key": settings.batch_account_key,
+            "storage_account_key": settings.storage_account_key,
+        }
+    if missing := [f"{ENV_PREFIX}{k.upper()}" for k, v in needed.items() if not v]:
+        problems.append(
+            f"{', '.join(missing)}: needed to use Azure (or unset every TOPN_BATCH_* and "
+            "TOPN_STORAGE_* setting to use the local stack)"
+        )
+    for name in ("batch_account_key", "storage_account_key"):
+        value = getattr(settings, name)
+        if value and not _is_base64(value.get_secret_value()):
+            problems.append(
+                f"{ENV_PREFIX}{name.upper()}: not a Base64 account key; copy it from the "
+                "account's Keys page in the Azure portal"
+            )
+    if settings.batch_endpoint and not settings.batch_endpoint.startswith(("https://", "http://")):
+        problems.append(f"{ENV_PREFIX}BATCH_ENDPOINT: expected https://<account>.<region>.batch.azure.com")
+    return problems
+
+
+def _entra_key_problems(settings: AzureConnection) -> list[str]:
     keys = [f"{ENV_PREFIX}{k.upper()}" for k in ("batch_account_key", "storage_account_key") if getattr(settings, k)]
     if keys:
-        problems.append(
+        return [
             f"{', '.join(keys)}: not used with {ENV_PREFIX}USE_ENTRA_ID=true; unset them, so that no key is kept "
             "where it is not needed"
-        )
-    if settings.job_timeout + settings.sas_margin >= DELEGATION_SAS_MAX:
-        problems.append(
-            f"{ENV_PREFIX}JOB_TIMEOUT + {ENV_PREFIX}SAS_MARGIN: with Entra ID, access for the nodes is signed by a "
-            "user delegation key valid 7 days at most; give a job timeout under that"
-        )
-    return problems
+        ]
+    return []
 
 
 def _is_base64(value: str) -> bool:
@@ -218,10 +241,14 @@ def _is_base64(value: str) -> bool:
         return False
 
 
-def load_settings(**overrides: object) -> TopnSettings:
-    """The settings, or one SettingsError naming each bad setting and how to fix it."""
+S = TypeVar("S", bound="AzureConnection")
+
+
+def load_settings(kind: type[S] | None = None, **overrides: object) -> S:
+    """The settings (`TopnSettings` unless another `kind` is given), or one SettingsError naming each bad
+    setting and how to fix it."""
     try:
-        return TopnSettings(**overrides)
+        return (kind or TopnSettings)(**overrides)
     except ValidationError as e:
         lines = []
         for err in e.errors():

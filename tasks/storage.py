@@ -5,10 +5,9 @@ from __future__ import annotations
 import bisect
 import contextlib
 import hashlib
-import json
 import os
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -16,15 +15,16 @@ from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from prefect import get_run_logger, task
 
 from tasks import clients
+from tasks.application import AppBlobs, AppFiles
 from tasks.clients import blob_service
+from tasks.inputs import InputBlob, upload_blob_name
+from tasks.layout import PARTS, RESULTS, key_of, part_keys, result_folder
 from tasks.lineage import PREFIX as LINEAGES
 from tasks.lineage import Catalog, catalog_blob
 from tasks.listing import list_blobs
 from tasks.naming import named
-from tasks.plan import PARTS, RESULTS, InputBlob, finished, key_of, result_blobs, upload_blob_name
 from tasks.policy import STORAGE_TASK
-from tasks.settings import TopnSettings
-from tasks.taskapp import TaskappFiles
+from tasks.settings import BatchSettings
 
 # Azurite answers small requests fastest with 16-32 in flight (shared/spec/local-stack.md); Azure Storage
 # takes far more. A large file sends BLOCK_CONCURRENCY blocks at once, within the same connections.
@@ -37,17 +37,8 @@ class InputError(ValueError):
     """Inputs that cannot be counted: missing paths, empty folders, an empty prefix."""
 
 
-@dataclass(frozen=True)
-class TaskappBlobs:
-    """Where the task application's wheel and installer are in the application container."""
-
-    version: str
-    wheel: str
-    installer: str
-
-
 @task(name="ensure-containers", task_run_name=named("ensure-containers"), **STORAGE_TASK)
-def ensure_containers(settings: TopnSettings, names: list[str]) -> None:
+def ensure_containers(settings: BatchSettings, names: list[str]) -> None:
     """Creates the containers that do not exist yet (BlobServiceClient.create_container)."""
     service = blob_service(settings)
     for name in dict.fromkeys(names):
@@ -55,17 +46,16 @@ def ensure_containers(settings: TopnSettings, names: list[str]) -> None:
             service.create_container(name)
 
 
-@task(name="upload-taskapp", task_run_name=named("upload-taskapp {files.version}"), **STORAGE_TASK)
-def upload_taskapp(settings: TopnSettings, files: TaskappFiles) -> TaskappBlobs:
-    """Uploads the wheel and its installer under a folder named by their version (upload_blob)."""
+@task(name="upload-app", task_run_name=named("upload-app {app.name} {app.version}"), **STORAGE_TASK)
+def upload_app(settings: BatchSettings, app: AppFiles) -> AppBlobs:
+    """Uploads the application's files to the application container, under a folder named by its name and
+    version (upload_blob)."""
     container = blob_service(settings).get_container_client(settings.app_container)
-    blobs = TaskappBlobs(
-        files.version, f"taskapp/{files.version}/{files.wheel.name}", f"taskapp/{files.version}/{files.installer.name}"
-    )
-    for path, name in ((files.wheel, blobs.wheel), (files.installer, blobs.installer)):
+    blobs = tuple(AppBlobs.folder(app.name, app.version) + path.name for path in app.files)
+    for path, name in zip(app.files, blobs, strict=True):
         with open(path, "rb") as data:
             container.upload_blob(name, data, overwrite=True)
-    return blobs
+    return AppBlobs(app.name, app.version, blobs, app.install)
 
 
 def expand_paths(paths: list[str]) -> list[tuple[Path, str]]:
@@ -105,7 +95,7 @@ def _sha256(path: Path) -> str:
 
 
 @task(name="upload-inputs", task_run_name=named("upload-inputs {n_names} ({n:,} path{n_s})", n="paths"), **STORAGE_TASK)
-def upload_inputs(settings: TopnSettings, paths: list[str]) -> list[InputBlob]:
+def upload_inputs(settings: BatchSettings, paths: list[str]) -> list[InputBlob]:
     """Uploads local files to the input container (upload_blob), FILE_CONCURRENCY at a time; content-addressed,
     so nothing is ever overwritten and a file already uploaded (by an earlier or interrupted run) is not sent
     again. A small file costs one request (a PUT that storage refuses if the blob exists); a large one a HEAD,
@@ -130,7 +120,7 @@ def upload_inputs(settings: TopnSettings, paths: list[str]) -> list[InputBlob]:
     return inputs
 
 
-def upload_named(settings: TopnSettings, paths: list[str], prefix: str) -> list[str]:
+def upload_named(settings: BatchSettings, paths: list[str], prefix: str) -> list[str]:
     """Uploads local files to the input container under `prefix`, each named by its path as users know it
     (a folder's files keep their path from the folder on), replacing a blob of the same name: a drop folder
     that a scheduled run counts. Returns the blob names. Not a Prefect task: `topn upload` needs no server."""
@@ -151,7 +141,7 @@ def upload_named(settings: TopnSettings, paths: list[str], prefix: str) -> list[
 
 
 @task(name="list-inputs", task_run_name=named("list-inputs {container}/{prefix}"), **STORAGE_TASK)
-def list_inputs(settings: TopnSettings, container: str, prefix: str) -> list[InputBlob]:
+def list_inputs(settings: BatchSettings, container: str, prefix: str) -> list[InputBlob]:
     """The blobs already in storage under a prefix (List Blobs, read lean: tasks/listing.py): what scheduled runs count.
     None (or no container) is not an error: the flow then says there was nothing to count."""
     client = blob_service(settings).get_container_client(container)
@@ -172,7 +162,7 @@ LISTED_PER_HEAD, REQUEST_COST = 30, 100
 
 @task(name="moved-blobs", task_run_name=named("moved-blobs: check {n:,} counted blob{n_s}", n="inputs"),
       **STORAGE_TASK)  # fmt: skip
-def moved_blobs(settings: TopnSettings, inputs: list[InputBlob], listed: list[str]) -> list[str]:
+def moved_blobs(settings: BatchSettings, inputs: list[InputBlob], listed: list[str]) -> list[str]:
     """The names of these blobs of the input container that changed (another ETag) or went since they were
     listed (`listed`: every name the run listed, in order): a task that counted one may have read either
     version. Runs of them close together in the listing are listed again under their common prefix, the
@@ -223,7 +213,7 @@ def cover(names: list[str], listed: list[str]) -> tuple[list[str], list[str]]:
 
 
 @task(name="read-lineage", task_run_name=named("read-lineage {lineage}"), **STORAGE_TASK)
-def read_catalog(settings: TopnSettings, lineage: str) -> Catalog:
+def read_catalog(settings: BatchSettings, lineage: str) -> Catalog:
     """The lineage's catalog (download_blob): how its last run packed its inputs. None yet: an empty one."""
     container = blob_service(settings).get_container_client(settings.output_container)
     try:
@@ -233,7 +223,7 @@ def read_catalog(settings: TopnSettings, lineage: str) -> Catalog:
 
 
 @task(name="write-lineage", task_run_name=named("write-lineage {lineage}"), **STORAGE_TASK)
-def write_catalog(settings: TopnSettings, lineage: str, catalog: Catalog) -> None:
+def write_catalog(settings: BatchSettings, lineage: str, catalog: Catalog) -> None:
     """Saves the catalog of this run's plan (upload_blob), before its job runs: what the job makes is then
     referenced, so retention keeps it, and a re-run after a crash plans the same packs."""
     container = blob_service(settings).get_container_client(settings.output_container)
@@ -241,35 +231,40 @@ def write_catalog(settings: TopnSettings, lineage: str, catalog: Catalog) -> Non
 
 
 @task(name="find-finished", task_run_name=named("find-finished {root_key}"), **STORAGE_TASK)
-def finished_outputs(settings: TopnSettings, root_key: str) -> set[str]:
-    """The keys of the plan's outputs in storage already, from any earlier run (list_blobs, 5,000 names a
-    request): the root's result first (one request); only when it is missing, every part file."""
+def finished_outputs(
+    settings: BatchSettings, root_key: str | None = None, complete: Callable[[list[str]], set[str]] = part_keys
+) -> set[str]:
+    """The keys of outputs in the output container already, from any earlier run (list_blobs, 5,000 names a
+    request): with a `root_key`, its results folder first (one request), and only when that is not
+    `complete` (the workload says what a finished folder holds), every part file."""
     container = blob_service(settings).get_container_client(settings.output_container)
     try:
-        names = [b.name for b in list_blobs(container, f"{RESULTS}{root_key}/")]
-        if root_key in finished(names):
-            return {root_key}
-        return finished([b.name for b in list_blobs(container, PARTS)])
+        if root_key is not None:
+            names = [b.name for b in list_blobs(container, result_folder(root_key))]
+            if root_key in complete(names):
+                return {root_key}
+        return part_keys([b.name for b in list_blobs(container, PARTS)])
     except ResourceNotFoundError:  # no output container yet
         return set()
 
 
-@task(name="download-result", task_run_name=named("download-result {job_id}"), **STORAGE_TASK)
-def download_result(settings: TopnSettings, root_key: str, job_id: str) -> tuple[dict | None, bytes]:
-    """The root merge's outputs (download_blob, two requests): the global result, and every file's row as JSON
-    lines (kept as bytes: 10,000 files are 2.5 MB so, several times that as Python objects). What is not in
-    storage comes back as None or no bytes. `job_id` names the run whose result it is (outputs have none)."""
+@task(name="download-outputs", task_run_name=named("download-outputs {job_id}"), **STORAGE_TASK)
+def download_outputs(settings: BatchSettings, names: list[str], job_id: str) -> list[bytes | None]:
+    """These blobs of the output container (download_blob), as bytes; None for one not in storage. `job_id`
+    names the run whose outputs they are (outputs have none)."""
     container = blob_service(settings).get_container_client(settings.output_container)
-    top_blob, files_blob = result_blobs(root_key)
-    try:
-        top = json.loads(container.download_blob(top_blob).readall())
-        return top, container.download_blob(files_blob).readall()
-    except ResourceNotFoundError:
-        return None, b""
+
+    def one(name: str) -> bytes | None:
+        try:
+            return container.download_blob(name).readall()
+        except ResourceNotFoundError:
+            return None
+
+    return [one(name) for name in names]
 
 
 @task(name="remove-stale-outputs", task_run_name="remove-stale-outputs", **STORAGE_TASK)
-def remove_stale_outputs(settings: TopnSettings, keep: set[str], forget: str | None = None) -> int:
+def remove_stale_outputs(settings: BatchSettings, keep: set[str], forget: str | None = None) -> int:
     """Retention (`remove_stale`), as a step of the flow, saying what it removed."""
     removed = remove_stale(settings, keep, forget)
     if removed:
@@ -277,7 +272,7 @@ def remove_stale_outputs(settings: TopnSettings, keep: set[str], forget: str | N
     return removed
 
 
-def remove_stale(settings: TopnSettings, keep: set[str], forget: str | None = None) -> int:
+def remove_stale(settings: BatchSettings, keep: set[str], forget: str | None = None) -> int:
     """Deletes the outputs (part files, results) that no lineage's catalog references and that are older than
     TOPN_OUTPUT_RETENTION; `keep` are referenced too (this run's). With `forget`, that lineage's catalog goes
     first and what only it referenced goes at once, whatever its age (`--delete-outputs`). Returns how many."""
@@ -308,7 +303,7 @@ def _catalog_keys(container, name: str) -> frozenset[str]:
 
 
 @task(name="delete-blobs", task_run_name=named("delete-blobs {container}: {n:,} blob{n_s}", n="names"), **STORAGE_TASK)
-def delete_blobs(settings: TopnSettings, container: str, names: list[str]) -> int:
+def delete_blobs(settings: BatchSettings, container: str, names: list[str]) -> int:
     """Deletes the named blobs (what this run created), never a whole container of the user's."""
     client = blob_service(settings, CONNECTIONS).get_container_client(container)
 
@@ -324,6 +319,6 @@ def delete_blobs(settings: TopnSettings, container: str, names: list[str]) -> in
 
 
 @task(name="list-blobs", task_run_name=named("list-blobs {container}/{prefix}"), **STORAGE_TASK)
-def list_blob_names(settings: TopnSettings, container: str, prefix: str) -> list[str]:
+def list_blob_names(settings: BatchSettings, container: str, prefix: str) -> list[str]:
     """The names of the blobs under a prefix."""
     return [b.name for b in list_blobs(blob_service(settings).get_container_client(container), prefix)]

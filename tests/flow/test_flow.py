@@ -11,8 +11,8 @@ from batch_emulator.server import Emulator
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, LogFilter, LogFilterFlowRunId
 
+from flows import wordcount
 from flows.topn import TopnFailed, topn
-from tasks import plan
 from tasks.preflight import AccessError
 from tests.conftest import SAMPLE
 from tests.stack import Azurite, wait_for
@@ -92,7 +92,7 @@ def test_bad_parameters_fail_before_anything(stack_env: dict) -> None:
 
 def poison(monkeypatch: pytest.MonkeyPatch, command: str, name: str = "poison") -> None:
     """Makes the count task of any input whose name holds `name` run `command` instead."""
-    original = plan.count_task
+    original = wordcount.count_task
 
     def count_task(step, sources, *args, **kwargs):
         task = original(step, sources, *args, **kwargs)
@@ -100,7 +100,7 @@ def poison(monkeypatch: pytest.MonkeyPatch, command: str, name: str = "poison") 
             task.command_line = command
         return task
 
-    monkeypatch.setattr(plan, "count_task", count_task)
+    monkeypatch.setattr(wordcount, "count_task", count_task)
 
 
 def test_a_failing_task_fails_the_flow_naming_its_file(settings_env, tmp_path: Path, emulator: Emulator) -> None:
@@ -164,7 +164,7 @@ def _logs(state) -> list:
 def test_a_failing_start_task_fails_the_flow(settings_env, tmp_path: Path, emulator: Emulator) -> None:
     broken = tmp_path / "install-taskapp.sh"
     broken.write_text("echo 'python3 is missing on this image' >&2\nexit 1\n")
-    settings_env.setattr("tasks.taskapp.INSTALLER", broken)
+    settings_env.setattr("flows.taskapp.INSTALLER", broken)
     settings_env.setenv("TOPN_POOL_ID", "broken-start")
     (tmp_path / "in.txt").write_text("some words")
     with pytest.raises(TopnFailed) as e:

@@ -14,7 +14,8 @@ import pytest
 from batch_emulator.server import Emulator
 
 from flows.topn import topn
-from tasks import lineage, plan, storage
+from tasks import layout, lineage, storage
+from tasks.inputs import InputBlob
 from tasks.settings import load_settings
 from tests.faults import FaultProxy
 from tests.stack import Azurite
@@ -180,7 +181,7 @@ def test_retention_removes_only_what_no_lineage_references(drop: Drop, azurite: 
     outputs = azurite.client().get_container_client("topn-output")
 
     def keys() -> set[str]:
-        return {k for b in outputs.list_blobs() if (k := plan.key_of(b.name))}
+        return {k for b in outputs.list_blobs() if (k := layout.key_of(b.name))}
 
     catalogs = [lineage.Catalog.from_json(outputs.download_blob(b.name).readall())
                 for b in outputs.list_blobs(name_starts_with=lineage.PREFIX)]  # fmt: skip
@@ -227,7 +228,7 @@ def test_blobs_that_moved_since_they_were_listed_are_named(
     for name in ("a.txt", "b.txt", "c.txt"):
         drop.put(name)
     settings = load_settings()
-    blobs = [plan.InputBlob(b.name, "topn-input", b.name, b.size, b.etag.strip('"'))
+    blobs = [InputBlob(b.name, "topn-input", b.name, b.size, b.etag.strip('"'))
              for b in drop.container.list_blobs(name_starts_with=drop.prefix)]  # fmt: skip
     drop.put("b.txt", "another text")
     drop.delete("c.txt")

@@ -7,26 +7,29 @@ import random
 
 import pytest
 
-from tasks import lineage, plan
+from flows import wordcount
+from tasks import lineage
+from tasks.inputs import InputBlob
+from tasks.packing import Packing, PackSpec
 
-PACKING = plan.Packing(files_per_task=10, bytes_per_task=10_000, fan_in=4)
+PACKING = Packing(files_per_task=10, bytes_per_task=10_000, fan_in=4)
 
 
-def blob(name: str, version: str = "v1", size: int = 10) -> plan.InputBlob:
-    return plan.InputBlob(name, "in", name, size, version)
+def blob(name: str, version: str = "v1", size: int = 10) -> InputBlob:
+    return InputBlob(name, "in", name, size, version)
 
 
 def day(
-    inputs: list[plan.InputBlob], catalog: lineage.Catalog, packing: plan.Packing = PACKING
-) -> tuple[list[plan.PackSpec], lineage.Changes, lineage.Catalog]:
+    inputs: list[InputBlob], catalog: lineage.Catalog, packing: Packing = PACKING
+) -> tuple[list[PackSpec], lineage.Changes, lineage.Catalog]:
     """One run's packing of `inputs` (sorted by name, as the flow gives them), and the catalog it leaves."""
     inputs = sorted(inputs, key=lambda i: i.name)
     packs, changes = lineage.arrange(inputs, catalog, packing)
-    run = plan.make_plan(inputs, packs, 5, "v", packing)
-    return packs, changes, lineage.catalog_of("prefix:in/", inputs, packs, run)
+    run = wordcount.make_plan(inputs, packs, 5, "v", packing)
+    return packs, changes, lineage.catalog_of("prefix:in/", inputs, packs, wordcount.output_keys(run))
 
 
-def names(inputs: list[plan.InputBlob], packs: list[plan.PackSpec]) -> list[list[str]]:
+def names(inputs: list[InputBlob], packs: list[PackSpec]) -> list[list[str]]:
     ordered = sorted(inputs, key=lambda i: i.name)
     return [[ordered[i].name for i in p.members] for p in packs]
 
@@ -55,7 +58,7 @@ def test_a_changed_or_deleted_blob_invalidates_only_its_own_pack() -> None:
 
 
 def test_a_changed_blob_that_no_longer_fits_its_pack_goes_into_a_new_one() -> None:
-    packing = plan.Packing(files_per_task=10, bytes_per_task=100, fan_in=4)
+    packing = Packing(files_per_task=10, bytes_per_task=100, fan_in=4)
     first = [blob(f"f{i:02}", size=10) for i in range(20)]
     packs, _, catalog = day(first, lineage.Catalog(), packing)
     later = [blob("f05", "v2", size=50) if b.name == "f05" else b for b in first]
@@ -91,7 +94,7 @@ def test_a_lost_or_damaged_catalog_only_packs_anew() -> None:
 @pytest.mark.parametrize("seed", range(20))
 def test_any_series_of_days_packs_every_file_once_within_limits_and_replans_the_same(seed: int) -> None:
     rng = random.Random(seed)
-    live: dict[str, plan.InputBlob] = {}
+    live: dict[str, InputBlob] = {}
     catalog, serial = lineage.Catalog(), 0
     for _ in range(12):
         for _ in range(rng.choice([0, 1, 3, 25])):
@@ -120,7 +123,7 @@ def test_any_series_of_days_packs_every_file_once_within_limits_and_replans_the_
         catalog = after
 
 
-def _small(inputs: list[plan.InputBlob], members: tuple[int, ...]) -> bool:
+def _small(inputs: list[InputBlob], members: tuple[int, ...]) -> bool:
     return (
         2 * len(members) < PACKING.files_per_task and 2 * sum(inputs[i].size for i in members) < PACKING.bytes_per_task
     )

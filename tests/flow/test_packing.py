@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from flows import wordcount
 from flows.topn import TopnFailed, topn
-from tasks import plan
 from tests.conftest import SAMPLE
 
 
@@ -36,7 +36,7 @@ def test_packed_and_one_file_per_task_give_the_same_results(settings_env: pytest
 def test_a_failed_file_inside_a_packed_task_is_named(settings_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
     for name in ("a.txt", "poison.txt", "z.txt"):
         (tmp_path / name).write_text(f"words of {name}")
-    original = plan.count_task
+    original = wordcount.count_task
 
     def count_task(*args, **kwargs):  # the file is gone when the task application looks for it
         task = original(*args, **kwargs)
@@ -45,7 +45,7 @@ def test_a_failed_file_inside_a_packed_task_is_named(settings_env: pytest.Monkey
         task.command_line = shlex.join(argv)
         return task
 
-    settings_env.setattr(plan, "count_task", count_task)
+    settings_env.setattr(wordcount, "count_task", count_task)
     with pytest.raises(TopnFailed) as e:
         topn(paths=[str(tmp_path)], top=3)
     message = str(e.value)

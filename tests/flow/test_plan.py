@@ -10,31 +10,34 @@ from pathlib import Path
 
 import pytest
 
-from tasks import lineage, plan
+from flows import wordcount
+from tasks import layout, lineage
 from tasks.batch import MAX_REQUEST_BYTES, chunks
+from tasks.inputs import InputBlob, local_name
+from tasks.packing import Packing, PackSpec, pack
 
 
-def blob(name: str, version: str = "v1", size: int = 10) -> plan.InputBlob:
-    return plan.InputBlob(name, "in", f"uploads/{version}/{name}", size, version)
+def blob(name: str, version: str = "v1", size: int = 10) -> InputBlob:
+    return InputBlob(name, "in", f"uploads/{version}/{name}", size, version)
 
 
-DEFAULT = plan.Packing()
+DEFAULT = Packing()
 
 
-def packed(n: int, packing: plan.Packing = DEFAULT, size: int = 10, top: int = 5) -> tuple[list, plan.Plan]:
+def packed(n: int, packing: Packing = DEFAULT, size: int = 10, top: int = 5) -> tuple[list, wordcount.Plan]:
     """n inputs of `size` bytes, planned as a first run of their lineage packs them."""
     inputs = [blob(f"file-{i:06}.txt", size=size) for i in range(n)]
     packs, _ = lineage.arrange(inputs, lineage.Catalog(), packing)
-    return inputs, plan.make_plan(inputs, packs, top, "v", packing)
+    return inputs, wordcount.make_plan(inputs, packs, top, "v", packing)
 
 
 def test_output_keys_follow_content_n_and_version_not_runs() -> None:
     inputs, run = packed(3)
     assert packed(3)[1].root.key == run.root.key  # the same inputs: the same keys, whatever the run
     changed = [blob("file-000000.txt", "v2"), *inputs[1:]]
-    assert plan.make_plan(changed, [plan.PackSpec((0, 1, 2))], 5, "v", plan.Packing()).root.key != run.root.key
+    assert wordcount.make_plan(changed, [PackSpec((0, 1, 2))], 5, "v", Packing()).root.key != run.root.key
     assert packed(3, top=6)[1].root.key != run.root.key
-    assert plan.make_plan(inputs, [plan.PackSpec((0, 1, 2))], 5, "v2", plan.Packing()).root.key != run.root.key
+    assert wordcount.make_plan(inputs, [PackSpec((0, 1, 2))], 5, "v2", Packing()).root.key != run.root.key
     keys = [s.key for s in run.steps()]
     assert len(set(keys)) == len(keys) and all(len(k) == 32 for k in keys)
     assert len({i.row_key for i in inputs}) == 3 and inputs[0].row_key == blob("file-000000.txt").row_key
@@ -52,19 +55,19 @@ def test_output_keys_follow_content_n_and_version_not_runs() -> None:
     ([5] * 7, 1, 1000, [1] * 7),  # one file per task stays possible
 ])  # fmt: skip
 def test_packing_boundaries(sizes: list[int], files: int, limit: int, packs: list[int]) -> None:
-    ranges = plan.pack(sizes, files, limit)
+    ranges = pack(sizes, files, limit)
     assert [len(r) for r in ranges] == packs
     assert [i for r in ranges for i in r] == list(range(len(sizes)))  # every file once, in order
     assert all(len(r) == 1 or sum(sizes[i] for i in r) <= limit for r in ranges)
 
 
 def test_a_merge_tree_over_several_levels_covers_every_file_once() -> None:
-    _, run = packed(25, plan.Packing(files_per_task=3, bytes_per_task=1000, fan_in=2))
+    _, run = packed(25, Packing(files_per_task=3, bytes_per_task=1000, fan_in=2))
     assert [s.id for s in run.counts] == [str(i) for i in range(1, 10)]
-    assert run.root.id == plan.MERGE_ID and [c.id for c in run.root.children] == ["merge-3-1", "merge-3-2"]
+    assert run.root.id == wordcount.MERGE_ID and [c.id for c in run.root.children] == ["merge-3-1", "merge-3-2"]
 
-    def files(step: plan.Step) -> list[int]:
-        return list(step.inputs) if step.kind == plan.COUNT else [i for c in step.children for i in files(c)]
+    def files(step: wordcount.Step) -> list[int]:
+        return list(step.inputs) if step.kind == wordcount.COUNT else [i for c in step.children for i in files(c)]
 
     assert files(run.root) == list(range(25))
     assert all(len(s.children) <= 2 for s in run.steps())
@@ -74,32 +77,32 @@ def test_a_merge_tree_over_several_levels_covers_every_file_once() -> None:
 
 def test_a_small_run_is_one_count_and_the_root_merge() -> None:
     _, run = packed(11, size=100)
-    assert [s.id for s in run.steps()] == ["1", plan.MERGE_ID]
+    assert [s.id for s in run.steps()] == ["1", wordcount.MERGE_ID]
     assert [(s.id, [w.id for w in waits]) for s, waits in run.todo(set())] == [("1", []), ("merge", ["1"])]
 
 
 def test_what_any_earlier_run_left_is_not_planned_again() -> None:
-    _, run = packed(25, plan.Packing(files_per_task=3, bytes_per_task=1000, fan_in=2))
+    _, run = packed(25, Packing(files_per_task=3, bytes_per_task=1000, fan_in=2))
     by_id = {s.id: s for s in run.steps()}
-    names = [plan.part_blob(by_id["1"].key), plan.part_blob(by_id["merge-1-2"].key), "job/logs/3/stderr.txt",
-             plan.result_blobs(run.root.key)[0]]  # fmt: skip
-    done = plan.finished(names)
+    names = [layout.part_blob(by_id["1"].key), layout.part_blob(by_id["merge-1-2"].key), "job/logs/3/stderr.txt",
+             wordcount.result_blobs(run.root.key)[0]]  # fmt: skip
+    done = wordcount.finished(names)
     assert done == {by_id["1"].key, by_id["merge-1-2"].key}  # a root with one of its two blobs is not done
     todo = dict((s.id, [w.id for w in waits]) for s, waits in run.todo(done))
     assert "1" not in todo and todo["merge-1-1"] == ["2"]  # waits only for what still runs
     assert not {"3", "4", "merge-1-2"} & set(todo)  # merge-1-2's output is there: nothing below it runs
     assert todo["merge-2-1"] == ["merge-1-1"]
-    assert run.todo(plan.finished(list(plan.result_blobs(run.root.key)))) == []
+    assert run.todo(wordcount.finished(list(wordcount.result_blobs(run.root.key)))) == []
 
 
-def sources(names: list[str]) -> list[plan.Source]:
-    return [plan.Source(blob(n), f"http://in/{i}?sig=s") for i, n in enumerate(names, 1)]
+def sources(names: list[str]) -> list[wordcount.Source]:
+    return [wordcount.Source(blob(n), f"http://in/{i}?sig=s") for i, n in enumerate(names, 1)]
 
 
 def test_file_names_never_reach_a_shell_unquoted(tmp_path: Path) -> None:
     _, run = packed(2)
     nasty = ["$(touch pwned); rm -rf ~ 'x' \"y\".txt", "same.txt"]
-    task = plan.count_task(run.counts[0], sources(nasty), "http://out?sig=s", "job", run, 5, "v")
+    task = wordcount.count_task(run.counts[0], sources(nasty), "http://out?sig=s", "job", run, 5, "v")
     argv = shlex.split(task.command_line)
     assert argv[:2] == ["/bin/sh", "-c"] and not any("touch" in a or "same" in a for a in argv)
     env = {e.name: e.value for e in task.environment_settings}
@@ -107,52 +110,52 @@ def test_file_names_never_reach_a_shell_unquoted(tmp_path: Path) -> None:
     subprocess.run(["/bin/sh", "-c", script], env=env, cwd=tmp_path, check=True)
     listing = (tmp_path / "inputs.tsv").read_text().splitlines()
     keys = [blob(n).row_key for n in nasty]
-    assert listing == [f"{keys[0]}\tin/1/{plan.local_name(nasty[0])}", f"{keys[1]}\tin/2/same.txt"]
+    assert listing == [f"{keys[0]}\tin/1/{local_name(nasty[0])}", f"{keys[1]}\tin/2/same.txt"]
     assert [r.file_path for r in task.resource_files] == [line.split("\t")[1] for line in listing]
     assert not (tmp_path / "pwned").exists()
 
 
 def test_merges_read_their_parts_by_key_in_order_and_wait_by_ranges_or_ids() -> None:
-    _, run = packed(250, plan.Packing(files_per_task=1, bytes_per_task=1000, fan_in=100))
+    _, run = packed(250, Packing(files_per_task=1, bytes_per_task=1000, fan_in=100))
     todo = dict((s.id, (s, waits)) for s, waits in run.todo(set()))
     step, waits = todo["merge-1-2"]
-    merge = plan.merge_task(step, waits, "http://c/out?sig=s", "http://c/out?sig=w", "job", 5, "v")
+    merge = wordcount.merge_task(step, waits, "http://c/out?sig=s", "http://c/out?sig=w", "job", 5, "v")
     assert [(r.start, r.end) for r in merge.depends_on.task_id_ranges] == [(101, 200)]
     assert [r.http_url for r in merge.resource_files][:2] == [
         f"http://c/out/parts/{c.key}.part?sig=s" for c in step.children[:2]]  # fmt: skip
     assert [r.file_path for r in merge.resource_files][-1] == "parts/00100.part"  # read in order
     assert merge.output_files[0].destination.container.path == f"parts/{step.key}.part"
-    root = plan.merge_task(*todo["merge"], "http://c/out?sig=s", "http://c/out?sig=w", "job", 5, "v")
+    root = wordcount.merge_task(*todo["merge"], "http://c/out?sig=s", "http://c/out?sig=w", "job", 5, "v")
     assert root.depends_on.task_ids == ["merge-1-1", "merge-1-2", "merge-1-3"]
-    assert [o.destination.container.path for o in root.output_files][:2] == list(plan.result_blobs(run.root.key))
-    assert root.output_files[2].destination.container.path == f"parts/{plan.root_part_key(run.root.key)}.part"
+    assert [o.destination.container.path for o in root.output_files][:2] == list(wordcount.result_blobs(run.root.key))
+    assert root.output_files[2].destination.container.path == f"parts/{wordcount.root_part_key(run.root.key)}.part"
     assert root.output_files[3].destination.container.path == "job/logs/merge/stdout.txt"
 
 
 def test_a_merge_waits_on_counts_and_merges_together() -> None:
     inputs = [blob(f"f{i}") for i in range(4)]
-    packs = [plan.PackSpec((0, 1, 2), ((0,), (1,), (2,))), plan.PackSpec((3,))]  # a combined pack, then a count
-    run = plan.make_plan(inputs, packs, 5, "v", plan.Packing(files_per_task=4))
+    packs = [PackSpec((0, 1, 2), ((0,), (1,), (2,))), PackSpec((3,))]  # a combined pack, then a count
+    run = wordcount.make_plan(inputs, packs, 5, "v", Packing(files_per_task=4))
     assert [s.id for s in run.steps()] == ["1", "2", "3", "combine-1", "4", "merge"]
-    assert run.root.children[0].key == plan.pack_key(inputs, (0, 1, 2), 5, "v")  # as if counted whole
-    root = plan.merge_task(run.root, list(run.root.children), "http://c/o?s", "http://c/o?w", "job", 5, "v")
+    assert run.root.children[0].key == wordcount.pack_key(inputs, (0, 1, 2), 5, "v")  # as if counted whole
+    root = wordcount.merge_task(run.root, list(run.root.children), "http://c/o?s", "http://c/o?w", "job", 5, "v")
     assert [(r.start, r.end) for r in root.depends_on.task_id_ranges] == [(4, 4)]
     assert root.depends_on.task_ids == ["combine-1"]
 
 
 def test_100000_files_plan_into_requests_batch_accepts() -> None:
     inputs = [blob(f"folder/file-{i:06}.txt", "v" * 32, 2_000) for i in range(100_000)]
-    packs, _ = lineage.arrange(inputs, lineage.Catalog(), plan.Packing())
-    run = plan.make_plan(inputs, packs, 10, "v" * 16, plan.Packing())
+    packs, _ = lineage.arrange(inputs, lineage.Catalog(), Packing())
+    run = wordcount.make_plan(inputs, packs, 10, "v" * 16, Packing())
     assert (len(run.counts), len(run.root.children)) == (1000, 10)
     job, url = "topn-0123456789abcdef", "http://127.0.0.1:10000/devstoreaccount1/c?" + "s" * 120
     tasks = []
     for step, waits in run.todo(set()):
-        if step.kind == plan.COUNT:
-            srcs = [plan.Source(inputs[i], f"{url}&b={i}") for i in step.inputs]
-            tasks.append(plan.count_task(step, srcs, url, job, run, 10, "v" * 16))
+        if step.kind == wordcount.COUNT:
+            srcs = [wordcount.Source(inputs[i], f"{url}&b={i}") for i in step.inputs]
+            tasks.append(wordcount.count_task(step, srcs, url, job, run, 10, "v" * 16))
         else:
-            tasks.append(plan.merge_task(step, waits, url, url, job, 10, "v" * 16))
+            tasks.append(wordcount.merge_task(step, waits, url, url, job, 10, "v" * 16))
     assert max(len(t.command_line) for t in tasks) < 400  # the same few arguments whatever the number of files
     requests = chunks(tasks)
     assert sum(map(len, requests)) == 1011 and len(requests) < 1011 / 10
@@ -163,11 +166,11 @@ def test_100000_files_plan_into_requests_batch_accepts() -> None:
 def test_task_specs_are_added_in_groups_each_merge_after_what_it_waits_for() -> None:
     from flows.topn import _groups
 
-    _, run = packed(250, plan.Packing(files_per_task=10, bytes_per_task=1000, fan_in=5))
+    _, run = packed(250, Packing(files_per_task=10, bytes_per_task=1000, fan_in=5))
     todo = run.todo(set())
     groups = _groups(todo, 60)
     assert [entry for group in groups for entry in group] == todo
-    assert all(sum(len(s.inputs) for s, _ in group if s.kind == plan.COUNT) <= 60 for group in groups)
+    assert all(sum(len(s.inputs) for s, _ in group if s.kind == wordcount.COUNT) <= 60 for group in groups)
     assert len(groups) == 5
     added: set[str] = set()
     for group in groups:
@@ -192,18 +195,20 @@ def test_a_result_keeps_the_first_rows_and_counts_every_file() -> None:
 def test_a_merge_whose_children_changed_a_little_is_an_edit_of_its_last_output() -> None:
     """12 packs of 2, 8 outputs a merge (two merges, then the root): a changed pack makes its merge an edit
     of the last one (its part out, the new one in), and new packs at the end edit the last merge."""
-    packing = plan.Packing(files_per_task=2, fan_in=8)
+    packing = Packing(files_per_task=2, fan_in=8)
     inputs = [blob(f"f{i:03}.txt") for i in range(24)]
     packs, _ = lineage.arrange(inputs, lineage.Catalog(), packing)
-    day1 = plan.make_plan(inputs, packs, 5, "v", packing)
-    catalog = lineage.catalog_of("s", inputs, packs, day1)
-    assert catalog.tree(5, "v", packing).key == day1.root.key  # the catalog rebuilds the tree it came from
+    day1 = wordcount.make_plan(inputs, packs, 5, "v", packing)
+    catalog = lineage.catalog_of("s", inputs, packs, wordcount.output_keys(day1))
+    assert (
+        wordcount.earlier_tree(catalog, 5, "v", packing).key == day1.root.key
+    )  # the catalog rebuilds the tree it came from
     inputs2 = [*inputs[:5], blob("f005.txt", "v2"), *inputs[6:], blob("f100.txt"), blob("f101.txt")]
     packs2, _ = lineage.arrange(inputs2, catalog, packing)
-    day2 = plan.make_plan(inputs2, packs2, 5, "v", packing)
+    day2 = wordcount.make_plan(inputs2, packs2, 5, "v", packing)
     done = {s.key for s in day1.steps()} - {day1.root.key}
-    edits = plan.edits(day2, catalog.tree(5, "v", packing), done)
-    old = {s.id: s for s in day1.steps() if s.kind == plan.MERGE}
+    edits = wordcount.edits(day2, wordcount.earlier_tree(catalog, 5, "v", packing), done)
+    old = {s.id: s for s in day1.steps() if s.kind == wordcount.MERGE}
     # f005 changed: its pack (3) is recounted with its new version; f100 and f101 make a new pack at the end.
     assert set(edits) == {"merge-1-1", "merge-1-2"}, edits
     first, last = edits["merge-1-1"], edits["merge-1-2"]
@@ -212,34 +217,41 @@ def test_a_merge_whose_children_changed_a_little_is_an_edit_of_its_last_output()
     todo = dict((s.id, [w.id for w in waits]) for s, waits in day2.todo(done, edits))
     assert todo == {"3": [], "merge-1-1": ["3"], "13": [], "merge-1-2": ["13"], "merge": ["merge-1-1", "merge-1-2"]}
     merge = next(s for s in day2.steps() if s.id == "merge-1-1")
-    task = plan.merge_task(merge, [], "https://a/c?sig=x", "https://a/c?sig=y", "j", 5, "v", first)
+    task = wordcount.merge_task(merge, [], "https://a/c?sig=x", "https://a/c?sig=y", "j", 5, "v", first)
     assert "--edit base.part --drop drop parts" in task.command_line
     assert sorted(f.file_path for f in task.resource_files) == ["base.part", "drop/00001.part", "parts/00001.part"]
     # Nothing to edit from: no earlier tree, or its outputs gone from storage.
-    assert plan.edits(day2, None, done) == {} and plan.edits(day2, catalog.tree(5, "v", packing), set()) == {}
-    assert lineage.catalog_of("s", inputs2, packs2, day2, edits).keys >= {first.base, *first.drops, last.base}
+    assert (
+        wordcount.edits(day2, None, done) == {}
+        and wordcount.edits(day2, wordcount.earlier_tree(catalog, 5, "v", packing), set()) == {}
+    )
+    assert lineage.catalog_of("s", inputs2, packs2, wordcount.output_keys(day2, edits)).keys >= {
+        first.base,
+        *first.drops,
+        last.base,
+    }
 
 
 def test_a_root_is_edited_from_its_own_part_and_a_grown_tree_from_the_old_root() -> None:
     """A tree of one root (no more packs than the fan-in): a changed pack makes the next root an edit of the
     last root's part file; when the packs outgrow the fan-in, the first new merge edits that part."""
-    packing = plan.Packing(files_per_task=2, fan_in=8)
+    packing = Packing(files_per_task=2, fan_in=8)
     inputs = [blob(f"f{i:03}.txt") for i in range(16)]  # 8 packs: the root alone
     packs, _ = lineage.arrange(inputs, lineage.Catalog(), packing)
-    day1 = plan.make_plan(inputs, packs, 5, "v", packing)
-    catalog = lineage.catalog_of("s", inputs, packs, day1)
-    root_part = plan.root_part_key(day1.root.key)
+    day1 = wordcount.make_plan(inputs, packs, 5, "v", packing)
+    catalog = lineage.catalog_of("s", inputs, packs, wordcount.output_keys(day1))
+    root_part = wordcount.root_part_key(day1.root.key)
     assert root_part in catalog.keys
     done = {s.key for s in day1.steps()} | {root_part}
     changed = [blob("f000.txt", "v2"), *inputs[1:]]
     packs2, _ = lineage.arrange(changed, catalog, packing)
-    day2 = plan.make_plan(changed, packs2, 5, "v", packing)
-    edit = plan.edits(day2, catalog.tree(5, "v", packing), done)["merge"]
+    day2 = wordcount.make_plan(changed, packs2, 5, "v", packing)
+    edit = wordcount.edits(day2, wordcount.earlier_tree(catalog, 5, "v", packing), done)["merge"]
     assert (edit.base, edit.drops, [a.id for a in edit.adds]) == (root_part, (day1.counts[0].key,), ["1"])
-    root = plan.merge_task(day2.root, [], "https://a/c?sig=x", "https://a/c?sig=y", "j", 5, "v", edit)
+    root = wordcount.merge_task(day2.root, [], "https://a/c?sig=x", "https://a/c?sig=y", "j", 5, "v", edit)
     assert "--output top.json --files files.jsonl --part part --edit base.part --drop drop parts" in root.command_line
     grown = [*changed, blob("f900.txt"), blob("f901.txt")]  # a ninth pack: merge-1-1 over the first eight
     packs3, _ = lineage.arrange(grown, catalog, packing)
-    day3 = plan.make_plan(grown, packs3, 5, "v", packing)
-    edits = plan.edits(day3, catalog.tree(5, "v", packing), done)
+    day3 = wordcount.make_plan(grown, packs3, 5, "v", packing)
+    edits = wordcount.edits(day3, wordcount.earlier_tree(catalog, 5, "v", packing), done)
     assert set(edits) == {"merge-1-1"} and edits["merge-1-1"].base == root_part

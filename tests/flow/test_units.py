@@ -7,7 +7,7 @@ from azure.core.exceptions import ClientAuthenticationError, HttpResponseError, 
 from prefect.states import Failed
 
 from flows.errors import explain
-from tasks import plan
+from tasks.inputs import local_name
 from tasks.naming import _names
 from tasks.policy import is_transient, retry_transient
 from tasks.sas import redact
@@ -45,12 +45,12 @@ def test_redaction() -> None:
 
 
 def test_local_names_are_safe_and_short() -> None:
-    assert plan.local_name("folder/with space ü.txt") == "with space ü.txt"
-    assert plan.local_name("a\nb\x00c\\d.txt") == "d.txt"
-    long = plan.local_name("x" * 300 + ".txt")
-    assert len(long.encode()) <= 150 and long.endswith(".txt") and long != plan.local_name("x" * 299 + ".txt")
-    assert plan.local_name("é" * 200).encode().__len__() <= 150
-    assert plan.local_name("..") == "input.."
+    assert local_name("folder/with space ü.txt") == "with space ü.txt"
+    assert local_name("a\nb\x00c\\d.txt") == "d.txt"
+    long = local_name("x" * 300 + ".txt")
+    assert len(long.encode()) <= 150 and long.endswith(".txt") and long != local_name("x" * 299 + ".txt")
+    assert local_name("é" * 200).encode().__len__() <= 150
+    assert local_name("..") == "input.."
 
 
 @pytest.mark.parametrize(("overrides", "needle"), [

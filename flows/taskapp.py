@@ -6,22 +6,15 @@ import hashlib
 import os
 import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 from prefect import task
 
+from tasks.application import AppFiles
+
 SOURCE = Path(__file__).resolve().parent.parent / "taskapp"
 INSTALLER = Path(__file__).with_name("install-taskapp.sh")
-
-
-@dataclass(frozen=True)
-class TaskappFiles:
-    """The wheel and installer for one version; `version` is a hash of both, so any change is a new version."""
-
-    wheel: Path
-    installer: Path
-    version: str
+APP_NAME = "topn-taskapp"  # its folder on the nodes, and its entry in the pool's metadata
 
 
 def source_hash() -> str:
@@ -32,8 +25,10 @@ def source_hash() -> str:
 
 
 @task(name="build-taskapp", task_run_name="build-taskapp", persist_result=False)
-def build_taskapp(cache: Path) -> TaskappFiles:
-    """Builds the topn-taskapp wheel from taskapp/ (cached by the source's hash) with the uv build backend."""
+def build_taskapp(cache: Path) -> AppFiles:
+    """Builds the topn-taskapp wheel from taskapp/ (cached by the source's hash) with the uv build backend;
+    with its installer, the application the word count's pools install. Its version is a hash of both, so
+    any change is a new version."""
     if not (SOURCE / "pyproject.toml").is_file():
         raise FileNotFoundError(f"the task application's source is not at {SOURCE}: run topn from its checkout")
     out = (cache / "taskapp" / source_hash()[:16]).resolve()
@@ -46,4 +41,6 @@ def build_taskapp(cache: Path) -> TaskappFiles:
                        cwd=SOURCE, check=True, capture_output=True, timeout=300, env=env)  # fmt: skip
         wheels = sorted(out.glob("*.whl"))
     digest = hashlib.sha256(wheels[0].read_bytes() + INSTALLER.read_bytes()).hexdigest()
-    return TaskappFiles(wheels[0], INSTALLER, digest[:16])
+    version = digest[:16]
+    install = ("/bin/sh", INSTALLER.name, wheels[0].name, version)
+    return AppFiles(APP_NAME, version, (wheels[0], INSTALLER), install)

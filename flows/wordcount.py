@@ -1,5 +1,5 @@
-"""The shape of one run, as pure functions: packs of inputs, the merge tree over them, content keys, blob
-names and the word count's command lines.
+"""The word count as a Batch workload: its plan (a count task per pack, the merge tree over them, content keys)
+and the command lines of the task application (taskapp/) that carry it out.
 
 Every output is stored under a key derived from what determines it (a Merkle tree), never under a job:
 - a pack's part file (every member's row and the pack's summed counts) under a hash of the task
@@ -15,99 +15,19 @@ reads more than `fan_in` blobs, no file list reaches a command line, and file na
 
 from __future__ import annotations
 
-import hashlib
-import json
-import re
 import shlex
 from dataclasses import dataclass, field
-from functools import cached_property
 
 from azure.batch import models as m
 
+from tasks.inputs import InputBlob, describe
+from tasks.inputs import content_hash as _hash
+from tasks.layout import RESULTS, blob_url, depends_on, log_outputs, output_file, part_blob, part_keys
+from tasks.lineage import Catalog
+from tasks.packing import Packing, PackSpec
+
 MERGE_ID = "merge"
 COUNT, COMBINE, MERGE, ROOT = "count", "combine", "merge", "root"
-_UNSAFE = re.compile(r"[\x00-\x1f\x7f\\]")
-
-
-def _hash(*parts: object, digits: int = 32) -> str:
-    return hashlib.sha256(json.dumps(parts, ensure_ascii=False).encode()).hexdigest()[:digits]
-
-
-@dataclass(frozen=True)
-class InputBlob:
-    """One input: its name as users know it, and where its bytes are in storage."""
-
-    name: str
-    container: str
-    blob: str
-    size: int
-    version: str  # content hash or ETag: it changes when the content does
-
-    @property
-    def local_name(self) -> str:
-        return local_name(self.name)
-
-    @cached_property
-    def row_key(self) -> str:
-        """The input's identity in 20 hex digits: the key of its row in part files, the same in every run."""
-        return _hash(self.name, self.container, self.blob, self.version, digits=20)
-
-    @cached_property
-    def name_key(self) -> str:
-        """Its name alone (12 hex digits): a new version of the same name is a changed file, not a new one."""
-        return _hash(self.name, self.container, digits=12)
-
-
-def local_name(name: str, limit: int = 150) -> str:
-    """A file name for the node: the input's base name, without control characters, and short enough for
-    any file system (a long one keeps its start and extension and gains a hash)."""
-    base = _UNSAFE.sub("_", name.replace("\\", "/").rsplit("/", 1)[-1]) or "input"
-    if base in (".", ".."):
-        base = "input" + base
-    if len(base.encode()) <= limit:
-        return base
-    stem, dot, ext = base.rpartition(".")
-    ext = f".{ext}" if dot and len(ext) <= 16 else ""
-    head = (stem if ext else base).encode()[: limit - 30].decode(errors="ignore")
-    return f"{head}~{hashlib.sha256(base.encode()).hexdigest()[:8]}{ext}"
-
-
-@dataclass(frozen=True)
-class Packing:
-    """How files are packed into tasks, and how many outputs one merge reads."""
-
-    files_per_task: int = 100
-    bytes_per_task: int = 64 << 20  # a file larger than this is a task of its own
-    fan_in: int = 100
-
-
-def upload_blob_name(relative: str, sha256: str) -> str:
-    """Uploads are content-addressed: a file never overwrites another's bytes."""
-    return f"uploads/{sha256[:32]}/{local_name(relative)}"
-
-
-def pack(sizes: list[int], files_per_task: int, bytes_per_task: int) -> list[range]:
-    """Consecutive files as packs of at most `files_per_task` files and `bytes_per_task` bytes; a file larger
-    than that is a pack of its own. Returns ranges of positions in `sizes`."""
-    packs: list[range] = []
-    start = total = 0
-    for i, size in enumerate(sizes):
-        if i > start and (i - start >= files_per_task or total + size > bytes_per_task):
-            packs.append(range(start, i))
-            start, total = i, 0
-        total += size
-    if sizes:
-        packs.append(range(start, len(sizes)))
-    return packs
-
-
-@dataclass(frozen=True)
-class PackSpec:
-    """One pack: positions of its members in the run's inputs, in their order in its part file. A combined
-    pack also names the packs whose part files it merges (it is never counted as a whole)."""
-
-    members: tuple[int, ...]
-    parts: tuple[tuple[int, ...], ...] = ()
 
 
 @dataclass(frozen=True, eq=False)
@@ -274,70 +194,36 @@ def _steps(root: Step) -> list[Step]:
     return out
 
 
-# Blob names in the output container: outputs by key, never by job; a job's own folder holds only the logs
-# of its failed tasks.
-PARTS = "parts/"
-RESULTS = "results/"
-
-
-def part_blob(key: str) -> str:
-    return f"{PARTS}{key}.part"
-
-
 def result_blobs(root_key: str) -> tuple[str, str]:
     """The root merge's outputs: the global top N, and every file's row."""
     return f"{RESULTS}{root_key}/top.json", f"{RESULTS}{root_key}/files.jsonl"
 
 
-def logs_blob(job: str, task: str) -> str:
-    return f"{job}/logs/{task}"
-
-
-def key_of(blob: str) -> str | None:
-    """The output key a blob name in the output container holds, if it is an output."""
-    if blob.startswith(PARTS) and blob.endswith(".part"):
-        return blob[len(PARTS) : -len(".part")]
-    if blob.startswith(RESULTS) and blob.count("/") == 2:
-        return blob.split("/")[1]
-    return None
-
-
 def finished(names: list[str]) -> set[str]:
     """The keys whose outputs are among these blob names (a root's only when both its blobs are)."""
     present = set(names)
-    done = {key for name in present if name.startswith(PARTS) and (key := key_of(name))}
-    roots = {key_of(name) for name in present if name.startswith(RESULTS)}
-    return done | {key for key in roots if key and set(result_blobs(key)) <= present}
+    roots = {name.split("/")[1] for name in present if name.startswith(RESULTS) and name.count("/") == 2}
+    return part_keys(names) | {key for key in roots if set(result_blobs(key)) <= present}
 
 
-def _output(container_url: str, pattern: str, blob: str, condition: str) -> m.OutputFile:
-    return m.OutputFile(
-        file_pattern=pattern,
-        destination=m.OutputFileDestination(
-            container=m.OutputFileBlobContainerDestination(container_url=container_url, path=blob)
-        ),
-        upload_options=m.OutputFileUploadConfiguration(upload_condition=condition),
-    )
+def earlier_tree(catalog: Catalog, top: int, version: str, packing: Packing) -> Step | None:
+    """The merge tree of a lineage's last plan, from its catalog's packs (None without any): what its merges
+    were made of, for this run's merges to be edits of theirs."""
+    if not catalog.packs:
+        return None
+    keys = [rows_key([m.partition(":")[0] for m in members], top, version) for members in catalog.packs]
+    return tree_of(keys, top, version, packing)
 
 
-def _log_outputs(container_url: str, job: str, task: str) -> list[m.OutputFile]:
-    """stdout and stderr reach storage only when the task failed: a run of 10,000 files does not pay 20,000
-    uploads for empty logs, and a failure still shows its stderr after the job is gone."""
-    return [
-        _output(container_url, f"../{name}", f"{logs_blob(job, task)}/{name}", "taskfailure")
-        for name in ("stdout.txt", "stderr.txt")
-    ]
+def output_keys(plan: Plan, edits: dict[str, Edit] | None = None) -> set[str]:
+    """Every output key the plan makes or reads (its edited merges' bases and drops: kept while its job may
+    read them): what its lineage's catalog references."""
+    read = {key for edit in (edits or {}).values() for key in (edit.base, *edit.drops)}
+    return {step.key for step in plan.steps()} | {root_part_key(plan.root.key)} | read
 
 
 def _taskapp(version: str, prelude: str = "") -> str:
     return f'{prelude}exec "$AZ_BATCH_NODE_SHARED_DIR/topn-taskapp/{version}/run" "$@"'
-
-
-def describe(files: list[str]) -> str:
-    """A pack's files as a short label: one name, or the first and last and how many."""
-    if len(files) == 1:
-        return files[0]
-    return f"{files[0]} … {files[-1]} ({len(files)} files)"
 
 
 @dataclass(frozen=True)
@@ -371,35 +257,16 @@ def count_task(
             m.ResourceFile(http_url=s.url, file_path=path) for s, (_, path) in zip(sources, paths, strict=True)
         ],
         output_files=[
-            _output(output_url, "part", part_blob(step.key), "tasksuccess"),
-            *_log_outputs(output_url, job, step.id),
+            output_file(output_url, "part", part_blob(step.key), "tasksuccess"),
+            *log_outputs(output_url, job, step.id),
         ],
     )
-
-
-def id_ranges(ids: list[int]) -> list[m.BatchTaskIdRange]:
-    """Task ids as the fewest ranges: "1".."N" is one range, whatever N; gaps (finished files) split it."""
-    ranges: list[m.BatchTaskIdRange] = []
-    for i in sorted(ids):
-        if ranges and ranges[-1].end == i - 1:
-            ranges[-1].end = i
-        else:
-            ranges.append(m.BatchTaskIdRange(start=i, end=i))
-    return ranges
 
 
 def _depends_on(waits: list[Step]) -> m.BatchTaskDependencies | None:
     if not waits:
         return None
-    counts = [s.number for s in waits if s.kind == COUNT]
-    others = [s.id for s in waits if s.kind != COUNT]
-    return m.BatchTaskDependencies(task_id_ranges=id_ranges(counts) or None, task_ids=others or None)
-
-
-def blob_url(container_url: str, blob: str) -> str:
-    """One blob's URL from its container's SAS URL (the same signature serves every blob in it)."""
-    base, _, query = container_url.partition("?")
-    return f"{base}/{blob}?{query}"
+    return depends_on([s.number for s in waits if s.kind == COUNT], [s.id for s in waits if s.kind != COUNT])
 
 
 def merge_task(
@@ -420,12 +287,12 @@ def merge_task(
     if step.kind == ROOT:
         top_blob, files_blob = result_blobs(step.key)
         outputs = ["--output", "top.json", "--files", "files.jsonl", "--part", "part"]
-        files = [_output(output_url, "top.json", top_blob, "tasksuccess"),
-                 _output(output_url, "files.jsonl", files_blob, "tasksuccess"),
-                 _output(output_url, "part", part_blob(root_part_key(step.key)), "tasksuccess")]  # fmt: skip
+        files = [output_file(output_url, "top.json", top_blob, "tasksuccess"),
+                 output_file(output_url, "files.jsonl", files_blob, "tasksuccess"),
+                 output_file(output_url, "part", part_blob(root_part_key(step.key)), "tasksuccess")]  # fmt: skip
     else:
         outputs = ["--part", "part"]
-        files = [_output(output_url, "part", part_blob(step.key), "tasksuccess")]
+        files = [output_file(output_url, "part", part_blob(step.key), "tasksuccess")]
     reads = [(f"parts/{n:05}.part", child.key) for n, child in enumerate(edit.adds if edit else step.children, 1)]
     if edit:
         outputs += ["--edit", "base.part", *(["--drop", "drop"] if edit.drops else [])]
@@ -438,6 +305,6 @@ def merge_task(
         resource_files=[
             m.ResourceFile(http_url=blob_url(parts_url, part_blob(key)), file_path=path) for path, key in reads
         ],
-        output_files=[*files, *_log_outputs(output_url, job, step.id)],
+        output_files=[*files, *log_outputs(output_url, job, step.id)],
         depends_on=_depends_on(waits),
     )

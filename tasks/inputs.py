@@ -1,0 +1,67 @@
+"""The inputs of a run: blobs with an identity that changes when their content does, and their names on a node."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from functools import cached_property
+
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f\\]")
+
+
+def content_hash(*parts: object, digits: int = 32) -> str:
+    """A key derived from `parts` (JSON-encoded): what every content-keyed output is stored under."""
+    return hashlib.sha256(json.dumps(parts, ensure_ascii=False).encode()).hexdigest()[:digits]
+
+
+@dataclass(frozen=True)
+class InputBlob:
+    """One input: its name as users know it, and where its bytes are in storage."""
+
+    name: str
+    container: str
+    blob: str
+    size: int
+    version: str  # content hash or ETag: it changes when the content does
+
+    @property
+    def local_name(self) -> str:
+        return local_name(self.name)
+
+    @cached_property
+    def row_key(self) -> str:
+        """The input's identity in 20 hex digits: the key of its row in part files, the same in every run."""
+        return content_hash(self.name, self.container, self.blob, self.version, digits=20)
+
+    @cached_property
+    def name_key(self) -> str:
+        """Its name alone (12 hex digits): a new version of the same name is a changed file, not a new one."""
+        return content_hash(self.name, self.container, digits=12)
+
+
+def local_name(name: str, limit: int = 150) -> str:
+    """A file name for the node: the input's base name, without control characters, and short enough for
+    any file system (a long one keeps its start and extension and gains a hash)."""
+    base = _UNSAFE.sub("_", name.replace("\\", "/").rsplit("/", 1)[-1]) or "input"
+    if base in (".", ".."):
+        base = "input" + base
+    if len(base.encode()) <= limit:
+        return base
+    stem, dot, ext = base.rpartition(".")
+    ext = f".{ext}" if dot and len(ext) <= 16 else ""
+    head = (stem if ext else base).encode()[: limit - 30].decode(errors="ignore")
+    return f"{head}~{hashlib.sha256(base.encode()).hexdigest()[:8]}{ext}"
+
+
+def upload_blob_name(relative: str, sha256: str) -> str:
+    """Uploads are content-addressed: a file never overwrites another's bytes."""
+    return f"uploads/{sha256[:32]}/{local_name(relative)}"
+
+
+def describe(files: list[str]) -> str:
+    """A pack's files as a short label: one name, or the first and last and how many."""
+    if len(files) == 1:
+        return files[0]
+    return f"{files[0]} … {files[-1]} ({len(files)} files)"
