@@ -1,4 +1,4 @@
-"""Account-level answers: the images the service lists, node counts by pool, usage metrics.
+"""The images the service lists for its node agents: GET /supportedimages, and /nodeagentskus of old.
 
 The image catalogue is what Azure Batch lists for its current Linux node agents, as far as public
 sources show it (researched 2026; each entry names its source). The emulator runs every task as a
@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from batch_emulator import wire
-from batch_emulator.models import Pool
 
 # Sources (all public):
 #   MS_SPOT    learn.microsoft.com/azure/batch/batch-spot-vms (pool example: Canonical ubuntu-24_04-lts
@@ -77,15 +76,6 @@ CATALOGUE: tuple[Image, ...] = (
     Image("debian", "debian-12", "12-gen2", "batch.node.debian 12", False, source="USERS"),
 )  # fmt: skip
 
-# Node states (as on the wire) -> the counter of a BatchNodeCounts; others count as "unknown".
-COUNTERS = {
-    "creating": "creating", "idle": "idle", "offline": "offline", "preempted": "preempted",
-    "rebooting": "rebooting", "reimaging": "reimaging", "running": "running", "starting": "starting",
-    "starttaskfailed": "startTaskFailed", "leavingpool": "leavingPool", "unknown": "unknown",
-    "unusable": "unusable", "waitingforstarttask": "waitingForStartTask", "deallocated": "deallocated",
-    "deallocating": "deallocating", "upgradingos": "upgradingOS",
-}  # fmt: skip
-
 
 def supported_images() -> list[dict]:
     """The `value` items of GET /supportedimages, in catalogue order."""
@@ -101,20 +91,3 @@ def node_agent_skus() -> list[dict]:
         if image.verified:
             sku["verifiedImageReferences"].append(image.reference())
     return list(skus.values())
-
-
-def node_counts(pools: list[Pool]) -> list[dict]:
-    """GET /nodecounts: each pool's nodes by state, dedicated and spot apart, from the nodes a node list shows."""
-    out = []
-    for pool in sorted(pools, key=lambda p: p.id.lower()):
-        counts = {"dedicated": _zero(), "lowPriority": _zero()}
-        for node in pool.nodes:
-            bucket = counts["dedicated" if node.dedicated else "lowPriority"]
-            bucket[COUNTERS.get(node.state, "unknown")] += 1
-            bucket["total"] += 1
-        out.append({"poolId": pool.id, **counts})
-    return out
-
-
-def _zero() -> dict[str, int]:
-    return {**dict.fromkeys(COUNTERS.values(), 0), "total": 0}

@@ -13,6 +13,18 @@ from batch_emulator import wire
 from batch_emulator.taskrun import TaskRun
 
 
+@dataclass(frozen=True)
+class View:
+    """An entity as it was at one moment, read under the service's lock: what a handler answers with, so that
+    no handler reads a live entity (which another thread may be changing)."""
+
+    id: str
+    path: str  # its URL after the account's base URL, percent-encoded: /jobs/j1/tasks/t1
+    etag: str
+    modified: datetime
+    body: dict | None = None  # its JSON (to_wire), when asked for
+
+
 @dataclass(eq=False)
 class Entity:
     id: str
@@ -39,6 +51,17 @@ class Entity:
     def touch(self) -> None:
         self.etag, self.modified = wire.new_etag(), wire.now()
         Entity.changes += 1
+
+    @property
+    def path(self) -> str:
+        raise NotImplementedError
+
+    def to_wire(self, base: str) -> dict:
+        raise NotImplementedError
+
+    def view(self, base: str | None = None) -> View:
+        """A snapshot; with the client's `base` URL, its JSON too. Call under the service's lock."""
+        return View(self.id, self.path, self.etag, self.modified, None if base is None else self.to_wire(base))
 
     def _common(self, url: str) -> dict:
         out = {
@@ -75,8 +98,12 @@ class Node(Entity):
         if self.state in ("idle", "running"):
             self.set_state("running" if self.running else "idle")
 
+    @property
+    def path(self) -> str:
+        return f"{self.pool.path}/nodes/{quote(self.id)}"
+
     def to_wire(self, base: str) -> dict:
-        out = self._common(f"{base}/pools/{quote(self.pool.id)}/nodes/{quote(self.id)}")
+        out = self._common(base + self.path)
         for key in ("creationTime", "eTag", "lastModified", "previousState", "previousStateTransitionTime"):
             out.pop(key, None)
         out.update({
@@ -119,9 +146,13 @@ class Pool(Entity):
         pick = min if self.fill_type == "pack" else max
         return pick(fits, key=lambda n: n.free_slots)
 
+    @property
+    def path(self) -> str:
+        return f"/pools/{quote(self.id)}"
+
     def to_wire(self, base: str) -> dict:
         spec = self.spec
-        out = self._common(f"{base}/pools/{quote(self.id)}")
+        out = self._common(base + self.path)
         out.update({
             "allocationState": self.allocation_state,
             "allocationStateTransitionTime": wire.rfc3339(self.allocation_time),
@@ -168,10 +199,14 @@ class Job(Entity):
     def running_count(self) -> int:
         return sum(1 for t in self.tasks.values() if t.state == "running")
 
+    @property
+    def path(self) -> str:
+        return f"/jobs/{quote(self.id)}"
+
     def to_wire(self, base: str) -> dict:
         spec = self.spec
         constraints = spec.get("constraints") or {}
-        out = self._common(f"{base}/jobs/{quote(self.id)}")
+        out = self._common(base + self.path)
         out.update({
             "priority": self.priority, "maxParallelTasks": spec.get("maxParallelTasks", -1) or -1,
             "allowTaskPreemption": bool(spec.get("allowTaskPreemption")),
@@ -233,10 +268,14 @@ class Task(Entity):
         node = self.node or self.last_node
         return node.root / "workitems" / self.job.id / "job-1" / self.id if node else None
 
+    @property
+    def path(self) -> str:
+        return f"{self.job.path}/tasks/{quote(self.id)}"
+
     def to_wire(self, base: str) -> dict:
         spec = self.spec
         constraints = spec.get("constraints") or {}
-        out = self._common(f"{base}/jobs/{quote(self.job.id)}/tasks/{quote(self.id)}")
+        out = self._common(base + self.path)
         out.update({
             "commandLine": spec["commandLine"], "requiredSlots": self.slots,
             "userIdentity": spec.get("userIdentity") or {"autoUser": {"scope": "pool", "elevationLevel": "nonadmin"}},
@@ -251,7 +290,7 @@ class Task(Entity):
                 out[key] = spec[key]
         if node := self.node or self.last_node:
             directory = f"workitems/{self.job.id}/job-1/{self.id}"
-            node_url = f"{base}/pools/{quote(node.pool.id)}/nodes/{quote(node.id)}"
+            node_url = base + node.path
             out["nodeInfo"] = {
                 "affinityId": f"TVM:{node.id}",
                 "nodeUrl": node_url,

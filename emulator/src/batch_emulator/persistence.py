@@ -89,8 +89,8 @@ def restore(service: BatchService, path: Path) -> None:
     if state.get("format") != FORMAT:
         raise ValueError(f"{path} was written by another version of the emulator (format {state.get('format')})")
     kill_node_processes(service.data_dir)
-    service.scheduled = state.get("scheduled", 0)
     nodes: dict[tuple[str, str], Node] = {}
+    pools, jobs = [], []
     for data in state["pools"]:
         if data["state"] == "deleting":
             continue  # it was going: it is gone
@@ -101,7 +101,7 @@ def restore(service: BatchService, path: Path) -> None:
             node = Node(**_load({**n, "root": Path(n["root"])}), pool=pool)
             pool.nodes.append(node)
             nodes[(pool.id, node.id)] = node
-        service.pools[pool.id.lower()] = pool
+        pools.append(pool)
     for data in state["jobs"]:
         if data["state"] == "deleting":
             continue
@@ -120,13 +120,14 @@ def restore(service: BatchService, path: Path) -> None:
             elif task.state in ("running", "preparing"):  # the node rebooted under it: back to the queue
                 task.state, task.requeue_count, task.start_time = "active", task.requeue_count + 1, None
             job.tasks[task.id.lower()] = task
-        service.jobs[job.id.lower()] = job
-    _remove_unknown_node_folders(service)
+        jobs.append(job)
+    service.load(pools, jobs, state.get("scheduled", 0))
+    _remove_unknown_node_folders(service.data_dir, pools)
 
 
-def _remove_unknown_node_folders(service: BatchService) -> None:
-    known = {n.root.resolve() for p in service.pools.values() for n in p.nodes}
-    for folder in (service.data_dir / "pools").glob("*/nodes/*"):
+def _remove_unknown_node_folders(data_dir: Path, pools: list[Pool]) -> None:
+    known = {n.root.resolve() for p in pools for n in p.nodes}
+    for folder in (data_dir / "pools").glob("*/nodes/*"):
         if folder.resolve() not in known:
             shutil.rmtree(folder, ignore_errors=True)
 

@@ -39,6 +39,11 @@ def preempt(service: BatchService, pool_id: str, body: dict, recover_seconds: fl
     """Pre-empts spot nodes of a pool now: `body` may name `nodeIds`, or a count `nodes`; by default all
     of them. Answers the ids of the nodes pre-empted. A replacement for each comes after `recover_seconds`
     (default: the body's `recoverAfterSeconds`, else the service's boot time)."""
+    return preempt_pool(service, pool_id, body, recover_seconds)["preemptedNodeIds"]
+
+
+def preempt_pool(service: BatchService, pool_id: str, body: dict, recover_seconds: float | None = None) -> dict:
+    """`preempt`, answered as the admin endpoint does: the pool's id (as created) and the nodes pre-empted."""
     node_ids, count = body.get("nodeIds"), body.get("nodes")
     if node_ids is not None and count is not None:
         raise BatchError(400, "InvalidRequestBody", "Give either nodeIds or nodes, not both.")
@@ -50,7 +55,7 @@ def preempt(service: BatchService, pool_id: str, body: dict, recover_seconds: fl
     if recover is not None and (isinstance(recover, bool) or not isinstance(recover, (int, float)) or recover < 0):
         raise invalid("recoverAfterSeconds", recover, "It must be a number of seconds, 0 or more.")
     with service.lock:
-        pool = service._active_pool(pool_id)
+        pool = service.active_pool(pool_id)
         if node_ids is not None:
             chosen: list[Node] = []
             for node_id in node_ids:
@@ -81,31 +86,29 @@ def preempt(service: BatchService, pool_id: str, body: dict, recover_seconds: fl
         delay = service.boot_seconds if recover is None else float(recover)
         for node in chosen:
             _preempt_node(service, node, delay)
-        return [n.id for n in chosen]
+        return {"poolId": pool.id, "preemptedNodeIds": [n.id for n in chosen]}
 
 
 def _preempt_node(service: BatchService, node: Node, recover_seconds: float) -> None:
     """Call under the service's lock."""
-    pool = node.pool
     stand_in = dataclasses.replace(node, running={}, start_run=None)
     stand_in.set_state("preempted")
-    pool.nodes[pool.nodes.index(node)] = stand_in
-    pool.touch()
     # The machine is gone: its tasks are cancelled and requeued, its folder removed, as on a shrink.
-    service._background(service._reclaim_nodes, [node])
-    service._later(recover_seconds, _recover, service, stand_in)
+    service.remove_node(node, stand_in)
+    node.pool.touch()
+    service.later(recover_seconds, _recover, service, stand_in)
 
 
 def _recover(service: BatchService, stand_in: Node) -> None:
     """Spot capacity is back: the pre-empted node makes way for a new one, if the pool still wants it."""
     with service.lock:
         pool = stand_in.pool
-        if service._closed or stand_in not in pool.nodes or pool.state != "active":
+        if service.closed or stand_in not in pool.nodes or pool.state != "active":
             return  # a shrink or a deletion took it already
         pool.nodes.remove(stand_in)
         pool.touch()
         if sum(not n.dedicated for n in pool.nodes) < (pool.spec.get("targetLowPriorityNodes") or 0):
-            service._add_node(pool, dedicated=False)
+            service.add_node(pool, dedicated=False)
 
 
 class RandomPreempter:
@@ -130,11 +133,9 @@ class RandomPreempter:
         chance = 1 - math.exp(-self.rate * self.tick / 60)  # per node and tick, from a Poisson rate
         while not self._stop.wait(self.tick):
             with self.service.lock:
-                if self.service._closed:
+                if self.service.closed:
                     return
-                for pool in list(self.service.pools.values()):
-                    if pool.state != "active":
-                        continue
+                for pool in self.service.active_pools():
                     hit = [n for n in pool.nodes if not n.dedicated and n.state in ("idle", "running")]
                     for node in hit:
                         if self._random.random() < chance:
@@ -156,9 +157,6 @@ def handle(emulator: Emulator, req: responses.Request, path: str, pool_id: str) 
     if refused := emulator.refuse_unsigned(req, path, "Pre-empting nodes"):
         return refused
     try:
-        ids = preempt(emulator.service, pool_id, req.json())
-        with emulator.service.lock:
-            pool_id = emulator.service.pool(pool_id).id
+        return responses.Response(200, preempt_pool(emulator.service, pool_id, req.json()))
     except BatchError as e:
         return responses.Response(e.status, e.body(req.origin))
-    return responses.Response(200, {"poolId": pool_id, "preemptedNodeIds": ids})

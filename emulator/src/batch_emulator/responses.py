@@ -15,7 +15,7 @@ from urllib.parse import quote, urlencode
 
 from batch_emulator import odata, wire
 from batch_emulator.errors import BatchError
-from batch_emulator.models import Entity
+from batch_emulator.models import View
 from batch_emulator.service import BatchService
 
 JSON_TYPE = "application/json;odata=minimalmetadata"
@@ -55,19 +55,23 @@ class Response:
     headers: dict[str, str] = field(default_factory=dict)
 
 
-def entity_headers(entity: Entity) -> dict[str, str]:
-    return {"ETag": entity.etag, "Last-Modified": wire.rfc1123(entity.modified)}
+def entity_headers(view: View) -> dict[str, str]:
+    return {"ETag": view.etag, "Last-Modified": wire.rfc1123(view.modified)}
 
 
-def created(req: Request, entity: Entity, path: str) -> Response:
-    return Response(201, headers={**entity_headers(entity), "DataServiceId": f"{req.base_url}{path}"})
+def created(req: Request, view: View) -> Response:
+    return Response(201, headers={**entity_headers(view), "DataServiceId": req.base_url + view.path})
 
 
-def one(req: Request, entity: Entity) -> Response:
-    return Response(200, odata.select(entity.to_wire(req.base_url), req.query.get("$select")), entity_headers(entity))
+def updated(req: Request, view: View, status: int = 200) -> Response:
+    return Response(status, headers={**entity_headers(view), "DataServiceId": req.base_url + view.path})
 
 
-def page(req: Request, items: list, kind: str) -> Response:
+def one(req: Request, view: View) -> Response:
+    return Response(200, odata.select(view.body, req.query.get("$select")), entity_headers(view))
+
+
+def page(req: Request, wires: list[dict], kind: str) -> Response:
     """A list answer: $filter, $select, maxresults and an absolute odata.nextLink (contract 3.6)."""
     try:
         size = int(req.query.get("maxresults", MAX_PAGE))
@@ -82,7 +86,6 @@ def page(req: Request, items: list, kind: str) -> Response:
             QueryParameterName="maxresults",
             QueryParameterValue=req.query.get("maxresults", ""),
         )
-    wires = [i if isinstance(i, dict) else i.to_wire(req.base_url) for i in items]
     if "$filter" in req.query:
         keep = odata.parse_filter(req.query["$filter"], kind)
         wires = [w for w in wires if keep(w)]
@@ -99,31 +102,24 @@ def page(req: Request, items: list, kind: str) -> Response:
 
 
 def create_pool(svc: BatchService, req: Request) -> Response:
-    pool = svc.create_pool(req.json())
-    return created(req, pool, f"/pools/{quote(pool.id)}")
+    return created(req, svc.create_pool(req.json()))
 
 
 def list_pools(svc: BatchService, req: Request) -> Response:
-    with svc.lock:
-        return page(req, list(svc.pools.values()), "pools")
+    return page(req, svc.list_pools(req.base_url), "pools")
 
 
 def get_pool(svc: BatchService, req: Request, pool_id: str) -> Response:
-    with svc.lock:
-        return one(req, svc.pool(pool_id))
+    return one(req, svc.pool_view(pool_id, req.base_url))
 
 
 def pool_exists(svc: BatchService, req: Request, pool_id: str) -> Response:
-    with svc.lock:
-        pool = svc.pools.get(pool_id.lower())
-        return Response(200, b"", entity_headers(pool)) if pool else Response(404, b"")
+    view = svc.find_pool(pool_id)
+    return Response(200, b"", entity_headers(view)) if view else Response(404, b"")
 
 
 def update_pool(svc: BatchService, req: Request, pool_id: str) -> Response:
-    with svc.lock:  # the entity headers of the pool as updated, not as autoscale may change it next
-        pool = svc.update_pool(pool_id, req.json())
-        url = f"{req.base_url}/pools/{quote(pool.id)}"
-        return Response(200, headers={**entity_headers(pool), "DataServiceId": url})
+    return updated(req, svc.update_pool(pool_id, req.json()))
 
 
 def delete_pool(svc: BatchService, req: Request, pool_id: str) -> Response:
@@ -142,13 +138,11 @@ def stop_resize_pool(svc: BatchService, req: Request, pool_id: str) -> Response:
 
 
 def enable_autoscale(svc: BatchService, req: Request, pool_id: str) -> Response:
-    pool = svc.enable_autoscale(pool_id, req.json())
-    return Response(200, headers={**entity_headers(pool), "DataServiceId": f"{req.base_url}/pools/{quote(pool.id)}"})
+    return updated(req, svc.enable_autoscale(pool_id, req.json()))
 
 
 def disable_autoscale(svc: BatchService, req: Request, pool_id: str) -> Response:
-    pool = svc.disable_autoscale(pool_id)
-    return Response(200, headers={**entity_headers(pool), "DataServiceId": f"{req.base_url}/pools/{quote(pool.id)}"})
+    return updated(req, svc.disable_autoscale(pool_id))
 
 
 def evaluate_autoscale(svc: BatchService, req: Request, pool_id: str) -> Response:
@@ -157,50 +151,41 @@ def evaluate_autoscale(svc: BatchService, req: Request, pool_id: str) -> Respons
 
 
 def list_nodes(svc: BatchService, req: Request, pool_id: str) -> Response:
-    with svc.lock:
-        return page(req, list(svc.pool(pool_id).nodes), "nodes")
+    return page(req, svc.list_nodes(pool_id, req.base_url), "nodes")
 
 
 def get_node(svc: BatchService, req: Request, pool_id: str, node_id: str) -> Response:
-    with svc.lock:
-        return one(req, svc.node(pool_id, node_id))
+    return one(req, svc.node_view(pool_id, node_id, req.base_url))
 
 
 def list_node_files(svc: BatchService, req: Request, pool_id: str, node_id: str) -> Response:
-    with svc.lock:
-        node = svc.node(pool_id, node_id)
-        url = f"{req.base_url}/pools/{quote(node.pool.id)}/nodes/{quote(node.id)}/files"
-    return page(req, _file_entries(node.root, url, req.query.get("recursive") == "true"), "files")
+    root, path = svc.node_folder(pool_id, node_id)
+    url = f"{req.base_url}{path}/files"
+    return page(req, _file_entries(root, url, req.query.get("recursive") == "true"), "files")
 
 
 def get_node_file(svc: BatchService, req: Request, pool_id: str, node_id: str, path: str) -> Response:
-    with svc.lock:
-        node = svc.node(pool_id, node_id)
-        url = f"{req.base_url}/pools/{quote(node.pool.id)}/nodes/{quote(node.id)}/files"
-    return _file(req, node.root, path, url)
+    root, node_path = svc.node_folder(pool_id, node_id)
+    return _file(req, root, path, f"{req.base_url}{node_path}/files")
 
 
 # ---- jobs ----------------------------------------------------------------------------------------
 
 
 def create_job(svc: BatchService, req: Request) -> Response:
-    job = svc.create_job(req.json())
-    return created(req, job, f"/jobs/{quote(job.id)}")
+    return created(req, svc.create_job(req.json()))
 
 
 def list_jobs(svc: BatchService, req: Request) -> Response:
-    with svc.lock:
-        return page(req, list(svc.jobs.values()), "jobs")
+    return page(req, svc.list_jobs(req.base_url), "jobs")
 
 
 def get_job(svc: BatchService, req: Request, job_id: str) -> Response:
-    with svc.lock:
-        return one(req, svc.job(job_id))
+    return one(req, svc.job_view(job_id, req.base_url))
 
 
 def update_job(svc: BatchService, req: Request, job_id: str) -> Response:
-    job = svc.update_job(job_id, req.json())
-    return Response(200, headers={**entity_headers(job), "DataServiceId": f"{req.base_url}/jobs/{quote(job.id)}"})
+    return updated(req, svc.update_job(job_id, req.json()))
 
 
 def terminate_job(svc: BatchService, req: Request, job_id: str) -> Response:
@@ -221,8 +206,7 @@ def task_counts(svc: BatchService, req: Request, job_id: str) -> Response:
 
 
 def create_task(svc: BatchService, req: Request, job_id: str) -> Response:
-    task = svc.add_task(job_id, req.json())
-    return created(req, task, f"/jobs/{quote(task.job.id)}/tasks/{quote(task.id)}")
+    return created(req, svc.add_task(job_id, req.json()))
 
 
 def add_task_collection(svc: BatchService, req: Request, job_id: str) -> Response:
@@ -230,13 +214,11 @@ def add_task_collection(svc: BatchService, req: Request, job_id: str) -> Respons
 
 
 def list_tasks(svc: BatchService, req: Request, job_id: str) -> Response:
-    with svc.lock:
-        return page(req, list(svc.job(job_id).tasks.values()), "tasks")
+    return page(req, svc.list_tasks(job_id, req.base_url), "tasks")
 
 
 def get_task(svc: BatchService, req: Request, job_id: str, task_id: str) -> Response:
-    with svc.lock:
-        return one(req, svc.task(job_id, task_id))
+    return one(req, svc.task_view(job_id, task_id, req.base_url))
 
 
 def delete_task(svc: BatchService, req: Request, job_id: str, task_id: str) -> Response:
@@ -250,34 +232,24 @@ def terminate_task(svc: BatchService, req: Request, job_id: str, task_id: str) -
 
 
 def reactivate_task(svc: BatchService, req: Request, job_id: str, task_id: str) -> Response:
-    with svc.lock:  # the entity headers of the task as reactivated, not as the scheduler may change it next
-        task = svc.reactivate_task(job_id, task_id)
-        url = f"{req.base_url}/jobs/{quote(task.job.id)}/tasks/{quote(task.id)}"
-        return Response(204, headers={**entity_headers(task), "DataServiceId": url})
-
-
-def _task_files_root(svc: BatchService, req: Request, job_id: str, task_id: str) -> tuple[Path | None, str]:
-    with svc.lock:
-        task = svc.task(job_id, task_id)
-        url = f"{req.base_url}/jobs/{quote(task.job.id)}/tasks/{quote(task.id)}/files"
-        return task.directory(), url
+    return updated(req, svc.reactivate_task(job_id, task_id), status=204)
 
 
 def list_task_files(svc: BatchService, req: Request, job_id: str, task_id: str) -> Response:
-    root, url = _task_files_root(svc, req, job_id, task_id)
-    entries = _file_entries(root, url, req.query.get("recursive") == "true") if root else []
+    root, path = svc.task_folder(job_id, task_id)
+    entries = _file_entries(root, f"{req.base_url}{path}/files", req.query.get("recursive") == "true") if root else []
     return page(req, entries, "files")
 
 
 def get_task_file(svc: BatchService, req: Request, job_id: str, task_id: str, path: str) -> Response:
-    root, url = _task_files_root(svc, req, job_id, task_id)
+    root, task_path = svc.task_folder(job_id, task_id)
     if root is None:
         raise _file_not_found(path)
-    return _file(req, root, path, url)
+    return _file(req, root, path, f"{req.base_url}{task_path}/files")
 
 
 def delete_task_file(svc: BatchService, req: Request, job_id: str, task_id: str, path: str) -> Response:
-    root, _ = _task_files_root(svc, req, job_id, task_id)
+    root, _ = svc.task_folder(job_id, task_id)
     target = _inside(root, path) if root else None
     if target is None or not target.is_file():
         raise _file_not_found(path)
@@ -364,8 +336,7 @@ def _range(header: str | None, size: int) -> tuple[int, int]:
 
 
 def stats(svc: BatchService, counts: dict[str, int]) -> Response:
-    with svc.lock:
-        scheduler = {"tasksScheduled": svc.scheduled, "seconds": round(svc.scheduler_seconds, 6)}
+    scheduler = svc.scheduler_stats()
     return Response(
         200,
         {

@@ -27,9 +27,7 @@ def list_node_agent_skus(svc: BatchService, req: Request) -> Response:
 
 
 def list_pool_node_counts(svc: BatchService, req: Request) -> Response:
-    with svc.lock:
-        counts = images.node_counts(list(svc.pools.values()))
-    return page(req, counts, "nodecounts")
+    return page(req, svc.node_counts(), "nodecounts")
 
 
 def list_pool_usage_metrics(svc: BatchService, req: Request) -> Response:

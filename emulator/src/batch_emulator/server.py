@@ -82,11 +82,12 @@ class Emulator:
             # The handshake happens on the first read, in the request's thread: a stalled client cannot block accept().
             self.httpd.socket = context.wrap_socket(self.httpd.socket, server_side=True, do_handshake_on_connect=False)
         self.endpoint = f"{self.scheme}://{host}:{self.httpd.server_address[1]}"
-        self.service = BatchService(self.data_dir, account, self.endpoint + "/", boot_seconds)
+        autoscale = {}
         if autoscale_min_interval is not None:  # seconds: below the service's 5 minutes, for tests
-            self.service.autoscale_min_interval = timedelta(seconds=autoscale_min_interval)
+            autoscale["autoscale_min_interval"] = timedelta(seconds=autoscale_min_interval)
         if autoscale_sample_seconds is not None:
-            self.service.autoscale_sample_seconds = autoscale_sample_seconds
+            autoscale["autoscale_sample_seconds"] = autoscale_sample_seconds
+        self.service = BatchService(self.data_dir, account, self.endpoint + "/", boot_seconds, **autoscale)
         self.preempter = preemption.RandomPreempter(self.service, preempt_rate)  # per spot node-minute
         self._thread: threading.Thread | None = None
         self._saver: persistence.Saver | None = None

@@ -1,0 +1,158 @@
+"""Pools: create, update, resize (nodes added or removed towards the targets), delete, and their views."""
+
+from __future__ import annotations
+
+import shutil
+
+from batch_emulator import formula, validation, wire
+from batch_emulator.errors import BatchError, being_deleted, not_found
+from batch_emulator.models import Node, Pool, View
+from batch_emulator.service.state import ServiceState, ensure_new
+
+
+class PoolOps(ServiceState):
+    """Uses nodes.py (add_node, remove_node, reclaim_nodes, reboot), autoscale.py and runtime.py."""
+
+    def create_pool(self, body: dict) -> View:
+        validation.pool(body)
+        if body.get("enableAutoScale"):
+            self.check_autoscale_settings(body)
+        with self.lock:
+            ensure_new(self.pools, "Pool", body["id"])
+            pool = Pool(body["id"], body, "active")
+            self.pools[pool.id.lower()] = pool
+            if body.get("enableAutoScale"):
+                self.start_autoscale(pool)
+            self.resize(pool)
+            return pool.view()
+
+    def pool(self, pool_id: str) -> Pool:
+        """The pool, whatever its state. Call under the lock."""
+        pool = self.pools.get(pool_id.lower())
+        if pool is None:
+            raise not_found("Pool", pool_id)
+        return pool
+
+    def active_pool(self, pool_id: str) -> Pool:
+        """The pool, refused (409 PoolBeingDeleted) while it is being deleted. Call under the lock."""
+        pool = self.pool(pool_id)
+        if pool.state == "deleting":
+            raise being_deleted("Pool", pool.id)
+        return pool
+
+    def active_pools(self) -> list[Pool]:
+        """The pools not being deleted. Call under the lock."""
+        return [pool for pool in self.pools.values() if pool.state == "active"]
+
+    def delete_pool(self, pool_id: str) -> None:
+        with self.lock:
+            pool = self.active_pool(pool_id)
+            pool.set_state("deleting")
+            pool.spec = {**pool.spec, "targetDedicatedNodes": 0, "targetLowPriorityNodes": 0}
+            nodes, pool.nodes = pool.nodes, []
+        self.background(self._reclaim_pool, pool, nodes)
+
+    def resize_pool(self, pool_id: str, body: dict) -> None:
+        spec = {
+            "targetDedicatedNodes": body.get("targetDedicatedNodes", 0),
+            "targetLowPriorityNodes": body.get("targetLowPriorityNodes", 0),
+        }
+        validation.integer(spec, "targetDedicatedNodes", 0, 100, 0)
+        validation.integer(spec, "targetLowPriorityNodes", 0, 100, 0)
+        validation.duration(body, "resizeTimeout")
+        deallocation = validation.choice(body, "nodeDeallocationOption", set(formula.DEALLOCATION), "requeue")
+        with self.lock:
+            pool = self.active_pool(pool_id)
+            if pool.spec.get("enableAutoScale"):
+                message = "The pool has automatic scaling enabled: disable it before resizing."
+                raise BatchError(409, "OperationInvalidForCurrentState", message, PoolId=pool.id)
+            if pool.allocation_state != "steady":
+                raise BatchError(409, "PoolBeingResized", "The pool is already being resized.", PoolId=pool.id)
+            pool.spec = {**pool.spec, **spec}
+            self.resize(pool, deallocation)
+
+    def update_pool(self, pool_id: str, body: dict) -> View:
+        """PATCH: replaces only the properties given. A new start task runs on the nodes that join from now on
+        (and on every node after a restart, a reboot); the nodes in the pool keep the one they ran, as on Azure.
+        The view is the pool as updated, not as autoscale may change it next."""
+        changes = validation.pool_update(body)
+        with self.lock:
+            pool = self.active_pool(pool_id)
+            pool.spec = {**pool.spec, **changes}  # a new dict: a booting node reads either the old or the new
+            pool.touch()
+            return pool.view()
+
+    def stop_resize(self, pool_id: str) -> None:
+        with self.lock:
+            self.set_allocation(self.active_pool(pool_id), "steady")
+
+    # ---- reads: views made under the lock --------------------------------------------------------
+
+    def list_pools(self, base: str) -> list[dict]:
+        """Every pool's JSON, with URLs under the client's `base` URL."""
+        with self.lock:
+            return [pool.to_wire(base) for pool in self.pools.values()]
+
+    def pool_view(self, pool_id: str, base: str) -> View:
+        with self.lock:
+            return self.pool(pool_id).view(base)
+
+    def find_pool(self, pool_id: str) -> View | None:
+        """The pool's view without its JSON, None if there is none (a HEAD answers 404 without a body)."""
+        with self.lock:
+            pool = self.pools.get(pool_id.lower())
+            return pool.view() if pool else None
+
+    # ---- allocation ------------------------------------------------------------------------------
+
+    def set_allocation(self, pool: Pool, state: str) -> None:
+        if pool.allocation_state != state:
+            pool.allocation_state, pool.allocation_time = state, wire.now()
+            pool.touch()
+
+    def resize(self, pool: Pool, deallocation: str = "requeue") -> None:
+        """Adds or removes nodes towards the pool's targets; idle nodes go first. Call under the lock."""
+        self.set_allocation(pool, "resizing")
+        for dedicated, target in ((True, "targetDedicatedNodes"), (False, "targetLowPriorityNodes")):
+            have = [n for n in pool.nodes if n.dedicated == dedicated and n.state != "leavingpool"]
+            wanted = pool.spec.get(target) or 0
+            for _ in range(len(have), wanted):
+                self.add_node(pool, dedicated)
+            for node in sorted(have, key=lambda n: len(n.running))[: max(0, len(have) - wanted)]:
+                self._shrink(node, deallocation)
+        self.later(self.boot_seconds / 2, self._allocated, pool)
+
+    def _shrink(self, node: Node, deallocation: str) -> None:
+        """A node removed: its running tasks are requeued, or terminated, or (taskcompletion, retaineddata)
+        it takes no new task and leaves once they are done."""
+        if node.running and deallocation in ("taskcompletion", "retaineddata"):
+            node.set_state("leavingpool")  # no free slots: it leaves in drained()
+            return
+        if deallocation == "terminate":
+            for task in node.running:
+                if task.run:
+                    task.run.cancel("terminated")
+        self.remove_node(node)
+
+    def _allocated(self, pool: Pool) -> None:
+        with self.lock:
+            if pool.state == "active":
+                self.set_allocation(pool, "steady")
+
+    def _reclaim_pool(self, pool: Pool, nodes: list[Node]) -> None:
+        self.reclaim_nodes(nodes)
+        with self.lock:
+            if self.pools.get(pool.id.lower()) is pool:
+                del self.pools[pool.id.lower()]
+        shutil.rmtree(self.data_dir / "pools" / pool.id, ignore_errors=True)
+
+    def resume_pools(self) -> None:
+        """After a restart: every node boots again (its start task runs again), as after a reboot on Azure."""
+        with self.lock:
+            for pool in self.pools.values():
+                for node in pool.nodes:
+                    self.reboot(node)
+                self.set_allocation(pool, "resizing")
+                self.later(self.boot_seconds / 2, self._allocated, pool)
+                if pool.spec.get("enableAutoScale"):
+                    self.start_autoscale(pool)
