@@ -18,6 +18,7 @@ from prefect.runtime import flow_run as current_run
 from pydantic import BaseModel, Field
 
 from flows import mapping, runs
+from flows.runs import RUN_ID, blank
 from tasks import batch, lineage, monitor, preflight, storage
 from tasks.application import AppBlobs, nothing_installed
 from tasks.clients import blob_service
@@ -80,14 +81,16 @@ def batch_map(
     command: str,
     output_prefix: str,
     output_suffix: str = "",
-    app: str | None = None,
-    files_per_task: Annotated[int | None, Field(ge=1, le=1_000)] = None,
-    run_id: Annotated[str | None, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")] = None,
+    app: Annotated[str | None, blank(type="string")] = None,
+    files_per_task: Annotated[
+        int | None, Field(ge=1, le=1_000), blank(type="integer", minimum=1, maximum=1_000)
+    ] = None,
+    run_id: Annotated[str | None, Field(pattern=RUN_ID), blank(type="string", pattern=RUN_ID)] = None,
     delete_job: bool = True,
     delete_pool: bool = False,
-    pool_mode: Literal["keep", "autoscale"] | None = None,
-    batch_credentials: str | None = None,
-    storage_credentials: str | None = None,
+    pool_mode: Annotated[Literal["keep", "autoscale"] | None, blank(type="string", enum=["keep", "autoscale"])] = None,
+    batch_credentials: Annotated[str | None, blank(type="string")] = None,
+    storage_credentials: Annotated[str | None, blank(type="string")] = None,
 ) -> MapResult:
     """Runs a command over every blob under a prefix of the input container, on Azure Batch: one output
     blob per input in the output container. Outputs of inputs unchanged since an earlier run with the same

@@ -8,9 +8,18 @@ from collections.abc import Callable
 
 from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import deployment as current_deployment
+from pydantic import WithJsonSchema
 
 from tasks import batch, monitor
 from tasks.settings import AzureConnection, BatchSettings, S, load_settings
+
+RUN_ID = r"^[A-Za-z0-9_-]{1,64}$"  # a Batch job id
+
+
+def blank(**schema: object) -> WithJsonSchema:
+    """The run form's view of an optional parameter: a plain field, left blank for its default (the form
+    shows `X | None` as a choice between X and None, and says "Property is type 'None'")."""
+    return WithJsonSchema(schema)
 
 
 def settings(kind: type[S], batch_credentials: str | None, storage_credentials: str | None) -> S:

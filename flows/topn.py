@@ -14,11 +14,12 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.client.orchestration import get_client
 from prefect.runtime import flow_run as current_run
-from pydantic import ByteSize, Field, WithJsonSchema
+from pydantic import ByteSize, Field
 
 from flows import runs, wordcount
 from flows.crashes import ensure_crash_detection
 from flows.result import RunStats, TopnResult, file_results
+from flows.runs import RUN_ID, blank
 from flows.taskapp import build_taskapp
 from tasks import batch, lineage, monitor, preflight, storage
 from tasks.application import AppBlobs
@@ -28,12 +29,6 @@ from tasks.monitor import TopnFailed
 from tasks.packing import Packing
 from tasks.sas import SasIssuer
 from tasks.settings import TopnSettings
-
-
-def blank(**schema: object) -> WithJsonSchema:
-    """The run form's view of an optional parameter: a plain field, left blank for its default (the form
-    shows `X | None` as a choice between X and None, and says "Property is type 'None'")."""
-    return WithJsonSchema(schema)
 
 
 class _OwnFailureWithoutTraceback(logging.Filter):
@@ -64,7 +59,6 @@ class _OwnFailureWithoutTraceback(logging.Filter):
 logging.getLogger("prefect.task_runs").addFilter(_OwnFailureWithoutTraceback(whole=True))
 logging.getLogger("prefect.flow_runs").addFilter(_OwnFailureWithoutTraceback(whole=False))
 
-RUN_ID = r"^[A-Za-z0-9_-]{1,64}$"
 BYTE_SIZE = r"^\s*\d+(\.\d+)?\s*[A-Za-z]*\s*$"  # what pydantic's ByteSize reads, e.g. 64MiB or 1000000
 ADD_GROUP_FILES = 10_000  # files whose task specs are built and added at once
 FILE_ROWS_SHOWN = 1_000  # rows of the per-file table artifact: a UI table, not a data export

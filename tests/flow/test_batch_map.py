@@ -141,3 +141,20 @@ def test_the_command_line_runs_it(folder: Folder, capsys: pytest.CaptureFixture[
     folder.check_hashes()
     assert main(["map", folder.prefix, "--command", "true", "--output-prefix", folder.out]) == 1
     assert "must write {output}" in capsys.readouterr().err
+
+
+def test_the_deployment_form_explains_every_parameter(prefect_api: str) -> None:
+    from prefect.client.orchestration import get_client
+
+    deployment_id = batch_map.to_deployment(name="form-check", parameters={"blob_prefix": "logs/"}).apply()
+    try:
+        with get_client(sync_client=True) as client:
+            schema = client.read_deployment(deployment_id).parameter_openapi_schema
+    finally:
+        with get_client(sync_client=True) as client:
+            client.delete_deployment(deployment_id)
+    described = {name: field.get("description", "") for name, field in schema["properties"].items()}
+    assert len(described) == 12 and all(len(text) > 20 for text in described.values()), described
+    assert "{input}" in described["command"]
+    assert not [name for name, field in schema["properties"].items() if "anyOf" in field or "null" in str(field)]
+    assert schema["required"] == ["blob_prefix", "command", "output_prefix"]
