@@ -104,6 +104,15 @@ class SharedKeyAuth:
             "check the account key."
         )
 
+    def check_admin(self, method: str, path: str, query: str, headers: Mapping[str, str], action: str) -> None:
+        """An admin request that changes state (admin.py) must carry the account's Shared Key signature,
+        whatever else the account accepts: no bearer token opens it. 403 AuthenticationFailed otherwise,
+        naming the `action` refused."""
+        header = headers.get("Authorization") or headers.get("authorization") or ""
+        if not header.startswith("SharedKey ") or ":" not in header:
+            raise failed(f"{action} needs the account's Shared Key signature.")
+        self.check(method, path, query, headers)
+
     def check_time(self, headers: Mapping[str, str]) -> None:
         """The signed `ocp-date` (both SDKs send it), else `Date`, must be within 15 minutes of our clock:
         a captured request cannot be replayed later."""

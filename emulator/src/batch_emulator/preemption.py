@@ -10,7 +10,7 @@ with the same id in state `preempted`, so everything the service does for a node
 (start task and boot timers that find it gone, running tasks cancelled and requeued, its folder
 removed) happens through the same paths as a pool shrink.
 
-Only an admin call (`POST /_emulator/pools/{poolId}/preempt`) or the random `--preempt-rate`
+Only an admin call (`POST /_emulator/pools/{poolId}/preempt`, admin.py) or the random `--preempt-rate`
 pre-empts nodes; dedicated nodes never are.
 """
 
@@ -22,15 +22,12 @@ import random
 import threading
 from typing import TYPE_CHECKING
 
-from batch_emulator import responses
 from batch_emulator.errors import BatchError, invalid
-from batch_emulator.models import Node
+from batch_emulator.models import Node, Pool
 
 if TYPE_CHECKING:
-    from batch_emulator.server import Emulator
     from batch_emulator.service import BatchService
 
-PREFIX, SUFFIX = "/_emulator/pools/", "/preempt"
 # Nodes a pre-emption can hit: those holding a VM. One already pre-empted or leaving is not there any more.
 PREEMPTIBLE = ("creating", "starting", "waitingforstarttask", "starttaskfailed", "idle", "running")
 
@@ -44,6 +41,18 @@ def preempt(service: BatchService, pool_id: str, body: dict, recover_seconds: fl
 
 def preempt_pool(service: BatchService, pool_id: str, body: dict, recover_seconds: float | None = None) -> dict:
     """`preempt`, answered as the admin endpoint does: the pool's id (as created) and the nodes pre-empted."""
+    node_ids, count, recover = _read(body, recover_seconds)
+    with service.lock:
+        pool = service.active_pool(pool_id)
+        chosen = _named(service, pool, node_ids) if node_ids is not None else _spot(pool, count)
+        delay = service.boot_seconds if recover is None else float(recover)
+        for node in chosen:
+            _preempt_node(service, node, delay)
+        return {"poolId": pool.id, "preemptedNodeIds": [n.id for n in chosen]}
+
+
+def _read(body: dict, recover_seconds: float | None) -> tuple[list[str] | None, int | None, float | None]:
+    """The request's node ids, count and recovery delay, refused (400) unless well-formed."""
     node_ids, count = body.get("nodeIds"), body.get("nodes")
     if node_ids is not None and count is not None:
         raise BatchError(400, "InvalidRequestBody", "Give either nodeIds or nodes, not both.")
@@ -54,39 +63,31 @@ def preempt_pool(service: BatchService, pool_id: str, body: dict, recover_second
     recover = body.get("recoverAfterSeconds", recover_seconds)
     if recover is not None and (isinstance(recover, bool) or not isinstance(recover, (int, float)) or recover < 0):
         raise invalid("recoverAfterSeconds", recover, "It must be a number of seconds, 0 or more.")
-    with service.lock:
-        pool = service.active_pool(pool_id)
-        if node_ids is not None:
-            chosen: list[Node] = []
-            for node_id in node_ids:
-                node = service.node(pool.id, node_id)
-                if node.dedicated:
-                    raise BatchError(
-                        409,
-                        "NodeNotPreemptible",
-                        f"Node {node.id} is a dedicated node: only spot (low-priority) nodes can be pre-empted.",
-                        PoolId=pool.id,
-                        NodeId=node.id,
-                    )
-                if node.state not in PREEMPTIBLE:
-                    raise BatchError(
-                        409,
-                        "NodeNotPreemptible",
-                        f"Node {node.id} is {node.state}: it holds no VM that could be pre-empted.",
-                        PoolId=pool.id,
-                        NodeId=node.id,
-                    )
-                if node not in chosen:
-                    chosen.append(node)
-        else:
-            spot = [n for n in pool.nodes if not n.dedicated and n.state in PREEMPTIBLE]
-            # Busy nodes first: a pre-emption is what a test wants to see its tasks survive.
-            spot.sort(key=lambda n: -len(n.running))
-            chosen = spot if count is None else spot[:count]
-        delay = service.boot_seconds if recover is None else float(recover)
-        for node in chosen:
-            _preempt_node(service, node, delay)
-        return {"poolId": pool.id, "preemptedNodeIds": [n.id for n in chosen]}
+    return node_ids, count, recover
+
+
+def _named(service: BatchService, pool: Pool, node_ids: list[str]) -> list[Node]:
+    """The nodes named, each once; a dedicated one, or one holding no VM, is refused (409)."""
+    chosen: list[Node] = []
+    for node_id in node_ids:
+        node = service.node(pool.id, node_id)
+        if node.dedicated:
+            reason = "is a dedicated node: only spot (low-priority) nodes can be pre-empted"
+            raise BatchError(409, "NodeNotPreemptible", f"Node {node.id} {reason}.", PoolId=pool.id, NodeId=node.id)
+        if node.state not in PREEMPTIBLE:
+            reason = f"is {node.state}: it holds no VM that could be pre-empted"
+            raise BatchError(409, "NodeNotPreemptible", f"Node {node.id} {reason}.", PoolId=pool.id, NodeId=node.id)
+        if node not in chosen:
+            chosen.append(node)
+    return chosen
+
+
+def _spot(pool: Pool, count: int | None) -> list[Node]:
+    """`count` of the pool's spot nodes (all by default), busy ones first: a pre-emption is what a test wants
+    to see its tasks survive."""
+    spot = [n for n in pool.nodes if not n.dedicated and n.state in PREEMPTIBLE]
+    spot.sort(key=lambda n: -len(n.running))
+    return spot if count is None else spot[:count]
 
 
 def _preempt_node(service: BatchService, node: Node, recover_seconds: float) -> None:
@@ -140,23 +141,3 @@ class RandomPreempter:
                     for node in hit:
                         if self._random.random() < chance:
                             _preempt_node(self.service, node, self.service.boot_seconds)
-
-
-def pool_id_of(path: str) -> str | None:
-    """The pool id of `/_emulator/pools/{poolId}/preempt`, else None."""
-    if path.startswith(PREFIX) and path.endswith(SUFFIX) and len(path) > len(PREFIX) + len(SUFFIX):
-        ident = path[len(PREFIX) : -len(SUFFIX)]
-        return None if "/" in ident else ident
-    return None
-
-
-def handle(emulator: Emulator, req: responses.Request, path: str, pool_id: str) -> responses.Response:
-    """POST /_emulator/pools/{poolId}/preempt, signed with the account's Shared Key."""
-    if req.method != "POST":
-        return responses.Response(405, BatchError(405, "UnsupportedHttpVerb", "Use POST.").body(req.origin))
-    if refused := emulator.refuse_unsigned(req, path, "Pre-empting nodes"):
-        return refused
-    try:
-        return responses.Response(200, preempt_pool(emulator.service, pool_id, req.json()))
-    except BatchError as e:
-        return responses.Response(e.status, e.body(req.origin))

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import mimetypes
-import os
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -330,19 +329,3 @@ def _range(header: str | None, size: int) -> tuple[int, int]:
     if not 0 <= start <= end:
         raise BatchError(416, "InvalidRange", f"The range {header!r} is not satisfiable.")
     return start, end
-
-
-# ---- the emulator's own endpoints ------------------------------------------------------------
-
-
-def stats(svc: BatchService, counts: dict[str, int]) -> Response:
-    scheduler = svc.scheduler_stats()
-    return Response(
-        200,
-        {
-            "requests": dict(sorted(counts.items())),
-            "total": sum(counts.values()),
-            "scheduler": scheduler,
-            "pid": os.getpid(),
-        },
-    )

@@ -19,8 +19,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from batch_emulator import persistence, preemption, responses, storage, urls, versions
-from batch_emulator.auth import SharedKeyAuth, failed
+from batch_emulator import admin, persistence, preemption, responses, storage, urls, versions
+from batch_emulator.auth import SharedKeyAuth
 from batch_emulator.devaccount import DEV_ACCOUNT_KEY, DEV_ACCOUNT_NAME
 from batch_emulator.errors import BatchError
 from batch_emulator.service import BatchService
@@ -142,8 +142,8 @@ class Emulator:
 
     def handle(self, req: responses.Request) -> responses.Response:
         path = urlsplit(req.raw_path).path
-        if path.startswith("/_emulator/"):
-            return self._own(req, path)
+        if path.startswith(admin.PREFIX):
+            return admin.handle(self, req, path)
         if path == f"/{self.account}" or path.startswith(f"/{self.account}/"):
             req.prefix, path = f"/{self.account}", path[len(self.account) + 1 :]
         try:
@@ -187,32 +187,6 @@ class Emulator:
             raise
         res.body = versions.map_response(name, res.body, version)
         return res
-
-    def refuse_unsigned(self, req: responses.Request, path: str, action: str) -> responses.Response | None:
-        """The 403 for an admin request that changes state without the account's Shared Key signature."""
-        header = req.headers.get("Authorization") or req.headers.get("authorization") or ""
-        try:
-            if not header.startswith("SharedKey ") or ":" not in header:
-                raise failed(f"{action} needs the account's Shared Key signature.")
-            self.auth.check(req.method, path, urlsplit(req.raw_path).query, req.headers)
-        except BatchError as e:  # always a 403 AuthenticationFailed here
-            return responses.Response(e.status, e.body(req.origin))
-        return None
-
-    def _own(self, req: responses.Request, path: str) -> responses.Response:
-        if path == "/_emulator/stats" and req.method == "GET":
-            return responses.stats(self.service, self.counts)
-        if path == "/_emulator/stats/reset" and req.method == "POST":
-            # It changes state: only the account's Shared Key may do it (reading stats and health stays open).
-            if refused := self.refuse_unsigned(req, path, "Resetting the request counts"):
-                return refused
-            self.counts.clear()
-            return responses.Response(204)
-        if (pool_id := preemption.pool_id_of(path)) is not None:
-            return preemption.handle(self, req, path, unquote(pool_id))
-        if path == "/_emulator/health":
-            return responses.Response(200, {"status": "ok", "account": self.account})
-        return responses.Response(404, {"code": "ResourceNotFound", "message": "unknown emulator endpoint"})
 
 
 class _Server(ThreadingHTTPServer):
