@@ -14,13 +14,16 @@ from datetime import timedelta
 from pathlib import Path
 from typing import ClassVar, Literal, Self, TypeVar
 
-from batch_emulator import DEV_ACCOUNT_KEY, DEV_ACCOUNT_NAME
 from pydantic import ByteSize, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tasks.policy import BATCH_TASK_RETRIES
 
 ENV_PREFIX = "TOPN_"
+# The local stack's well-known development accounts, public as Azurite's is: the Batch emulator's (checked
+# against the emulator's own by tests/test_layers.py: the plugin never imports the emulator) and Azurite's.
+DEV_ACCOUNT_NAME = "devbatchaccount1"
+DEV_ACCOUNT_KEY = "ZGV2YmF0Y2hhY2NvdW50MS1sb2NhbC1lbXVsYXRvci1rZXktbm90LWEtc2VjcmV0IQ=="
 AZURITE_ACCOUNT = "devstoreaccount1"
 AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 CONTAINER_NAME = r"^[a-z0-9]([a-z0-9]|-[a-z0-9]){2,62}$"  # Azure: 3-63 chars, no leading, trailing or double hyphen
