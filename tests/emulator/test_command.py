@@ -6,6 +6,7 @@ import signal
 import socket
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,9 @@ from azure.batch import BatchClient
 from azure.batch import models as m
 from azure.core.credentials import AzureNamedKeyCredential
 from batch_emulator import DEV_ACCOUNT_KEY, DEV_ACCOUNT_NAME
+from batch_emulator.config import EmulatorConfig, from_command_line
 from batch_emulator.errors import BatchError
+from batch_emulator.server import Emulator
 from batch_emulator.service import BatchService
 
 from tests.emulator.conftest import make_job, make_pool
@@ -72,6 +75,22 @@ def test_busy_port_is_one_clear_error() -> None:
             timeout=120,
         )
     assert proc.returncode == 1 and proc.stderr.count("\n") == 1 and "cannot listen" in proc.stderr
+
+
+def test_the_command_line_and_tests_share_one_config(tmp_path: Path) -> None:
+    args = ["--port", "0", "--data-dir", str(tmp_path), "--boot-seconds", "0.05", "--autoscale-interval-min", "1"]
+    config = from_command_line(args)
+    assert config == EmulatorConfig(port=0, data_dir=tmp_path, boot_seconds=0.05, autoscale_min_interval=1.0)
+    assert from_command_line([]).port == 10100 and EmulatorConfig().port == 0  # a test takes any free port
+    with pytest.raises(ValueError, match="nothing could authenticate"):
+        EmulatorConfig(shared_key=False)
+    emulator = Emulator(config, boot_seconds=0.01)  # keywords replace the config's fields
+    try:
+        assert emulator.config == replace(config, boot_seconds=0.01)
+        assert (emulator.service.boot_seconds, emulator.service.autoscale_min_interval.total_seconds()) == (0.01, 1.0)
+        assert emulator.data_dir == tmp_path.resolve()
+    finally:
+        emulator.stop()
 
 
 POOL = {

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import signal
@@ -14,18 +13,18 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from batch_emulator import admin, persistence, preemption, responses, storage, urls, versions
 from batch_emulator.auth import SharedKeyAuth
-from batch_emulator.devaccount import DEV_ACCOUNT_KEY, DEV_ACCOUNT_NAME
+from batch_emulator.config import EmulatorConfig, from_command_line
 from batch_emulator.errors import BatchError
 from batch_emulator.service import BatchService
-
-MAX_BODY_BYTES = 1_000_000  # what SDK 15 documents for a task collection; larger bodies get 413
 
 
 class StateError(RuntimeError):
@@ -35,72 +34,43 @@ class StateError(RuntimeError):
 class Emulator:
     """A running emulator: `with Emulator() as emu: BatchClient(emu.endpoint, emu.credential())`."""
 
-    def __init__(
-        self,
-        host: str = "127.0.0.1",
-        port: int = 0,
-        data_dir: Path | str | None = None,
-        account: str = DEV_ACCOUNT_NAME,
-        key: str = DEV_ACCOUNT_KEY,
-        boot_seconds: float = 0.2,
-        accept_bearer: bool = False,
-        max_body_bytes: int = MAX_BODY_BYTES,
-        preempt_rate: float = 0.0,
-        autoscale_min_interval: float | None = None,
-        autoscale_sample_seconds: float | None = None,
-        entra: bool = False,
-        shared_key: bool = True,
-        cert: Path | str | None = None,
-        cert_key: Path | str | None = None,
-        trust_ca: Path | str | None = None,
-    ) -> None:
-        """`entra`: check Entra ID bearer tokens' claims (tokens.py); `shared_key=False`: refuse Shared Key;
-        `cert` (+ `cert_key`, else the key is in `cert`): PEM files, served over HTTPS (TLS 1.2+);
-        `trust_ca`: a PEM file of CA certificates the nodes trust besides the system's for their blob transfers
-        (Azurite's over HTTPS): added to `storage.trust`'s process-wide trust, which stays after `stop()`."""
-        if not shared_key and not (entra or accept_bearer):
-            raise ValueError("shared_key=False needs entra=True (or accept_bearer=True): nothing could authenticate")
-        if trust_ca is not None:
-            storage.trust(trust_ca)  # first: a bad file (OSError, ssl.SSLError) leaves nothing open behind
-        self._tmp = None if data_dir else tempfile.TemporaryDirectory(prefix="batch-emulator-")
-        self.data_dir = Path(data_dir or self._tmp.name).resolve()
-        self.account, self.key = account, key
-        self.auth = SharedKeyAuth(account, key, accept_bearer, entra=entra, shared_key=shared_key)
+    def __init__(self, config: EmulatorConfig | None = None, /, **settings: Any) -> None:
+        """`Emulator(config)`, or `Emulator(**settings)` with EmulatorConfig's fields (replacing `config`'s).
+
+        `trust_ca` is added to `storage.trust`'s process-wide trust, which stays after `stop()`."""
+        self.config = config = replace(config, **settings) if config else EmulatorConfig(**settings)
+        if config.trust_ca is not None:
+            storage.trust(config.trust_ca)  # first: a bad file (OSError, ssl.SSLError) leaves nothing open behind
+        self._tmp = None if config.data_dir else tempfile.TemporaryDirectory(prefix="batch-emulator-")
+        self.data_dir = Path(config.data_dir or self._tmp.name).resolve()
+        self.account, self.key = config.account, config.key
+        self.auth = SharedKeyAuth(
+            config.account, config.key, config.accept_bearer, entra=config.entra, shared_key=config.shared_key
+        )
         self.counts: Counter[str] = Counter()
-        self.max_body_bytes = max_body_bytes
-        self.httpd = _Server((host, port), _Handler)
+        self.max_body_bytes = config.max_body_bytes
+        self.httpd = _listen(config)
         self.httpd.emulator = self
-        self.scheme = "https" if cert else "http"
-        if cert:
-            try:
-                context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-                context.minimum_version = ssl.TLSVersion.TLSv1_2
-                context.load_cert_chain(cert, cert_key)
-            except (OSError, ssl.SSLError):
-                self.httpd.server_close()
-                raise
-            # The handshake happens on the first read, in the request's thread: a stalled client cannot block accept().
-            self.httpd.socket = context.wrap_socket(self.httpd.socket, server_side=True, do_handshake_on_connect=False)
-        self.endpoint = f"{self.scheme}://{host}:{self.httpd.server_address[1]}"
-        autoscale = {}
-        if autoscale_min_interval is not None:  # seconds: below the service's 5 minutes, for tests
-            autoscale["autoscale_min_interval"] = timedelta(seconds=autoscale_min_interval)
-        if autoscale_sample_seconds is not None:
-            autoscale["autoscale_sample_seconds"] = autoscale_sample_seconds
-        self.service = BatchService(self.data_dir, account, self.endpoint + "/", boot_seconds, **autoscale)
-        self.preempter = preemption.RandomPreempter(self.service, preempt_rate)  # per spot node-minute
+        self.scheme = "https" if config.cert else "http"
+        self.endpoint = f"{self.scheme}://{config.host}:{self.httpd.server_address[1]}"
+        self.service = BatchService(
+            self.data_dir, config.account, self.endpoint + "/", config.boot_seconds, **_autoscale(config)
+        )
+        self.preempter = preemption.RandomPreempter(self.service, config.preempt_rate)  # per spot node-minute
         self._thread: threading.Thread | None = None
-        self._saver: persistence.Saver | None = None
-        if data_dir:  # a folder of the user's: the state lives there, across restarts
-            self.data_dir.mkdir(parents=True, exist_ok=True)
-            state = self.data_dir / persistence.STATE_FILE
-            try:
-                persistence.restore(self.service, state)
-            except (ValueError, KeyError, TypeError) as e:
-                self.httpd.server_close()
-                raise StateError(f"cannot read the saved state {state}: {e}; move it away to start empty") from None
-            self.service.resume()
-            self._saver = persistence.Saver(self.service, state)
+        self._saver = self._restore() if config.data_dir else None
+
+    def _restore(self) -> persistence.Saver:
+        """A data folder of the user's: the state lives there, across restarts."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        state = self.data_dir / persistence.STATE_FILE
+        try:
+            persistence.restore(self.service, state)
+        except (ValueError, KeyError, TypeError) as e:
+            self.httpd.server_close()
+            raise StateError(f"cannot read the saved state {state}: {e}; move it away to start empty") from None
+        self.service.resume()
+        return persistence.Saver(self.service, state)
 
     def credential(self):
         from azure.core.credentials import AzureNamedKeyCredential
@@ -189,6 +159,33 @@ class Emulator:
         return res
 
 
+def _listen(config: EmulatorConfig) -> _Server:
+    """The listening server, over TLS 1.2+ when the config has a certificate."""
+    httpd = _Server((config.host, config.port), _Handler)
+    if not config.cert:
+        return httpd
+    try:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.load_cert_chain(config.cert, config.cert_key)
+    except (OSError, ssl.SSLError):
+        httpd.server_close()
+        raise
+    # The handshake happens on the first read, in the request's thread: a stalled client cannot block accept().
+    httpd.socket = context.wrap_socket(httpd.socket, server_side=True, do_handshake_on_connect=False)
+    return httpd
+
+
+def _autoscale(config: EmulatorConfig) -> dict[str, Any]:
+    """The service's autoscale settings the config changes (seconds; the service keeps its own otherwise)."""
+    settings: dict[str, Any] = {}
+    if config.autoscale_min_interval is not None:
+        settings["autoscale_min_interval"] = timedelta(seconds=config.autoscale_min_interval)
+    if config.autoscale_sample_seconds is not None:
+        settings["autoscale_sample_seconds"] = config.autoscale_sample_seconds
+    return settings
+
+
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
@@ -240,103 +237,46 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="azure-batch-emulator", description="A local Azure Batch service.")
-    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1, loopback only)")
-    parser.add_argument("--port", type=int, default=10100, help="port (default 10100; 0 picks a free one)")
-    parser.add_argument(
-        "--data-dir",
-        type=Path,
-        help="where the state and the nodes' folders are kept, across restarts (default: a temporary folder)",
-    )
-    parser.add_argument("--account", default=DEV_ACCOUNT_NAME, help=f"account name (default {DEV_ACCOUNT_NAME})")
-    parser.add_argument("--key", default=DEV_ACCOUNT_KEY, help="account key, Base64 (default: the development key)")
-    parser.add_argument("--boot-seconds", type=float, default=0.2, help="how long a node takes to start (0.2)")
-    parser.add_argument("--accept-bearer", action="store_true", help="accept any bearer token, unchecked")
-    parser.add_argument(
-        "--entra",
-        action="store_true",
-        help="check Entra ID bearer tokens: audience, issuer, lifetime (not the signature)",
-    )
-    parser.add_argument(
-        "--no-shared-key",
-        action="store_true",
-        help="refuse Shared Key, as an account without SharedKey in allowedAuthenticationModes (needs --entra)",
-    )
-    parser.add_argument("--cert", type=Path, metavar="PEM", help="serve HTTPS with this certificate (chain)")
-    parser.add_argument(
-        "--cert-key", type=Path, metavar="PEM", help="the certificate's private key (default: inside --cert)"
-    )
-    parser.add_argument(
-        "--trust-ca",
-        type=Path,
-        metavar="PEM",
-        help="CA certificate(s) the nodes trust, besides the system's, when they download resource files and "
-        "upload output files: e.g. Azurite's development certificate",
-    )
-    parser.add_argument(
-        "--preempt-rate",
-        type=float,
-        default=0.0,
-        help="pre-empt spot nodes at random, this many times per node-minute on average (default 0: never)",
-    )
-    parser.add_argument(
-        "--autoscale-interval-min",
-        type=float,
-        metavar="SECONDS",
-        help="the shortest autoScaleEvaluationInterval accepted (default 300, the service's)",
-    )
-    parser.add_argument(
-        "--autoscale-sample-seconds",
-        type=float,
-        metavar="SECONDS",
-        help="how often an autoscale pool's metrics are sampled (default 30, the service's)",
-    )
-    args = parser.parse_args(argv)
-    if args.no_shared_key and not (args.entra or args.accept_bearer):
-        parser.error("--no-shared-key needs --entra (or --accept-bearer): nothing could authenticate")
-    if args.cert_key and not args.cert:
-        parser.error("--cert-key needs --cert")
-    if args.trust_ca:  # trusted here, not by Emulator(trust_ca=): a bad file is a usage error, told apart from --cert's
-        try:
-            storage.trust(args.trust_ca)
-        except ssl.SSLError as e:  # read, but no usable certificate in it
-            print(f"azure-batch-emulator: --trust-ca {args.trust_ca}: not a PEM CA certificate ({e})", file=sys.stderr)
+    config = from_command_line(argv)
+    if config.trust_ca:
+        # Trusted here, not by Emulator(): a bad file is a usage error, told apart from --cert's.
+        if problem := _trust(config.trust_ca):
+            print(f"azure-batch-emulator: {problem}", file=sys.stderr)
             return 2
-        except OSError as e:
-            print(f"azure-batch-emulator: cannot read --trust-ca {args.trust_ca}: {e.strerror or e}", file=sys.stderr)
-            return 2
+        config = replace(config, trust_ca=None)
     try:
-        emulator = Emulator(
-            args.host,
-            args.port,
-            args.data_dir,
-            args.account,
-            args.key,
-            args.boot_seconds,
-            args.accept_bearer,
-            preempt_rate=args.preempt_rate,
-            autoscale_min_interval=args.autoscale_interval_min,
-            autoscale_sample_seconds=args.autoscale_sample_seconds,
-            entra=args.entra,
-            shared_key=not args.no_shared_key,
-            cert=args.cert,
-            cert_key=args.cert_key,
-        )
-    except ssl.SSLError as e:
-        print(f"azure-batch-emulator: cannot use the certificate {args.cert}: {e}", file=sys.stderr)
+        emulator = Emulator(config)
+    except (OSError, StateError) as e:  # ssl.SSLError is an OSError
+        print(f"azure-batch-emulator: {_start_failure(config, e)}", file=sys.stderr)
         return 1
+    _serve(emulator)
+    # Node threads may still sit in a network read; their processes are dead, so they must not delay the exit.
+    os._exit(0)
+
+
+def _trust(ca_file: Path | str) -> str | None:
+    """Why the nodes cannot trust --trust-ca's certificates, or None once they do."""
+    try:
+        storage.trust(ca_file)
+    except ssl.SSLError as e:  # read, but no usable certificate in it
+        return f"--trust-ca {ca_file}: not a PEM CA certificate ({e})"
     except OSError as e:
-        if args.cert and e.filename:
-            print(f"azure-batch-emulator: cannot read {e.filename}: {e.strerror or e}", file=sys.stderr)
-            return 1
-        print(
-            f"azure-batch-emulator: cannot listen on {args.host}:{args.port}: {e.strerror or e}",
-            file=sys.stderr,
-        )
-        return 1
-    except StateError as e:
-        print(f"azure-batch-emulator: {e}", file=sys.stderr)
-        return 1
+        return f"cannot read --trust-ca {ca_file}: {e.strerror or e}"
+    return None
+
+
+def _start_failure(config: EmulatorConfig, error: OSError | StateError) -> str:
+    if isinstance(error, ssl.SSLError):
+        return f"cannot use the certificate {config.cert}: {error}"
+    if isinstance(error, StateError):
+        return str(error)
+    if config.cert and error.filename:
+        return f"cannot read {error.filename}: {error.strerror or error}"
+    return f"cannot listen on {config.host}:{config.port}: {error.strerror or error}"
+
+
+def _serve(emulator: Emulator) -> None:
+    """Serves until SIGINT or SIGTERM, then stops within a few seconds; a second signal exits at once."""
     signals: list[int] = []
 
     def on_signal(signum: int, _frame: object) -> None:
@@ -361,5 +301,3 @@ def main(argv: list[str] | None = None) -> int:
         time.sleep(0.1)
     emulator.stop(timeout=5)
     print("Azure Batch emulator stopped", flush=True)
-    # Node threads may still sit in a network read; their processes are dead, so they must not delay the exit.
-    os._exit(0)
