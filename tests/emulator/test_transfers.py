@@ -197,7 +197,7 @@ def test_other_failures_are_not_retried(client: BatchClient, uid: str, blobs: Fl
 def test_failing_forever_ends_after_the_retry_budget(
     client: BatchClient, uid: str, blobs: FlakyBlobs, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(storage, "RETRY_BUDGET", 1.5)
+    monkeypatch.setattr(storage, "RETRY_BUDGET_SECONDS", 1.5)
     blobs.blobs["/c/cut.txt"] = b"0123456789" * 100
     blobs.always.update({"GET /c/down.txt": "503", "GET /c/cut.txt": "cut", "GET /c": "drop", "PUT /out/x.txt": "503"})
     make_pool(client, uid, nodes=1, slots=4)
@@ -212,7 +212,7 @@ def test_failing_forever_ends_after_the_retry_budget(
         "up": ("failure", "FileUploadMiscError"),
     }
     for info in infos.values():  # it kept trying for the whole budget (that it then stopped: it completed)
-        assert (info.end_time - info.start_time).total_seconds() >= storage.RETRY_BUDGET - 0.1
+        assert (info.end_time - info.start_time).total_seconds() >= storage.RETRY_BUDGET_SECONDS - 0.1
     assert min(blobs.seen[k] for k in ("GET /c/down.txt", "GET /c/cut.txt", "GET /c", "PUT /out/x.txt")) >= 2
     assert not [n for n in files_of(client, uid, "cut") if n.startswith("wd/")]  # no partial file, complete or not
 

@@ -2,7 +2,7 @@
 
 Like the Batch node agent, every transfer is retried after a transient failure (5xx, 408, 429, a
 refused, reset or dropped connection, a cut-short body, a timeout), with capped exponential back-off
-and full jitter, for at most RETRY_BUDGET seconds; any other failure (403, 404, 409, an untrusted
+and full jitter, for at most RETRY_BUDGET_SECONDS; any other failure (403, 404, 409, an untrusted
 certificate, ...) stands at once.
 
 HTTPS servers are verified against the system's CAs and those `trust` added (Azurite's development
@@ -25,13 +25,16 @@ from pathlib import Path
 from typing import TypeVar
 from urllib.parse import quote, urlencode, urlsplit, urlunsplit
 
-T = TypeVar("T")
-
+# The node agent's retry budget (README, "Retries"): every attempt of one transfer (a download, a page of
+# a blob listing, an upload) within this many seconds of the first; then the last failure stands. Read at
+# each transfer, so that tests can lower it.
+RETRY_BUDGET_SECONDS = 60.0
+RETRY_FIRST_SECONDS = 0.2  # the first back-off, doubling with each attempt ...
+RETRY_CAP_SECONDS = 5.0  # ... up to this; a random wait up to the back-off (full jitter)
+RETRY_AFTER_CAP_SECONDS = 30.0  # the longest Retry-After a server gets honoured
 TIMEOUT = 60  # seconds one connect or read may take
-RETRY_FIRST = 0.2  # seconds: the first back-off, doubling with each attempt ...
-RETRY_CAP = 5.0  # ... up to this
-RETRY_AFTER_CAP = 30.0  # the longest Retry-After a server gets honoured
-RETRY_BUDGET = 60.0  # seconds all attempts of one transfer may take; read at each call, so tests can lower it
+
+T = TypeVar("T")
 _POLL = 0.05  # how often a back-off looks whether its transfer was cancelled
 _tls = ssl.create_default_context()  # every transfer's: the system's CAs, and those `trust` added
 
@@ -70,12 +73,12 @@ def timed_out(error: BaseException) -> bool:
 
 
 def with_retries(fn: Callable[[], T], cancelled: Callable[[], bool] = lambda: False) -> T:
-    """`fn()`, tried again after transient failures until it works, RETRY_BUDGET s pass or `cancelled()`.
+    """`fn()`, tried again after transient failures until it works, RETRY_BUDGET_SECONDS pass or `cancelled()`.
 
     The failure that stands is raised, always as an OSError (http.client's errors are not all one), so
     callers map it to a failureInfo with one `except OSError`.
     """
-    deadline = time.monotonic() + RETRY_BUDGET
+    deadline = time.monotonic() + RETRY_BUDGET_SECONDS
     attempt = 0
     while True:
         try:
@@ -86,7 +89,7 @@ def with_retries(fn: Callable[[], T], cancelled: Callable[[], bool] = lambda: Fa
         if isinstance(error, urllib.error.HTTPError):
             error.close()  # its connection; the status and headers stay readable
         if delay is None:
-            delay = random.uniform(0, min(RETRY_CAP, RETRY_FIRST * 2 ** min(attempt, 16)))
+            delay = random.uniform(0, min(RETRY_CAP_SECONDS, RETRY_FIRST_SECONDS * 2 ** min(attempt, 16)))
         attempt += 1
         left = deadline - time.monotonic()  # the last attempt comes at the deadline, not before it
         if not transient(error) or left <= 0 or not _sleep(min(delay, left), cancelled):
@@ -99,7 +102,7 @@ def _retry_after(error: BaseException) -> float | None:
     if not isinstance(error, urllib.error.HTTPError) or error.headers is None:
         return None
     try:
-        return min(max(0.0, float(error.headers.get("Retry-After") or "")), RETRY_AFTER_CAP)
+        return min(max(0.0, float(error.headers.get("Retry-After") or "")), RETRY_AFTER_CAP_SECONDS)
     except ValueError:  # absent, or an HTTP date: the usual back-off applies
         return None
 
