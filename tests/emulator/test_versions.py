@@ -18,7 +18,7 @@ import pytest
 from azure.batch import BatchClient
 from azure.batch import models as m
 from azure.batch._configuration import BatchClientConfiguration
-from batch_emulator import validation, versions, wire
+from batch_emulator import fields, versions, wire
 from batch_emulator.auth import sign, string_to_sign
 from batch_emulator.errors import BatchError
 from batch_emulator.server import Emulator
@@ -143,7 +143,7 @@ def test_resize_and_priority_strings_are_validated_after_reading(emulator: Emula
 )
 def test_durations_as_the_service_reads_them(text: str, stored: str, length: timedelta) -> None:
     body = {"maxWallClockTime": text}
-    assert validation.duration(body, "maxWallClockTime") == length
+    assert fields.duration(body, "maxWallClockTime") == length
     assert body["maxWallClockTime"] == stored
 
 
@@ -151,7 +151,7 @@ def test_durations_as_the_service_reads_them(text: str, stored: str, length: tim
                                               ("P1.5Y", "ISO"), (3600, "ISO"), ("PT0S", "positive")])  # fmt: skip
 def test_bad_durations_are_refused(text: object, reason: str) -> None:
     with pytest.raises(BatchError) as e:
-        validation.duration({"maxWallClockTime": text}, "maxWallClockTime")
+        fields.duration({"maxWallClockTime": text}, "maxWallClockTime")
     assert e.value.code == "InvalidPropertyValue" and reason in e.value.message
 
 

@@ -9,7 +9,7 @@ import traceback
 from collections import Counter
 from datetime import timedelta
 
-from batch_emulator import formula, validation, wire
+from batch_emulator import fields, formula, validation, wire
 from batch_emulator.errors import BatchError
 from batch_emulator.models import Pool, View
 from batch_emulator.service.state import ServiceState
@@ -23,7 +23,7 @@ class AutoscaleOps(ServiceState):
             pool = self.active_pool(pool_id)
             spec = {**pool.spec, "enableAutoScale": True}
             if not pool.spec.get("enableAutoScale"):
-                validation.require(body, "autoScaleFormula")
+                fields.require(body, "autoScaleFormula")
                 if pool.allocation_state != "steady":
                     raise BatchError(409, "PoolBeingResized", "The pool is being resized.", PoolId=pool.id)
                 spec.pop("autoScaleEvaluationInterval", None)
@@ -48,7 +48,7 @@ class AutoscaleOps(ServiceState):
 
     def evaluate_autoscale(self, pool_id: str, body: dict) -> dict:
         """An AutoScaleRun of the formula on the pool as it is now, not applied; a bad formula is the run's error."""
-        text = validation.require(body, "autoScaleFormula")
+        text = fields.require(body, "autoScaleFormula")
         with self.lock:
             pool = self.active_pool(pool_id)
             if not pool.spec.get("enableAutoScale"):
@@ -70,7 +70,7 @@ class AutoscaleOps(ServiceState):
         period = timedelta(seconds=self.autoscale_sample_seconds)
         scaler = self._scalers.setdefault(pool, formula.Schedule(formula.History(period)))
         now = time.monotonic()
-        scaler.interval = validation.duration(pool.spec, "autoScaleEvaluationInterval").total_seconds()
+        scaler.interval = fields.duration(pool.spec, "autoScaleEvaluationInterval").total_seconds()
         scaler.next_eval = now + scaler.interval
         if not scaler.history.samples:
             scaler.history.add(wire.now(), self._pool_metrics(pool))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import shutil
 
-from batch_emulator import validation, wire
+from batch_emulator import fields, validation, wire
 from batch_emulator.errors import BatchError, being_deleted, invalid, not_found
 from batch_emulator.models import Job, View
 from batch_emulator.service.state import ServiceState, ensure_new
@@ -33,7 +33,7 @@ class JobOps(ServiceState):
             ensure_new(self.jobs, "Job", body["id"])
             job = Job(body["id"], body, "active", pool_id=body["poolInfo"]["poolId"])
             self.jobs[job.id.lower()] = job
-            limit = validation.duration(body.get("constraints") or {}, "maxWallClockTime")
+            limit = fields.duration(body.get("constraints") or {}, "maxWallClockTime")
             if limit < wire.INFINITE:
                 self.later(limit.total_seconds(), self._deadline, job)
             self.check_all_complete(job)
@@ -57,7 +57,7 @@ class JobOps(ServiceState):
         """PATCH: replaces only the properties given."""
         validation.job_update(body)
         if refused := set(body) - UPDATABLE:
-            raise validation.unsupported(sorted(refused)[0])
+            raise fields.unsupported(sorted(refused)[0])
         with self.lock:
             job = self.active_job(job_id)
             if body.get("poolInfo", {}).get("poolId") not in (None, job.pool_id):
@@ -142,7 +142,7 @@ class JobOps(ServiceState):
                 for task in sorted(job.tasks.values(), key=lambda t: t.created):
                     if task.state == "active":
                         self.queue(task)
-                limit = validation.duration(job.spec.get("constraints") or {}, "maxWallClockTime")
+                limit = fields.duration(job.spec.get("constraints") or {}, "maxWallClockTime")
                 if job.state == "active" and limit < wire.INFINITE:
                     self.later((job.created + limit - wire.now()).total_seconds(), self._deadline, job)
                 self.check_all_complete(job)

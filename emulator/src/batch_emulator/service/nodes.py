@@ -11,7 +11,7 @@ import shutil
 import zlib
 from pathlib import Path
 
-from batch_emulator import validation, wire
+from batch_emulator import fields, wire
 from batch_emulator.errors import not_found
 from batch_emulator.models import Node, Pool, View
 from batch_emulator.service.state import ServiceState
@@ -117,7 +117,7 @@ class NodeOps(ServiceState):
     def _run_start_task(self, node: Node, start: dict, wait: bool) -> None:
         """Runs in a node thread: the start task's attempts, each outside the lock."""
         task_dir = node.root / "startup"
-        settings = {**validation.environment(start, "environmentSettings"), **self.node_env(node)}
+        settings = {**fields.environment(start, "environmentSettings"), **self.node_env(node)}
         retries, attempt = start.get("maxTaskRetryCount") or 0, 0
         while True:
             run = TaskRun(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import shutil
 
-from batch_emulator import formula, validation, wire
+from batch_emulator import fields, formula, validation, wire
 from batch_emulator.errors import BatchError, being_deleted, not_found
 from batch_emulator.models import Node, Pool, View
 from batch_emulator.service.state import ServiceState, ensure_new
@@ -57,10 +57,10 @@ class PoolOps(ServiceState):
             "targetDedicatedNodes": body.get("targetDedicatedNodes", 0),
             "targetLowPriorityNodes": body.get("targetLowPriorityNodes", 0),
         }
-        validation.integer(spec, "targetDedicatedNodes", 0, 100, 0)
-        validation.integer(spec, "targetLowPriorityNodes", 0, 100, 0)
-        validation.duration(body, "resizeTimeout")
-        deallocation = validation.choice(body, "nodeDeallocationOption", set(formula.DEALLOCATION), "requeue")
+        fields.integer(spec, "targetDedicatedNodes", 0, 100, 0)
+        fields.integer(spec, "targetLowPriorityNodes", 0, 100, 0)
+        fields.duration(body, "resizeTimeout")
+        deallocation = fields.choice(body, "nodeDeallocationOption", set(formula.DEALLOCATION), "requeue")
         with self.lock:
             pool = self.active_pool(pool_id)
             if pool.spec.get("enableAutoScale"):

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import time
 
-from batch_emulator import validation, wire
+from batch_emulator import fields, wire
 from batch_emulator.models import Node, Task
 from batch_emulator.service.state import ServiceState
 from batch_emulator.taskrun import Outcome, TaskRun, environment, failure
@@ -61,8 +61,8 @@ class Scheduler(ServiceState):
             **self.node_env(node),
             "AZ_BATCH_JOB_ID": job.id,
             "AZ_BATCH_TASK_ID": task.id,
-            **validation.environment(job.spec, "commonEnvironmentSettings"),
-            **validation.environment(task.spec, "environmentSettings"),
+            **fields.environment(job.spec, "commonEnvironmentSettings"),
+            **fields.environment(task.spec, "environmentSettings"),
         }
         task.run = TaskRun(
             task.spec["commandLine"],

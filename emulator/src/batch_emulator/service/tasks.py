@@ -7,7 +7,7 @@ from collections import Counter
 from pathlib import Path
 
 from batch_emulator import validation, wire
-from batch_emulator.errors import BatchError, exists, invalid, not_found
+from batch_emulator.errors import BatchError, exists, invalid, missing, not_found
 from batch_emulator.models import Job, Task, View
 from batch_emulator.service.state import ServiceState
 from batch_emulator.taskrun import Outcome
@@ -28,7 +28,7 @@ class TaskOps(ServiceState):
     def add_tasks(self, job_id: str, bodies: list) -> list[dict]:
         """Add task collection: one result per task, success or clienterror (contract 3.5)."""
         if not isinstance(bodies, list) or not bodies:
-            raise validation.missing("value")
+            raise missing("value")
         if len(bodies) > MAX_TASKS_PER_COLLECTION:
             raise invalid("value", len(bodies), f"A collection holds at most {MAX_TASKS_PER_COLLECTION} tasks.")
         with self.lock:
