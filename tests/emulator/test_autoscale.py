@@ -1,4 +1,4 @@
-"""Autoscale: the formula language (formula.py alone) and pools scaling through the official SDK 15."""
+"""Autoscale: the formula language (the formula package alone) and pools scaling through the official SDK 15."""
 
 from __future__ import annotations
 

@@ -6,7 +6,7 @@ One backend, `BatchService`, composed of a part per resource, as moto composes i
     state.py      the shared state and its one lock (pools, jobs, counters), persistence's hook
     pools.py      pools: create, update, resize, delete; allocation
     nodes.py      nodes: boot and start task, leaving the pool (reclaim), node counts
-    autoscale.py  the autoscale loop: samples, periodic evaluation (formula.py), resizes
+    autoscale.py  the autoscale loop: samples, periodic evaluation (formula/), resizes
     jobs.py       jobs: create, update, terminate, delete, time limits
     tasks.py      tasks: add, dependencies, delete, terminate, reactivate, counts
     scheduler.py  ready tasks onto free node slots, outcomes, exit conditions

@@ -1,4 +1,4 @@
-"""Autoscale as the service runs it: formula.py evaluates; this samples each autoscale pool's metrics,
+"""Autoscale as the service runs it: the formula package evaluates; this samples each autoscale pool's metrics,
 evaluates its formula every autoScaleEvaluationInterval and resizes the pool to the targets it sets."""
 
 from __future__ import annotations
