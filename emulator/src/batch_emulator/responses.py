@@ -6,13 +6,11 @@ Handlers take (service, request, *path ids) and return a Response. No state live
 from __future__ import annotations
 
 import json
-import mimetypes
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import quote, urlencode
 
-from batch_emulator import odata, wire
+from batch_emulator import files, odata, wire
 from batch_emulator.errors import BatchError
 from batch_emulator.models import View
 from batch_emulator.service import BatchService
@@ -160,7 +158,7 @@ def get_node(svc: BatchService, req: Request, pool_id: str, node_id: str) -> Res
 def list_node_files(svc: BatchService, req: Request, pool_id: str, node_id: str) -> Response:
     root, path = svc.node_folder(pool_id, node_id)
     url = f"{req.base_url}{path}/files"
-    return page(req, _file_entries(root, url, req.query.get("recursive") == "true"), "files")
+    return page(req, files.entries(root, url, req.query.get("recursive") == "true"), "files")
 
 
 def get_node_file(svc: BatchService, req: Request, pool_id: str, node_id: str, path: str) -> Response:
@@ -236,96 +234,37 @@ def reactivate_task(svc: BatchService, req: Request, job_id: str, task_id: str) 
 
 def list_task_files(svc: BatchService, req: Request, job_id: str, task_id: str) -> Response:
     root, path = svc.task_folder(job_id, task_id)
-    entries = _file_entries(root, f"{req.base_url}{path}/files", req.query.get("recursive") == "true") if root else []
+    entries = files.entries(root, f"{req.base_url}{path}/files", req.query.get("recursive") == "true") if root else []
     return page(req, entries, "files")
 
 
 def get_task_file(svc: BatchService, req: Request, job_id: str, task_id: str, path: str) -> Response:
     root, task_path = svc.task_folder(job_id, task_id)
     if root is None:
-        raise _file_not_found(path)
+        raise files.not_found(path)
     return _file(req, root, path, f"{req.base_url}{task_path}/files")
 
 
 def delete_task_file(svc: BatchService, req: Request, job_id: str, task_id: str, path: str) -> Response:
     root, _ = svc.task_folder(job_id, task_id)
-    target = _inside(root, path) if root else None
+    target = files.inside(root, path) if root else None
     if target is None or not target.is_file():
-        raise _file_not_found(path)
+        raise files.not_found(path)
     target.unlink()
     return Response(200)
 
 
-# ---- files ---------------------------------------------------------------------------------------
-
-
-def _file_not_found(path: str) -> BatchError:
-    return BatchError(404, "FileNotFound", "The specified file does not exist.", FilePath=path)
-
-
-def _inside(root: Path, path: str) -> Path | None:
-    target = (root / path).resolve()
-    return target if target.is_relative_to(root.resolve()) else None
-
-
-def _file_entries(root: Path, url: str, recursive: bool) -> list[dict]:
-    if not root.is_dir():
-        return []
-    paths = sorted(root.rglob("*")) if recursive else sorted(root.iterdir())
-    entries = []
-    for p in paths:
-        name = p.relative_to(root).as_posix()
-        entry: dict = {"name": name, "url": f"{url}/{quote(name, safe='')}", "isDirectory": p.is_dir()}
-        if not p.is_dir():
-            stat = p.stat()
-            entry["properties"] = {
-                "creationTime": wire.rfc3339(datetime.fromtimestamp(stat.st_ctime, UTC)),
-                "lastModified": wire.rfc3339(datetime.fromtimestamp(stat.st_mtime, UTC)),
-                "contentLength": str(stat.st_size), "contentType": _content_type(p),
-                "fileMode": f"0{stat.st_mode:o}",
-            }  # fmt: skip
-        entries.append(entry)
-    return entries
-
-
-def _content_type(path: Path) -> str:
-    return mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-
-
 def _file(req: Request, root: Path, path: str, url: str) -> Response:
-    target = _inside(root, path)
+    """A file's GET (its bytes, or a range of them) or HEAD (its properties)."""
+    target = files.inside(root, path)
     if target is None or not target.exists():
-        raise _file_not_found(path)
+        raise files.not_found(path)
     stat = target.stat()
-    headers = {
-        "Last-Modified": wire.rfc1123(datetime.fromtimestamp(stat.st_mtime, UTC)),
-        "ocp-creation-time": wire.rfc1123(datetime.fromtimestamp(stat.st_ctime, UTC)),
-        "ocp-batch-file-isdirectory": str(target.is_dir()).lower(),
-        "ocp-batch-file-mode": f"0{stat.st_mode:o}",
-        "ocp-batch-file-url": f"{url}/{quote(path, safe='')}",
-        "Content-Type": "application/octet-stream",
-    }  # fmt: skip
+    headers = files.headers(target, stat, f"{url}/{quote(path, safe='')}")
     if target.is_dir():
         return Response(200, b"", headers)
-    start, end = _range(req.headers.get("ocp-range"), stat.st_size)
+    start, end = files.byte_range(req.headers.get("ocp-range"), stat.st_size)
     if req.method == "HEAD":
         headers["Content-Length"] = str(stat.st_size)
         return Response(200, None, headers)
-    with open(target, "rb") as f:
-        f.seek(start)
-        data = f.read(max(0, end - start))
-    return Response(200, data, headers)  # the SDKs accept only 200, also for ranges
-
-
-def _range(header: str | None, size: int) -> tuple[int, int]:
-    if not header:
-        return 0, size
-    try:
-        first, last = header.removeprefix("bytes=").split("-")
-        start = int(first) if first else max(0, size - int(last))
-        end = min(size, int(last) + 1) if first and last else size
-    except ValueError:
-        start, end = -1, -1
-    if not 0 <= start <= end:
-        raise BatchError(416, "InvalidRange", f"The range {header!r} is not satisfiable.")
-    return start, end
+    return Response(200, files.read(target, start, end), headers)  # the SDKs accept only 200, also for ranges
