@@ -1,6 +1,7 @@
 """HTTP in and out: turns requests into service calls and answers as the Batch service does.
 
-Handlers take (service, request, *path ids) and return a Response. No state lives here.
+Handlers take (service, request, *path ids) and return a Response. No state lives here, and no handler
+takes the service's lock: the service's methods answer `View`s and JSON they made under it.
 """
 
 from __future__ import annotations

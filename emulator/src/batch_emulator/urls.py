@@ -1,4 +1,7 @@
-"""Routing: (method, path pattern) -> handler and operation name (contract 3.1)."""
+"""Routing: (method, path pattern) -> handler and operation name (contract 3.1).
+
+The emulator's own routes (/_emulator/*) have a table of the same shape in admin.py.
+"""
 
 from __future__ import annotations
 
