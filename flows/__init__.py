@@ -1,7 +1,7 @@
 """The topn flow and the `topn` command.
 
-Importing this package turns Prefect telemetry off for everything it starts (shared/spec/local-stack.md),
-unless the user chose otherwise; it must happen before Prefect is imported.
+Importing this package turns Prefect telemetry off for everything it starts (docs/local-stack.md: Prefect
+telemetry), unless the user chose otherwise; it must happen before Prefect is imported.
 """
 
 import os

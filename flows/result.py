@@ -9,7 +9,7 @@ from pydantic import BaseModel
 
 
 class FileResult(BaseModel):
-    """One input file, as its count task reported it (shared/spec/taskapp.md)."""
+    """One input file, as its count task reported it (docs/taskapp.md: `count` output)."""
 
     name: str
     task_id: str

@@ -13,7 +13,7 @@ from enum import StrEnum
 from urllib.parse import parse_qs, urlsplit
 
 from azure.batch import models as m
-from azure.batch.models._models import BatchJobTerminateOptions  # not exported by SDK 15 (wire contract 0.5)
+from azure.batch.models._models import BatchJobTerminateOptions  # not exported by SDK 15 (docs/batch-wire.md 0.5)
 from azure.core.exceptions import (
     ResourceExistsError,
     ResourceNotFoundError,

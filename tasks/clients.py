@@ -82,7 +82,7 @@ class StorageRetry(ExponentialRetry):
 # Azurite takes 69-86 MB/s whatever the block size (8-64 MiB; 4 MiB in ./dev bench scale), so small blocks cost nothing.
 SINGLE_PUT_BYTES = 4 << 20
 
-# azure-storage-blob 12.31 speaks a newer service version than Azurite accepts (shared/spec/local-stack.md).
+# azure-storage-blob 12.31 speaks a newer service version than Azurite accepts (docs/local-stack.md: API version).
 AZURITE_API_VERSION = "2025-11-05"
 
 

@@ -26,7 +26,7 @@ from tasks.naming import named
 from tasks.policy import STORAGE_TASK
 from tasks.settings import BatchSettings
 
-# Azurite answers small requests fastest with 16-32 in flight (shared/spec/local-stack.md); Azure Storage
+# Azurite answers small requests fastest with 16-32 in flight (docs/local-stack.md: Upload rate); Azure Storage
 # takes far more. A large file sends BLOCK_CONCURRENCY blocks at once, within the same connections.
 CONNECTIONS = 32
 FILE_CONCURRENCY = 16

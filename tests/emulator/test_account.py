@@ -152,7 +152,7 @@ def test_what_the_emulator_never_holds(client: BatchClient, uid: str) -> None:
         client.get_job_schedule(uid)
     assert e.value.error.code == "JobScheduleNotFound"
     with pytest.raises(ResourceNotFoundError):
-        client.job_schedule_exists(uid)  # SDK 15 raises on the 404 (contract 0.4)
+        client.job_schedule_exists(uid)  # SDK 15 raises on the 404 (docs/batch-wire.md 0.4)
     with pytest.raises(ResourceNotFoundError) as e:
         list(client.list_jobs_from_schedule(uid))
     assert e.value.error.code == "JobScheduleNotFound"

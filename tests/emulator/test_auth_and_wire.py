@@ -1,4 +1,4 @@
-"""Shared Key against the contract's golden vectors (4.3) and the request time, durations, $filter;
+"""Shared Key against the golden vectors of docs/batch-wire.md 4.3 and the request time, durations, $filter;
 the date check and the stats reset through SDK 15 and plain HTTP."""
 
 from __future__ import annotations

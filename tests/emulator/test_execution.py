@@ -237,7 +237,7 @@ def test_terminating_a_job_kills_its_processes(client: BatchClient, job: str, tm
     wait_for(lambda: pid_file.exists() and pid_file.read_text().strip(), what="the task to start")
     from azure.batch.models._models import BatchJobTerminateOptions
 
-    # SDK 15 cannot send an empty terminate body (contract 0.5): a reason is needed.
+    # SDK 15 cannot send an empty terminate body (docs/batch-wire.md 0.5): a reason is needed.
     client.begin_terminate_job(job, BatchJobTerminateOptions(termination_reason="Stop"), polling_interval=0.05).result()
     wait_for(lambda: not _alive(int(pid_file.read_text())), timeout=5, what="the task process to die")
     assert client.get_job(job).execution_info.termination_reason == "Stop"

@@ -20,7 +20,7 @@ def test_create_get_exists_list(client: BatchClient, uid: str) -> None:
     assert pool.virtual_machine_configuration.node_agent_sku_id == "batch.node.ubuntu 24.04"
     assert pool.metadata[0].value == "tests" and pool.etag and pool.last_modified
     assert client.pool_exists(uid) is True
-    with pytest.raises(ResourceNotFoundError):  # SDK 15 raises on 404 here (contract 0.4)
+    with pytest.raises(ResourceNotFoundError):  # SDK 15 raises on 404 here (docs/batch-wire.md 0.4)
         client.pool_exists(uid + "-missing")
     assert uid in [p.id for p in client.list_pools()]
     assert [p.id for p in client.list_pools(filter=f"id eq '{uid}'", select=["id", "state"])] == [uid]

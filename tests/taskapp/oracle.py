@@ -1,4 +1,4 @@
-"""An independent, deliberately naive transcription of shared/spec/wordcount.md: whole input in
+"""An independent, deliberately naive transcription of docs/word-rules.md: whole input in
 memory, line by line. The task application's streaming counter must agree with it on any bytes."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The command line of shared/spec/taskapp.md: outputs, exit statuses, one-line errors, no leftovers."""
+"""The command line of docs/taskapp.md: outputs, exit statuses, one-line errors, no leftovers."""
 
 from __future__ import annotations
 

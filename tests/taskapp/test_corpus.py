@@ -1,4 +1,4 @@
-"""The corpus figures of shared/spec/wordcount.md section 5, through the real command line."""
+"""The corpus figures of docs/word-rules.md section 5, through the real command line."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Packed tasks and merge trees (taskapp/README.md): `count-many`, part files, `merge` of parts and folders.
+"""Packed tasks and merge trees (docs/taskapp.md): `count-many`, part files, `merge` of parts and folders.
 
 Most runs are in-process through `main([...])`: the same code as the command line, without a process each."""
 

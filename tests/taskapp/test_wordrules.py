@@ -1,4 +1,4 @@
-"""The word rules of shared/spec/wordcount.md sections 1-3, on the streaming counter."""
+"""The word rules of docs/word-rules.md sections 1-3, on the streaming counter."""
 
 from __future__ import annotations
 

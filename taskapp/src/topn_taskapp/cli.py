@@ -1,5 +1,5 @@
-"""The command line of shared/spec/taskapp.md (`count`, `merge`) and of the packed workload (`count-many`,
-`merge` of part files and folders): see taskapp/README.md."""
+"""The command line of docs/taskapp.md: `count`, `merge` and the packed workload's `count-many`, `merge` of
+part files and folders, `--part`, `--edit`/`--drop`."""
 
 from __future__ import annotations
 
@@ -105,7 +105,7 @@ def _command(name: str) -> Callable[[argparse.Namespace], None]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Runs the command line; returns the exit status of shared/spec/taskapp.md."""
+    """Runs the command line; returns its exit status (docs/taskapp.md: Exit status)."""
     try:
         args = _parser().parse_args(argv)
         _command(args.command)(args)

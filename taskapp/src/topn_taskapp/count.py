@@ -81,7 +81,7 @@ def _count(stream: BinaryIO, path: Path, label: str, jobs: int, split_bytes: int
 
 
 def _row(name: str, result: FileCount, top: list[tuple[str, int]]) -> dict:
-    """A file's result as `count` writes it (shared/spec/taskapp.md)."""
+    """A file's result as `count` writes it (docs/taskapp.md: `count` output)."""
     return {
         "file": name,
         "bytes": result.size,

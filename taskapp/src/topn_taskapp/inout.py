@@ -1,4 +1,4 @@
-"""Opening inputs and outputs with one-line failures that name the file (shared/spec/taskapp.md)."""
+"""Opening inputs and outputs with one-line failures that name the file (docs/taskapp.md: Exit status)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Counting one large input in several processes, over byte ranges that start and end at line boundaries.
 
-Nothing spans a line break (shared/spec/wordcount.md), so the counts of whole-line ranges add up to the
+Nothing spans a line break (docs/word-rules.md 2), so the counts of whole-line ranges add up to the
 count of the file. Each range is counted by `count_stream`, the one counting code path; only the first
 range starts the file, so only it may drop a BOM. Whether the file is binary is decided here, on the file's
 start, before any split: a binary file is left to the sequential path, which skips it whole.

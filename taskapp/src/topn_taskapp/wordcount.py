@@ -1,4 +1,4 @@
-"""Counting words exactly as shared/spec/wordcount.md defines them, over a stream in bounded memory.
+"""Counting words exactly as docs/word-rules.md defines them, over a stream in bounded memory.
 
 The hot path never decodes text: it cuts UTF-8 lines into tokens at ASCII separators (on bytes, in
 C) and counts the raw tokens. Words are derived once per *distinct* token at the end. This is exact
@@ -33,12 +33,12 @@ _TOKEN_TABLE = bytes(c + 32 if 65 <= c <= 90 else c if c in _KEEP or c >= 0x80 e
 
 
 def normalise(text: str) -> str:
-    """NFC, then case-fold, then U+2019 as the ASCII apostrophe (spec 1.4)."""
+    """NFC, then case-fold, then U+2019 as the ASCII apostrophe (docs/word-rules.md 1.4)."""
     return unicodedata.normalize("NFC", text).casefold().replace("\u2019", "'")
 
 
 def top_n(counts: Counter[str], n: int) -> list[tuple[str, int]]:
-    """The n most frequent words, ties broken by the word in code-point order (spec 3)."""
+    """The n most frequent words, ties broken by the word in code-point order (docs/word-rules.md 3)."""
     return heapq.nsmallest(n, counts.items(), key=lambda kv: (-kv[1], kv[0]))
 
 
@@ -116,10 +116,10 @@ def _first_invalid_utf8(data: bytes, pos: int) -> int:
 def count_stream(
     stream: BinaryIO, read_size: int = READ_SIZE, long_line: int = LONG_LINE_BYTES, *, file_start: bool = True
 ) -> FileCount:
-    """Counts the words of a binary stream, or reports it skipped as binary (spec 1.1).
+    """Counts the words of a binary stream, or reports it skipped as binary (docs/word-rules.md 1.1).
 
     `file_start=False`: the stream is a later part of a file, starting at a line start (a split count); it is
-    neither sniffed for binary (the caller decided on the file's start) nor has a BOM dropped (spec 1.2).
+    neither sniffed for binary (the caller decided on the file's start) nor has a BOM dropped (word rules 1.2).
     """
     head = stream.read(BINARY_SNIFF_BYTES)
     if file_start and b"\x00" in head:
