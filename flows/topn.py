@@ -178,6 +178,8 @@ def topn(
     else:
         raise TopnFailed(f"blobs under {blob_prefix!r} kept changing while they were counted ({MOVED_ROUNDS} "
                          "times): run again when they stay as they are")  # fmt: skip
+    # Retention meanwhile (it never touches this run's outputs), unless it is to remove them: then after.
+    retention = None if delete_outputs else storage.remove_stale_outputs.submit(settings, set(run.catalog.keys))
     merged, files = _read_result(settings, run, inputs)
     stats = RunStats(
         job_id=run.job_id, pool_id=run.pool_id, files=len(inputs), bytes=sum(s.size for s in inputs),
@@ -196,6 +198,8 @@ def topn(
         f"{runs.plural(len(inputs), 'file')}, {stats.new:,} new, {stats.changed:,} changed, {stats.deleted:,} deleted"
     )
     _clean_up(settings, run, line, inputs if paths else [], delete_pool, delete_uploads, delete_outputs)
+    if retention is not None:
+        retention.result()
     log.info("top %d of %d files in %.1f s (%s): %s", top, len(inputs), stats.seconds, stats.reuse_line(),
              ", ".join(f"{w} {n:,}" for w, n in result.top))  # fmt: skip
     return result
@@ -456,13 +460,14 @@ def _clean_up(
     delete_uploads: bool,
     delete_outputs: bool,
 ) -> None:
-    """What the run's flags ask for, then retention: outputs no lineage references any more, once old enough.
-    `delete_outputs` forgets this lineage and removes its outputs that no other lineage references."""
+    """What the run's flags ask for: `delete_outputs` forgets this lineage and removes its outputs that no
+    other lineage references (retention, which otherwise runs beside reading the result)."""
     if delete_pool:
         batch.delete_pool(settings, run.pool_id)
     if delete_uploads and uploads:
         storage.delete_blobs(settings, settings.input_container, [u.blob for u in uploads])
-    storage.remove_stale_outputs(settings, set(run.catalog.keys), forget=line if delete_outputs else None)
+    if delete_outputs:
+        storage.remove_stale_outputs(settings, set(run.catalog.keys), forget=line)
 
 
 DEFAULT_SAMPLE = str(Path(__file__).resolve().parent.parent / "data" / "sample")

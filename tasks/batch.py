@@ -25,9 +25,11 @@ from prefect import get_run_logger, task
 from tasks.application import AppBlobs
 from tasks.clients import batch_client
 from tasks.naming import named
-from tasks.policy import BATCH_TASK, START_TASK_RETRIES
+from tasks.policy import START_TASK_RETRIES, task_options
 from tasks.sas import SasIssuer
 from tasks.settings import BatchSettings
+
+BATCH_TASK = task_options("azure-batch")  # every step here calls Batch
 
 LEGACY_VERSION_KEY = "topn-taskapp"  # how pools were marked before they carried OWNER_KEY
 OWNER_KEY, OWNER = "created-by", "topn"  # the mark on pools topn created: only those may it replace or delete

@@ -12,9 +12,7 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
-from azure.batch.models import CreateTasksError
-from azure.core.exceptions import HttpResponseError, ServiceRequestError, ServiceResponseError
-from prefect.cache_policies import NO_CACHE
+# Nothing heavy at import: the settings read this module, and `topn --help` should not load Prefect or the SDKs.
 
 # ---- HTTP: each SDK request (tasks/clients.py) ----------------------------------------------------------
 # The first retry comes at once (within FIRST_RETRY s: most faults on a busy network are one dropped connection
@@ -38,7 +36,7 @@ RECOVERABLE = {"BlobDownloadMiscError", "BlobDownloadTimedOut", "ResourceContain
 MAX_RECOVERIES = 3
 
 # ---- The watch of a job (tasks/monitor.py) ----------------------------------------------------------------
-POLL_FIRST, POLL_MAX, POLL_BACKOFF = 0.5, 10.0, 1.5  # seconds between polls: from the first, growing to the max
+POLL_FIRST, POLL_MAX, POLL_BACKOFF = 0.25, 10.0, 1.5  # seconds between polls: from the first, growing to the max
 OUTAGE_LIMIT = 600.0  # how long the watch keeps polling through an unreachable Batch service, in seconds
 
 
@@ -53,6 +51,9 @@ def backoff(attempt: int, retry_after: float | None = None) -> float:
 
 def is_transient(error: BaseException | None) -> bool:
     """True for errors a retry may cure: throttling, 5xx, timeouts and connection failures."""
+    from azure.batch.models import CreateTasksError
+    from azure.core.exceptions import HttpResponseError, ServiceRequestError, ServiceResponseError
+
     if isinstance(error, (ServiceRequestError, ServiceResponseError, ConnectionError, TimeoutError)):
         return True
     if isinstance(error, CreateTasksError):  # create_tasks gathers what went wrong in its chunks
@@ -74,21 +75,20 @@ def retry_transient(task: Any, task_run: Any, state: Any) -> bool:
     return is_transient(error)
 
 
-# Options shared by every task that calls Azure.
-AZURE_TASK = {
-    "persist_result": False,  # what a step returns serves the flow only; the flow's own result is persisted
-    "cache_policy": NO_CACHE,  # nothing to reuse across runs; hashing 10,000 inputs' parameters is not free
-    "retries": TASK_RETRIES,
-    "retry_delay_seconds": TASK_RETRY_DELAY,  # one number: the UI shows a list of delays as "NaNs"
-    "retry_jitter_factor": TASK_RETRY_JITTER,
-    "retry_condition_fn": retry_transient,
-}
+def task_options(*tags: str) -> dict[str, Any]:
+    """Options shared by every task that calls Azure. Tags name the service it calls, for Prefect's tag-based
+    concurrency limits, e.g. `prefect concurrency-limit create azure-batch 4`."""
+    from prefect.cache_policies import NO_CACHE
 
-# Tags name the service a task calls, for Prefect's tag-based concurrency limits, e.g.
-# `prefect concurrency-limit create azure-batch 4`.
-BATCH_TASK = {**AZURE_TASK, "tags": ["azure-batch"]}
-STORAGE_TASK = {**AZURE_TASK, "tags": ["azure-storage"]}
-BOTH_TASK = {**AZURE_TASK, "tags": ["azure-batch", "azure-storage"]}
+    return {
+        "persist_result": False,  # what a step returns serves the flow only; the flow's own result is persisted
+        "cache_policy": NO_CACHE,  # nothing to reuse across runs; hashing 10,000 inputs' parameters is not free
+        "retries": TASK_RETRIES,
+        "retry_delay_seconds": TASK_RETRY_DELAY,  # one number: the UI shows a list of delays as "NaNs"
+        "retry_jitter_factor": TASK_RETRY_JITTER,
+        "retry_condition_fn": retry_transient,
+        "tags": list(tags),
+    }
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from prefect import task
 
 from tasks import entra
 from tasks.clients import batch_client, blob_service
-from tasks.policy import BOTH_TASK
+from tasks.policy import task_options
 from tasks.settings import AzureConnection
 
 
@@ -89,7 +89,7 @@ def _probes(settings: AzureConnection) -> list[_Probe]:
 @task(
     name="check-access",
     task_run_name="check-access",
-    **BOTH_TASK,
+    **task_options("azure-batch", "azure-storage"),
 )
 def check_access(settings: AzureConnection) -> None:
     """One cheap authenticated read each from Batch (list_pools) and Storage (list_containers); with Entra

@@ -23,8 +23,10 @@ from tasks.lineage import PREFIX as LINEAGES
 from tasks.lineage import Catalog, catalog_blob
 from tasks.listing import list_blobs
 from tasks.naming import named
-from tasks.policy import STORAGE_TASK
+from tasks.policy import task_options
 from tasks.settings import BatchSettings
+
+STORAGE_TASK = task_options("azure-storage")  # every step here calls Storage
 
 # Azurite answers small requests fastest with 16-32 in flight (docs/local-stack.md: Upload rate); Azure Storage
 # takes far more. A large file sends BLOCK_CONCURRENCY blocks at once, within the same connections.

@@ -56,7 +56,8 @@ def _imports(name: str, path: Path) -> set[str]:
                 base = ".".join(
                     package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else [])
                 )
-            targets = [f"{base}.{alias.name}" for alias in node.names] + [base]
+            # `from package import module` imports that module; `from module import name`, the module.
+            targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in MODULES else base for a in node.names]
         else:
             continue
         for target in targets:
