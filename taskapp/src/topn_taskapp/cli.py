@@ -66,7 +66,7 @@ def _add_parallel(parser: argparse.ArgumentParser) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog=PROG, description="Count words and find the top N (shared/spec/wordcount.md).")
+    parser = _Parser(prog=PROG, description="Count words and find the top N (word rules: docs/word-rules.md of topn).")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     count = commands.add_parser("count", help="count one input file")
     count.add_argument("--top", type=_top, required=True, metavar="N")
