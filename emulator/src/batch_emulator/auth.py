@@ -1,4 +1,4 @@
-"""Shared Key verification, exactly as both SDKs sign (shared/spec/batch-wire-contract.md 4.1-4.2),
+"""Shared Key verification, exactly as both SDKs sign (docs/batch-wire.md 4.1-4.2),
 and the request time check: Azure refuses a request dated more than 15 minutes from its clock."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Batch errors and their OData bodies (shared/spec/batch-wire-contract.md 5)."""
+"""Batch errors and their OData bodies (docs/batch-wire.md 5)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Pools, nodes, jobs and tasks: their state, and their JSON as the service returns it (contract 6)."""
+"""Pools, nodes, jobs and tasks: their state, and their JSON as the service returns it (docs/batch-wire.md 6)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The OData `$filter` subset Batch clients use, and `$select` (shared/spec/batch-wire-contract.md 3.6)."""
+"""The OData `$filter` subset Batch clients use, and `$select` (docs/batch-wire.md 3.6)."""
 
 from __future__ import annotations
 

@@ -70,7 +70,7 @@ def one(req: Request, view: View) -> Response:
 
 
 def page(req: Request, wires: list[dict], kind: str) -> Response:
-    """A list answer: $filter, $select, maxresults and an absolute odata.nextLink (contract 3.6)."""
+    """A list answer: $filter, $select, maxresults and an absolute odata.nextLink (docs/batch-wire.md 3.6)."""
     try:
         size = int(req.query.get("maxresults", MAX_PAGE))
         skip = int(req.query.get("$skiptoken", 0))

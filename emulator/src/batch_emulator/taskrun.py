@@ -2,7 +2,7 @@
 
 A node is a fresh machine: the process gets a clean environment (no inherited virtualenv or
 PYTHONPATH), `python3` is whatever the system has on its standard PATH, and the command line is
-split like a POSIX shell would but never run through one (contract 7.3).
+split like a POSIX shell would but never run through one (docs/batch-wire.md 7.3).
 """
 
 from __future__ import annotations
@@ -190,7 +190,7 @@ def _exit_code(code: int) -> int:
 
 
 def matched_outputs(pattern: str, path: str | None, task_dir: Path, env: dict[str, str]) -> list[tuple[Path, str]]:
-    """The files a filePattern matches and the blob name each gets (contract 7.5)."""
+    """The files a filePattern matches and the blob name each gets (docs/batch-wire.md 7.5)."""
     pattern = _VAR.sub(lambda m: env.get(m.group(1) or m.group(2), ""), pattern)
     base = Path(pattern) if os.path.isabs(pattern) else task_dir / "wd" / pattern
     files = sorted(Path(p) for p in glob.glob(str(base), recursive=True) if os.path.isfile(p))

@@ -1,4 +1,4 @@
-"""Routing: (method, path pattern) -> handler and operation name (contract 3.1).
+"""Routing: (method, path pattern) -> handler and operation name (docs/batch-wire.md 3.1).
 
 The emulator's own routes (/_emulator/*) have a table of the same shape in admin.py.
 """

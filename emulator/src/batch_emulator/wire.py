@@ -1,4 +1,4 @@
-"""Value formats on the Batch wire: dates, durations, ETags (shared/spec/batch-wire-contract.md 2.3-2.4)."""
+"""Value formats on the Batch wire: dates, durations, ETags (docs/batch-wire.md 2.3-2.4)."""
 
 from __future__ import annotations
 

@@ -159,7 +159,7 @@ def _failure_info(outcome: Outcome) -> dict | None:
 
 
 def exit_options(task: Task) -> dict:
-    """The exitOptions that apply to a completed task (contract 7.7)."""
+    """The exitOptions that apply to a completed task (docs/batch-wire.md 7.7)."""
     conditions = task.spec.get("exitConditions") or {}
     code = task.exit_code
     for entry in conditions.get("exitCodes") or []:

@@ -26,7 +26,7 @@ class TaskOps(ServiceState):
             return task.view()
 
     def add_tasks(self, job_id: str, bodies: list) -> list[dict]:
-        """Add task collection: one result per task, success or clienterror (contract 3.5)."""
+        """Add task collection: one result per task, success or clienterror (docs/batch-wire.md 3.5)."""
         if not isinstance(bodies, list) or not bodies:
             raise missing("value")
         if len(bodies) > MAX_TASKS_PER_COLLECTION:
