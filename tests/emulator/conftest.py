@@ -1,11 +1,16 @@
 from __future__ import annotations
 
 import itertools
+import json
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 
 import pytest
 from azure.batch import BatchClient
 from azure.batch import models as m
+from batch_emulator import wire
+from batch_emulator.auth import sign, string_to_sign
 from batch_emulator.server import Emulator
 
 from tests.stack import wait_for
@@ -72,3 +77,22 @@ def wait_task(client: BatchClient, job_id: str, task_id: str, timeout: float = 3
 
 def read_file(client: BatchClient, job_id: str, task_id: str, path: str) -> str:
     return b"".join(client.download_task_file(job_id, task_id, path)).decode()
+
+
+def admin(emu: Emulator, method: str, path: str, body: dict | None = None, key: str | None = None) -> tuple[int, dict]:
+    """An /_emulator/... request signed with `key` (the account's by default; "" unsigned), as an admin POST must
+    be: (status, JSON answer)."""
+    data = json.dumps(body).encode() if body is not None else b""
+    headers = {"ocp-date": wire.rfc1123(wire.now()), "Content-Type": "application/json"}
+    if data:
+        headers["Content-Length"] = str(len(data))
+    key = emu.key if key is None else key
+    if key:
+        signature = sign(key, string_to_sign(method, path, "", headers, emu.account))
+        headers["Authorization"] = f"SharedKey {emu.account}:{signature}"
+    request = urllib.request.Request(emu.endpoint + path, data=data or None, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(request) as response:
+            return response.status, json.load(response)
+    except urllib.error.HTTPError as e:
+        return e.code, json.load(e)

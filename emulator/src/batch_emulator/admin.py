@@ -1,5 +1,7 @@
 """The emulator's own endpoints under /_emulator/: request counts, health, and the bad-day injections
-(pre-empting spot nodes, ...) with which a test makes Azure's rare events happen now.
+(pre-empting spot nodes, quotas, capacity, unusable nodes, throttling) with which a test makes Azure's rare
+events happen now. The behaviour of each is in its own module (preemption.py, quotas.py, capacity.py,
+unusable.py, throttle.py); the handlers here only read the request and answer.
 
 Routed as urls.py routes the REST operations: a table of (method, path pattern, handler, action). A route
 with an action changes state, so only a request signed with the account's Shared Key may call it
@@ -17,9 +19,10 @@ from collections.abc import Callable
 from typing import Protocol
 from urllib.parse import unquote, urlsplit
 
-from batch_emulator import preemption
+from batch_emulator import preemption, unusable, urls
 from batch_emulator.auth import SharedKeyAuth
 from batch_emulator.errors import BatchError
+from batch_emulator.injections import Injections
 from batch_emulator.responses import Request, Response
 from batch_emulator.service import BatchService
 
@@ -35,6 +38,7 @@ class Host(Protocol):
     auth: SharedKeyAuth
     counts: Counter[str]
     service: BatchService
+    injections: Injections
 
 
 def stats(host: Host, req: Request) -> Response:
@@ -59,6 +63,41 @@ def preempt(host: Host, req: Request, pool_id: str) -> Response:
     return Response(200, preemption.preempt_pool(host.service, pool_id, req.json()))
 
 
+def quotas(host: Host, req: Request) -> Response:
+    """The account's quotas (quotas.py) and what it uses of them."""
+    return Response(200, host.injections.quotas.view(host.service))
+
+
+def set_quotas(host: Host, req: Request) -> Response:
+    """Any of dedicatedCores, lowPriorityCores, activeJobs, pools (null or absent: unchanged); reset: true."""
+    return Response(200, host.injections.quotas.update(host.service, req.json()))
+
+
+def capacity(host: Host, req: Request, pool_id: str) -> Response:
+    limits = host.injections.capacity.limits(pool_id)
+    return Response(200, {"poolId": pool_id, "dedicated": limits[0], "lowPriority": limits[1]})
+
+
+def set_capacity(host: Host, req: Request, pool_id: str) -> Response:
+    """At most dedicated / lowPriority nodes for the pool (capacity.py); null: no end."""
+    return Response(200, host.injections.capacity.update(host.service, pool_id, req.json()))
+
+
+def set_unusable(host: Host, req: Request, pool_id: str) -> Response:
+    """Nodes turned unusable (unusable.py): nodeIds, nodes or all; usable: true turns them back."""
+    return Response(200, unusable.update(host.service, pool_id, req.json()))
+
+
+def throttling(host: Host, req: Request) -> Response:
+    return Response(200, host.injections.throttle.view())
+
+
+def set_throttle(host: Host, req: Request) -> Response:
+    """429 for `seconds` (throttle.py), for the operations named (urls.py's names) or all."""
+    known = [name for *_, name in urls.ROUTES]
+    return Response(200, host.injections.throttle.update(req.json(), known))
+
+
 def use_post(host: Host, req: Request, *ids: str) -> Response:
     raise BatchError(405, "UnsupportedHttpVerb", "Use POST.")
 
@@ -70,6 +109,14 @@ ROUTES: list[tuple[str, str, Callable[..., Response], str | None]] = [
     # bad-day injections
     ("POST", f"/_emulator/pools/{_ID}/preempt", preempt, "Pre-empting nodes"),
     (ANY, f"/_emulator/pools/{_ID}/preempt", use_post, None),
+    ("GET", "/_emulator/quotas", quotas, None),
+    ("POST", "/_emulator/quotas", set_quotas, "Setting the account's quotas"),
+    ("GET", f"/_emulator/pools/{_ID}/capacity", capacity, None),
+    ("POST", f"/_emulator/pools/{_ID}/capacity", set_capacity, "Setting a pool's capacity"),
+    ("POST", f"/_emulator/pools/{_ID}/unusable", set_unusable, "Turning nodes unusable"),
+    (ANY, f"/_emulator/pools/{_ID}/unusable", use_post, None),
+    ("GET", "/_emulator/throttle", throttling, None),
+    ("POST", "/_emulator/throttle", set_throttle, "Throttling requests"),
 ]
 
 _COMPILED = [(method, re.compile(f"^{pattern}$"), handler, action) for method, pattern, handler, action in ROUTES]

@@ -7,6 +7,7 @@ import argparse
 from dataclasses import dataclass
 from pathlib import Path
 
+from batch_emulator import capacity, throttle
 from batch_emulator.devaccount import DEV_ACCOUNT_KEY, DEV_ACCOUNT_NAME
 
 MAX_BODY_BYTES = 1_000_000  # what SDK 15 documents for a task collection; larger bodies get 413
@@ -33,6 +34,17 @@ class EmulatorConfig:
     cert: Path | str | None = None  # PEM: served over HTTPS (TLS 1.2+)
     cert_key: Path | str | None = None  # PEM: the certificate's key, else it is in `cert`
     trust_ca: Path | str | None = None  # PEM: CA certificates the nodes trust besides the system's
+    # bad days (injections.py): the account's quotas (None: no limit), the region's capacity, failures at random
+    dedicated_core_quota: int | None = None
+    low_priority_core_quota: int | None = None
+    active_job_quota: int | None = None
+    pool_quota: int | None = None
+    capacity: tuple[int | None, int | None] | None = None  # nodes per pool (dedicated, low priority); None: no end
+    unusable_rate: float = 0.0  # nodes turned unusable at random, per node-hour on average
+    unusable_recover_seconds: float | None = None  # how long a randomly unusable node stays so; None: until removed
+    seed: int | None = None  # of the random pre-emptions and unusable nodes
+    throttle_seconds: float = 0.0  # every REST request answered 429 for this long from the start
+    throttle_retry_after: int = 1  # the 429's Retry-After, seconds
 
     def __post_init__(self) -> None:
         if not self.shared_key and not (self.entra or self.accept_bearer):
@@ -63,6 +75,16 @@ def from_command_line(argv: list[str] | None = None) -> EmulatorConfig:
         cert=args.cert,
         cert_key=args.cert_key,
         trust_ca=args.trust_ca,
+        dedicated_core_quota=args.dedicated_core_quota,
+        low_priority_core_quota=args.low_priority_core_quota,
+        active_job_quota=args.active_job_quota,
+        pool_quota=args.pool_quota,
+        capacity=args.capacity,
+        unusable_rate=args.unusable_rate,
+        unusable_recover_seconds=args.unusable_recover_seconds,
+        seed=args.seed,
+        throttle_seconds=args.throttle[0] if args.throttle else 0.0,
+        throttle_retry_after=args.throttle[1] if args.throttle else 1,
     )
 
 
@@ -105,6 +127,7 @@ def _parser() -> argparse.ArgumentParser:
         default=0.0,
         help="pre-empt spot nodes at random, this many times per node-minute on average (default 0: never)",
     )
+    _bad_days(option)
     option(
         "--autoscale-interval-min",
         type=float,
@@ -118,3 +141,51 @@ def _parser() -> argparse.ArgumentParser:
         help="how often an autoscale pool's metrics are sampled (default 30, the service's)",
     )
     return parser
+
+
+def _bad_days(option) -> None:
+    """The injections' options (README, "Bad days")."""
+    count = _whole_number
+    option("--dedicated-core-quota", type=count, metavar="N", help="the account's dedicated core quota (default none)")
+    option("--low-priority-core-quota", type=count, metavar="N", help="the account's low-priority (spot) core quota")
+    option("--active-job-quota", type=count, metavar="N", help="how many jobs may be active at once (default no limit)")
+    option("--pool-quota", type=count, metavar="N", help="how many pools the account may have (default no limit)")
+    option(
+        "--capacity",
+        type=_argument(capacity.parse),
+        metavar="DEDICATED,LOWPRIORITY",
+        help="the region's capacity: at most this many nodes of each kind per pool (empty: no end), e.g. 4,0",
+    )
+    option("--unusable-rate", type=float, default=0.0, help="turn nodes unusable at random, per node-hour (default 0)")
+    option(
+        "--unusable-recover-seconds",
+        type=float,
+        metavar="SECONDS",
+        help="a node --unusable-rate hit recovers after this long (default: never, until removed)",
+    )
+    option("--seed", type=int, help="seed of --preempt-rate and --unusable-rate (default: random)")
+    option(
+        "--throttle",
+        type=_argument(throttle.parse),
+        metavar="SECONDS[:RETRY_AFTER]",
+        help="answer every REST request 429 TooManyRequests for SECONDS from the start, with Retry-After (default 1)",
+    )
+
+
+def _whole_number(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError(text)
+    return value
+
+
+def _argument(parse):
+    """An argparse type from a parser raising ValueError: its message in the usage error."""
+
+    def convert(text: str):
+        try:
+            return parse(text)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(f"{text!r}: {e}") from None
+
+    return convert

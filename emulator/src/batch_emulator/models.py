@@ -87,6 +87,8 @@ class Node(Entity):
     tasks_run: int = 0
     tasks_succeeded: int = 0
     ip: str = "10.0.0.4"
+    errors: list[dict] = field(default_factory=list)  # its BatchNodeErrors (an unusable node's, unusable.py)
+    boot_serial: int = 0  # grows on every (re)boot and interruption: a timer or start task of an older one is stale
 
     @property
     def free_slots(self) -> int:
@@ -119,6 +121,8 @@ class Node(Entity):
             out["startTask"] = start
         if self.start_task_info:
             out["startTaskInfo"] = self.start_task_info
+        if self.errors:
+            out["errors"] = self.errors
         return out
 
 
@@ -129,6 +133,7 @@ class Pool(Entity):
     nodes: list[Node] = field(default_factory=list)
     node_serial: int = 0
     autoscale_run: dict | None = None  # the last periodic evaluation's AutoScaleRun
+    resize_errors: list[dict] = field(default_factory=list)  # the last resize's ResizeErrors, shown once steady
 
     @property
     def slots_per_node(self) -> int:
@@ -172,6 +177,8 @@ class Pool(Entity):
                 out[key] = spec[key]
         if self.autoscale_run:
             out["autoScaleRun"] = self.autoscale_run
+        if self.resize_errors and self.allocation_state == "steady":
+            out["resizeErrors"] = self.resize_errors
         return out
 
 

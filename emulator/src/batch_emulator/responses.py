@@ -135,6 +135,11 @@ def stop_resize_pool(svc: BatchService, req: Request, pool_id: str) -> Response:
     return Response(202, headers={"DataServiceId": f"{req.base_url}/pools/{quote(pool_id)}"})
 
 
+def remove_nodes(svc: BatchService, req: Request, pool_id: str) -> Response:
+    svc.remove_nodes(pool_id, req.json())
+    return Response(202, headers={"DataServiceId": f"{req.base_url}/pools/{quote(pool_id)}"})
+
+
 def enable_autoscale(svc: BatchService, req: Request, pool_id: str) -> Response:
     return updated(req, svc.enable_autoscale(pool_id, req.json()))
 
@@ -154,6 +159,11 @@ def list_nodes(svc: BatchService, req: Request, pool_id: str) -> Response:
 
 def get_node(svc: BatchService, req: Request, pool_id: str, node_id: str) -> Response:
     return one(req, svc.node_view(pool_id, node_id, req.base_url))
+
+
+def reboot_node(svc: BatchService, req: Request, pool_id: str, node_id: str) -> Response:
+    svc.reboot_node(pool_id, node_id, req.json())
+    return Response(202, headers={"DataServiceId": f"{req.base_url}/pools/{quote(pool_id)}/nodes/{quote(node_id)}"})
 
 
 def list_node_files(svc: BatchService, req: Request, pool_id: str, node_id: str) -> Response:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from batch_emulator import admin, persistence, preemption, responses, storage, urls, versions
+from batch_emulator import admin, injections, persistence, responses, storage, urls, versions
 from batch_emulator.auth import SharedKeyAuth
 from batch_emulator.config import EmulatorConfig, from_command_line
 from batch_emulator.errors import BatchError
@@ -56,7 +56,7 @@ class Emulator:
         self.service = BatchService(
             self.data_dir, config.account, self.endpoint + "/", config.boot_seconds, **_autoscale(config)
         )
-        self.preempter = preemption.RandomPreempter(self.service, config.preempt_rate)  # per spot node-minute
+        self.injections = injections.Injections(self.service, config)  # bad days: quotas, throttling, ...
         self._thread: threading.Thread | None = None
         self._saver = self._restore() if config.data_dir else None
 
@@ -84,7 +84,7 @@ class Emulator:
             target=self.httpd.serve_forever, args=(0.1,), name="batch-emulator", daemon=True
         )  # a short poll interval: stop() waits for it
         self._thread.start()
-        self.preempter.start()
+        self.injections.start()
         return self
 
     def stop(self, timeout: float = 10) -> bool:
@@ -92,7 +92,7 @@ class Emulator:
 
         True if every node thread ended in that time (one may still sit in a hanging download).
         """
-        self.preempter.stop()
+        self.injections.stop()
         self.service.halt()  # first: nothing a node is about to start may outlive us
         if self._thread:
             self.httpd.shutdown()
@@ -132,6 +132,7 @@ class Emulator:
                 raise BatchError(status, code, f"{req.method} {path} is not an operation of the Azure Batch emulator.")
             handler, name, ids = route
             self.counts[name] += 1
+            self.injections.throttle.check(name)  # 429 while throttled: counted above, as the attempt it is
             if len(req.body) > self.max_body_bytes:
                 raise BatchError(
                     413,

@@ -31,6 +31,8 @@ class JobOps(ServiceState):
         validation.job(body)
         with self.lock:
             ensure_new(self.jobs, "Job", body["id"])
+            for guard in self.guards:
+                guard.admit_job(self, body)
             job = Job(body["id"], body, "active", pool_id=body["poolInfo"]["poolId"])
             self.jobs[job.id.lower()] = job
             limit = fields.duration(body.get("constraints") or {}, "maxWallClockTime")
@@ -45,6 +47,10 @@ class JobOps(ServiceState):
         if job is None:
             raise not_found("Job", job_id)
         return job
+
+    def all_jobs(self) -> list[Job]:
+        """Every job, whatever its state. Call under the lock."""
+        return list(self.jobs.values())
 
     def active_job(self, job_id: str) -> Job:
         """The job, refused (409) once it is completed, terminating or being deleted. Call under the lock."""

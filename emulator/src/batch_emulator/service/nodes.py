@@ -12,7 +12,8 @@ import zlib
 from pathlib import Path
 
 from batch_emulator import fields, wire
-from batch_emulator.errors import not_found
+from batch_emulator.errors import BatchError, not_found
+from batch_emulator.formula import DEALLOCATION
 from batch_emulator.models import Node, Pool, View
 from batch_emulator.service.state import ServiceState
 from batch_emulator.taskrun import Outcome, TaskRun, environment, failure
@@ -40,6 +41,20 @@ COUNTER_NAMES = [
     "upgradingOS",
 ]
 COUNTERS = {name.lower(): name for name in COUNTER_NAMES}
+
+# Why a node in this state cannot be rebooted: the service's codes and messages (learn.microsoft.com/rest/api/
+# batchservice/batch-status-and-error-codes); any other state gets the generic OperationInvalidForCurrentState.
+_NOT_REBOOTABLE = {
+    "unusable": ("NodeStateUnusable", "The state of the specified node is unusable."),
+    "creating": ("NodeBeingCreated", "The specified node is being created."),
+    "starting": ("NodeBeingStarted", "The specified node is being started."),
+    "waitingforstarttask": ("NodeBeingStarted", "The specified node is being started."),
+    "rebooting": ("NodeBeingRebooted", "The specified node is being rebooted."),
+}
+_INVALID_STATE = (
+    "OperationInvalidForCurrentState",
+    "The specified operation is not valid for the current state of the resource.",
+)
 
 
 class NodeOps(ServiceState):
@@ -86,21 +101,36 @@ class NodeOps(ServiceState):
         ip = f"10.0.{pool.node_serial // 250}.{pool.node_serial % 250 + 4}"
         node = Node(node_id, {}, "creating", pool=pool, root=root, dedicated=dedicated, ip=ip)
         pool.nodes.append(node)
-        self.later(self.boot_seconds / 2, self._node_starting, node)
+        self.later(self.boot_seconds / 2, self._node_starting, node, node.boot_serial)
 
     def reboot(self, node: Node) -> None:
-        """The node starts again and runs the pool's start task again (after a restart of the emulator)."""
+        """The node starts again and runs the pool's start task again (after a restart of the emulator, a reboot,
+        a recovery): what it showed of errors is gone. Call under the lock."""
+        node.boot_serial += 1
+        node.errors = []
         node.set_state("starting")
-        self.later(self.boot_seconds / 2, self._boot, node)
+        self.later(self.boot_seconds / 2, self._boot, node, node.boot_serial)
 
-    def _node_starting(self, node: Node) -> None:
+    def interrupt(self, node: Node, state: str, outcome: str = "requeue") -> None:
+        """The node stops what it runs and takes `state` (`unusable`, `rebooting`), in which it is given no task:
+        its running tasks end as `outcome` says (requeue: back to the queue, `requeueCount` + 1, not a retry;
+        terminated), its start task is given up, and its pending boot timers are stale. Call under the lock."""
+        node.boot_serial += 1
+        node.set_state(state)
+        for task in node.running:
+            if task.run:
+                task.run.cancel(outcome)
+        if node.start_run:
+            node.start_run.cancel("requeue")
+
+    def _node_starting(self, node: Node, serial: int) -> None:
         with self.lock:
-            if node in node.pool.nodes:
+            if node in node.pool.nodes and node.boot_serial == serial:
                 self.reboot(node)
 
-    def _boot(self, node: Node) -> None:
+    def _boot(self, node: Node, serial: int) -> None:
         with self.lock:
-            if node not in node.pool.nodes:
+            if node not in node.pool.nodes or node.boot_serial != serial:
                 return
             start = node.pool.spec.get("startTask")  # the pool's as it is now: update_pool may have changed it
             node.start_task = start or {}
@@ -112,9 +142,9 @@ class NodeOps(ServiceState):
             node.set_state("waitingforstarttask" if wait else "idle")
             node.start_task_info = {"state": "running", "startTime": wire.rfc3339(wire.now()), "retryCount": 0}
             self.schedule()
-        self.background(self._run_start_task, node, start, wait)
+        self.background(self._run_start_task, node, start, wait, serial)
 
-    def _run_start_task(self, node: Node, start: dict, wait: bool) -> None:
+    def _run_start_task(self, node: Node, start: dict, wait: bool, serial: int) -> None:
         """Runs in a node thread: the start task's attempts, each outside the lock."""
         task_dir = node.root / "startup"
         settings = {**fields.environment(start, "environmentSettings"), **self.node_env(node)}
@@ -130,14 +160,15 @@ class NodeOps(ServiceState):
             )
             with self.lock:
                 # Once closing, a run registered now would escape halt()'s cancelling: it never starts.
-                if node not in node.pool.nodes or self.closed:
+                if node not in node.pool.nodes or self.closed or node.boot_serial != serial:
                     return
                 node.start_run = run
             outcome = run.run()
             with self.lock:
-                node.start_run = None
-                if node not in node.pool.nodes:
-                    return
+                if node.start_run is run:
+                    node.start_run = None
+                if node not in node.pool.nodes or node.boot_serial != serial:
+                    return  # it left, or was interrupted (unusable, rebooted): this run no longer counts
                 if outcome.kind == "exit" and not outcome.succeeded and (retries == -1 or attempt < retries):
                     attempt += 1
                     node.start_task_info.update(retryCount=attempt, lastRetryTime=wire.rfc3339(wire.now()))
@@ -183,9 +214,38 @@ class NodeOps(ServiceState):
         self.background(self.reclaim_nodes, [node])
 
     def drained(self, node: Node) -> None:
-        """A node leaving once its tasks are done (taskcompletion) leaves when the last one ends."""
-        if node.state == "leavingpool" and not node.running and node in node.pool.nodes:
+        """A node leaving, or rebooting, once its tasks are done (taskcompletion) does so when the last one ends."""
+        if node.running or node not in node.pool.nodes:
+            return
+        if node.state == "leavingpool":
             self.remove_node(node)
+        elif node.state == "rebooting":
+            self.later(self.boot_seconds / 2, self._restart, node, node.boot_serial)
+
+    # ---- rebooting -------------------------------------------------------------------------------
+
+    def reboot_node(self, pool_id: str, node_id: str, body: dict) -> None:
+        """POST /pools/{poolId}/nodes/{nodeId}/reboot: the node goes `rebooting` (its tasks requeued, terminated,
+        or, with taskcompletion / retaineddata, finished first), then boots and runs the start task again.
+        The service reboots a node that is idle or running (and, as users do, one whose start task failed);
+        an unusable one is refused (409 NodeStateUnusable), as are nodes still joining or leaving."""
+        option = fields.choice(body, "nodeRebootOption", set(DEALLOCATION), "requeue")
+        with self.lock:
+            node = self.node(self.active_pool(pool_id).id, node_id)
+            if node.state not in ("idle", "running", "starttaskfailed"):
+                code, message = _NOT_REBOOTABLE.get(node.state, _INVALID_STATE)
+                raise BatchError(409, code, message, NodeId=node.id)
+            if option in ("taskcompletion", "retaineddata") and node.running:
+                node.boot_serial += 1
+                node.set_state("rebooting")  # no new task; it reboots in drained() when the last one ends
+                return
+            self.interrupt(node, "rebooting", "terminated" if option == "terminate" else "requeue")
+            self.drained(node)  # at once if nothing ran; else when the last killed task has reported back
+
+    def _restart(self, node: Node, serial: int) -> None:
+        with self.lock:
+            if node in node.pool.nodes and node.boot_serial == serial and node.state == "rebooting":
+                self.reboot(node)
 
     def reclaim_nodes(self, nodes: list[Node]) -> None:
         """Stops what runs on nodes that left their pool (their tasks go back to the queue), waits for it to

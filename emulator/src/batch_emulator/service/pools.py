@@ -5,9 +5,11 @@ from __future__ import annotations
 import shutil
 
 from batch_emulator import fields, formula, validation, wire
-from batch_emulator.errors import BatchError, being_deleted, not_found
+from batch_emulator.errors import BatchError, being_deleted, invalid, missing, not_found
 from batch_emulator.models import Node, Pool, View
 from batch_emulator.service.state import ServiceState, ensure_new
+
+MAX_NODES_REMOVED = 100  # per removenodes request, as the service documents
 
 
 class PoolOps(ServiceState):
@@ -19,6 +21,8 @@ class PoolOps(ServiceState):
             self.check_autoscale_settings(body)
         with self.lock:
             ensure_new(self.pools, "Pool", body["id"])
+            for guard in self.guards:
+                guard.admit_pool(self, body)
             pool = Pool(body["id"], body, "active")
             self.pools[pool.id.lower()] = pool
             if body.get("enableAutoScale"):
@@ -44,6 +48,11 @@ class PoolOps(ServiceState):
         """The pools not being deleted. Call under the lock."""
         return [pool for pool in self.pools.values() if pool.state == "active"]
 
+    def all_pools(self) -> list[Pool]:
+        """Every pool, also those being deleted (they still count against the account's pool quota). Call under
+        the lock."""
+        return list(self.pools.values())
+
     def delete_pool(self, pool_id: str) -> None:
         with self.lock:
             pool = self.active_pool(pool_id)
@@ -63,11 +72,7 @@ class PoolOps(ServiceState):
         deallocation = fields.choice(body, "nodeDeallocationOption", set(formula.DEALLOCATION), "requeue")
         with self.lock:
             pool = self.active_pool(pool_id)
-            if pool.spec.get("enableAutoScale"):
-                message = "The pool has automatic scaling enabled: disable it before resizing."
-                raise BatchError(409, "OperationInvalidForCurrentState", message, PoolId=pool.id)
-            if pool.allocation_state != "steady":
-                raise BatchError(409, "PoolBeingResized", "The pool is already being resized.", PoolId=pool.id)
+            self._check_resizable(pool)
             pool.spec = {**pool.spec, **spec}
             self.resize(pool, deallocation)
 
@@ -81,6 +86,44 @@ class PoolOps(ServiceState):
             pool.spec = {**pool.spec, **changes}  # a new dict: a booting node reads either the old or the new
             pool.touch()
             return pool.view()
+
+    def remove_nodes(self, pool_id: str, body: dict) -> None:
+        """POST /pools/{poolId}/removenodes: the nodes named leave (their tasks as `nodeDeallocationOption` says,
+        whatever their state: an unusable or pre-empted node too) and the pool's targets drop by as many, as the
+        service does. Only on a steady pool without autoscale; at most 100 nodes per request."""
+        node_ids = body.get("nodeList")
+        if node_ids is None:
+            raise missing("nodeList")
+        if not isinstance(node_ids, list) or not node_ids or not all(isinstance(i, str) for i in node_ids):
+            raise invalid("nodeList", node_ids, "It must be a list of node ids.")
+        if len(node_ids) > MAX_NODES_REMOVED:
+            raise invalid("nodeList", len(node_ids), f"At most {MAX_NODES_REMOVED} nodes may be removed per request.")
+        fields.duration(body, "resizeTimeout")
+        deallocation = fields.choice(body, "nodeDeallocationOption", set(formula.DEALLOCATION), "requeue")
+        with self.lock:
+            pool = self.active_pool(pool_id)
+            self._check_resizable(pool)
+            nodes = list(dict.fromkeys(self.node(pool.id, node_id) for node_id in node_ids))
+            dedicated = sum(n.dedicated for n in nodes)
+            spot = len(nodes) - dedicated
+            spec = {
+                "targetDedicatedNodes": max(0, (pool.spec.get("targetDedicatedNodes") or 0) - dedicated),
+                "targetLowPriorityNodes": max(0, (pool.spec.get("targetLowPriorityNodes") or 0) - spot),
+            }
+            pool.spec = {**pool.spec, **spec}
+            self.set_allocation(pool, "resizing")
+            pool.resize_errors = []
+            for node in nodes:
+                if node.state != "leavingpool":
+                    self._shrink(node, deallocation)
+            self.later(self.boot_seconds / 2, self._allocated, pool)
+
+    def _check_resizable(self, pool: Pool) -> None:
+        if pool.spec.get("enableAutoScale"):
+            message = "The pool has automatic scaling enabled: disable it before resizing."
+            raise BatchError(409, "OperationInvalidForCurrentState", message, PoolId=pool.id)
+        if pool.allocation_state != "steady":
+            raise BatchError(409, "PoolBeingResized", "The pool is already being resized.", PoolId=pool.id)
 
     def stop_resize(self, pool_id: str) -> None:
         with self.lock:
@@ -111,16 +154,29 @@ class PoolOps(ServiceState):
             pool.touch()
 
     def resize(self, pool: Pool, deallocation: str = "requeue") -> None:
-        """Adds or removes nodes towards the pool's targets; idle nodes go first. Call under the lock."""
+        """Adds or removes nodes towards the pool's targets; idle nodes go first. Nodes are added as far as the
+        account's quotas and the region's capacity allow (`guards`); what they refuse is the pool's resizeErrors
+        once it is steady, its targets unchanged, as on Azure. Call under the lock."""
         self.set_allocation(pool, "resizing")
+        pool.resize_errors = []
         for dedicated, target in ((True, "targetDedicatedNodes"), (False, "targetLowPriorityNodes")):
             have = [n for n in pool.nodes if n.dedicated == dedicated and n.state != "leavingpool"]
             wanted = pool.spec.get(target) or 0
-            for _ in range(len(have), wanted):
+            for _ in range(self._allocatable(pool, dedicated, wanted - len(have))):
                 self.add_node(pool, dedicated)
             for node in sorted(have, key=lambda n: len(n.running))[: max(0, len(have) - wanted)]:
                 self._shrink(node, deallocation)
         self.later(self.boot_seconds / 2, self._allocated, pool)
+
+    def _allocatable(self, pool: Pool, dedicated: bool, wanted: int) -> int:
+        """How many of `wanted` new nodes the guards let the pool have; the first that refuses names the error."""
+        for guard in self.guards if wanted > 0 else ():
+            fits, error = guard.allocatable(self, pool, dedicated, wanted)
+            if fits < wanted:
+                wanted = max(0, fits)
+                if error:
+                    pool.resize_errors.append(error)
+        return max(0, wanted)
 
     def _shrink(self, node: Node, deallocation: str) -> None:
         """A node removed: its running tasks are requeued, or terminated, or (taskcompletion, retaineddata)

@@ -50,6 +50,8 @@ class ServiceState:
         # autoscale.py's: each autoscale pool's samples and schedule, and the thread that keeps them
         self._scalers: dict[Pool, formula.Schedule] = {}
         self._autoscaler: threading.Thread | None = None
+        # the account's limits that bad-day injections install (quotas.py, capacity.py): asked in order
+        self.guards: list[Guard] = []
 
     def load(self, pools: list[Pool], jobs: list[Job], scheduled: int) -> None:
         """Takes in what `persistence.restore` read from a saved state, into an empty service."""
@@ -57,6 +59,23 @@ class ServiceState:
             self.scheduled = scheduled
             self.pools.update((pool.id.lower(), pool) for pool in pools)
             self.jobs.update((job.id.lower(), job) for job in jobs)
+
+
+class Guard:
+    """A limit of the account or of the region that the service asks, under its lock, before it creates a pool or
+    a job and before a resize adds nodes. An injection (quotas.py, capacity.py) subclasses it and is installed in
+    `BatchService.guards`; by default it lets everything through. `service` is the whole BatchService."""
+
+    def admit_pool(self, service: ServiceState, body: dict) -> None:
+        """Raises the service's BatchError if the pool may not be created."""
+
+    def admit_job(self, service: ServiceState, body: dict) -> None:
+        """Raises the service's BatchError if the job may not be created."""
+
+    def allocatable(self, service: ServiceState, pool: Pool, dedicated: bool, wanted: int) -> tuple[int, dict | None]:
+        """How many of `wanted` new nodes of the kind the pool may get now, and (when fewer) the resize error to
+        show: a ResizeError's JSON (`code`, `message`, `values`)."""
+        return wanted, None
 
 
 def ensure_new(table: dict[str, Pool] | dict[str, Job], kind: str, ident: str) -> None:
