@@ -38,7 +38,7 @@ def test_runs_and_task_runs_are_named_tagged_and_their_result_kept(stack_env: di
         f"prepare-job {job}": {"azure-batch"},
         f"add-tasks {job}: 2 tasks": {"azure-batch"},
         f"watch-job {job}": {"azure-batch"},
-        f"download-result {job}": {"azure-storage"},
+        f"download-outputs {job}": {"azure-storage"},
     }
     for name, tags in expected.items():
         assert name in tasks, sorted(tasks)
@@ -58,7 +58,7 @@ def test_an_empty_prefix_is_a_run_with_nothing_to_count(stack_env: dict) -> None
     assert note.type == "markdown" and "Nothing to count" in note.data and "topn upload" in note.data
     with get_client(sync_client=True) as client:
         steps = {t.name for t in client.read_task_runs(flow_run_filter=run)}
-    assert not {"build-taskapp", "upload-taskapp"} & {name.split(" ")[0] for name in steps}, steps  # found first
+    assert not {"build-taskapp", "upload-app"} & {name.split(" ")[0] for name in steps}, steps  # found first
 
 
 def test_conflicting_arguments_fail_at_once_with_one_line() -> None:
