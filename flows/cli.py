@@ -282,6 +282,8 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
     from flows.topn import TopnFailed
     from tasks.batch import PoolConflict, RunConflict
     from tasks.preflight import AccessError
+    from tasks.quotas import QuotaReached
     from tasks.storage import InputError
 
-    return TopnFailed, InputError, StackError, AccessError, PoolConflict, RunConflict, ParameterTypeError, ValueError
+    return (TopnFailed, InputError, StackError, AccessError, PoolConflict, RunConflict, QuotaReached,
+            ParameterTypeError, ValueError)  # fmt: skip

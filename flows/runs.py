@@ -99,7 +99,9 @@ def fail(
     the run fails with them (TopnFailed); `kept` says what of the work stays."""
     batch.terminate_job(settings, job_id, f"Topn{watch.ending.title().replace(' ', '')}")
     heading = [f"job {job_id} {watch.ending}: {watch.completed} of {watch.total} tasks completed"]
-    if watch.detail:
+    if watch.ending == monitor.Ending.NO_NODES:  # the cause and its fix in the one line users read first
+        heading = [f"job {job_id} {watch.ending}: {watch.detail} ({watch.completed} of {watch.total} tasks completed)"]
+    elif watch.detail:
         heading.append(f"  {watch.detail}")
     publish_failure_links(settings, job_id, pool_id, delete)
     try:

@@ -15,6 +15,7 @@ from urllib.parse import parse_qs, urlsplit
 from azure.batch import models as m
 from azure.batch.models._models import BatchJobTerminateOptions  # not exported by SDK 15 (docs/batch-wire.md 0.5)
 from azure.core.exceptions import (
+    HttpResponseError,
     ResourceExistsError,
     ResourceNotFoundError,
     ServiceRequestError,
@@ -22,8 +23,10 @@ from azure.core.exceptions import (
 )
 from prefect import get_run_logger, task
 
+from tasks import quotas
 from tasks.application import AppBlobs
 from tasks.clients import batch_client
+from tasks.marks import FLOW_RUN_KEY, INPUTS_KEY, LEGACY_VERSION_KEY, OWNER, OWNER_KEY
 from tasks.naming import named
 from tasks.policy import START_TASK_RETRIES, task_options
 from tasks.sas import SasIssuer
@@ -31,10 +34,6 @@ from tasks.settings import BatchSettings
 
 BATCH_TASK = task_options("azure-batch")  # every step here calls Batch
 
-LEGACY_VERSION_KEY = "topn-taskapp"  # how pools were marked before they carried OWNER_KEY
-OWNER_KEY, OWNER = "created-by", "topn"  # the mark on pools topn created: only those may it replace or delete
-FLOW_RUN_KEY = "prefect-flow-run"
-INPUTS_KEY = "topn-inputs"  # the key of what the job works on (its plan's root)
 START_TASK_SAS_LIFETIME = timedelta(days=30)  # nodes joining later still need to fetch the wheel
 POLL = 1.0
 TASKS_PER_REQUEST, MAX_REQUEST_BYTES, ADD_CONCURRENCY = 100, 900_000, 4  # Batch refuses bodies over 1 MB
@@ -211,7 +210,7 @@ def ensure_pool(settings: BatchSettings, app: AppBlobs, sas: SasIssuer, needed_u
                   m.BatchMetadataItem(name=OWNER_KEY, value=OWNER)],
     )  # fmt: skip
     try:
-        client.create_pool(options)
+        _create_pool(client, options)
         log.info(
             "created pool %s: %s%d dedicated + %d spot nodes of %s",
             settings.pool_id,
@@ -256,7 +255,7 @@ def prepare_job(
             client.begin_delete_job(job_id, polling_interval=POLL).result()
         else:
             _wait_gone(client.get_job, job_id)
-    client.create_job(m.BatchJobCreateOptions(
+    quotas.create_job(client, m.BatchJobCreateOptions(
         id=job_id, pool_info=m.BatchPoolInfo(pool_id=pool_id), uses_task_dependencies=True,
         constraints=m.BatchJobConstraints(max_wall_clock_time=settings.job_timeout,
                                           max_task_retry_count=settings.max_task_retries),
@@ -267,6 +266,15 @@ def prepare_job(
     ))  # fmt: skip
     log.info("created job %s on pool %s", job_id, pool_id)
     return JobState.CREATED
+
+
+def _create_pool(client, options: m.BatchPoolCreateOptions) -> None:
+    try:
+        client.create_pool(options)
+    except HttpResponseError as e:
+        if quota := quotas.pool_quota_reached(client, e):
+            raise quota from None
+        raise
 
 
 def _succeeded(client, job_id: str, task_id: str) -> bool:

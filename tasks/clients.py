@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import time
 from typing import Any
 
 import requests
@@ -15,8 +17,28 @@ from azure.storage.blob import BlobServiceClient, ExponentialRetry
 from urllib3.util.retry import Retry
 
 from tasks import entra
-from tasks.policy import FIRST_BACKOFF, HTTP_RETRIES, MAX_BACKOFF, backoff
+from tasks.policy import FIRST_BACKOFF, HTTP_RETRIES, MAX_BACKOFF, THROTTLE_BUDGET, backoff
 from tasks.settings import AzureConnection
+
+_THROTTLED_SAID: dict[str, float] = {}
+THROTTLED_SAID_EVERY = 30.0  # seconds between two "throttling" lines for one service
+
+
+def _say_throttled(service: str, retry_after: str | None) -> None:
+    """A throttling service is said in the run's log, at most every THROTTLED_SAID_EVERY seconds: a run
+    that slows down says why."""
+    now = time.monotonic()
+    if now - _THROTTLED_SAID.get(service, -THROTTLED_SAID_EVERY) < THROTTLED_SAID_EVERY:
+        return
+    _THROTTLED_SAID[service] = now
+    asked = f", asking to wait {retry_after} s" if retry_after else ""
+    try:
+        from prefect import get_run_logger
+
+        logger: Any = get_run_logger()
+    except Exception:  # outside a task run (a worker thread of the SDK): the process's own log
+        logger = logging.getLogger("topn")
+    logger.warning("%s is throttling (429 or 503 Server Busy%s): waiting and retrying as it asks", service, asked)
 
 
 class BatchRetry(RetryPolicy):
@@ -28,11 +50,22 @@ class BatchRetry(RetryPolicy):
     def get_backoff_time(self, settings: dict[str, Any]) -> float:
         return backoff(len(settings["history"]))
 
+    def increment(self, settings: dict[str, Any], response: Any = None, error: Any = None) -> bool:
+        # A throttled answer does not use up a retry while the storm lasts less than THROTTLE_BUDGET: Batch
+        # asks to wait (Retry-After, which azure-core obeys) and will answer; a run survives a long storm.
+        if getattr(getattr(response, "http_response", None), "status_code", None) == 429:
+            since = settings.setdefault("throttled_since", time.monotonic())
+            if time.monotonic() - since < THROTTLE_BUDGET:
+                settings["total"] += 1
+                settings["status"] += 1
+        return super().increment(settings, response, error)
+
     def is_retry(self, settings: dict[str, Any], response: Any) -> bool:
         # A throttled request was not applied: safe to send again whatever its method (azure-core retries
         # a POST only on 500, 503 and 504, or when a Retry-After header comes with the 429).
-        if response.http_response.status_code == 429 and settings["total"]:
-            return True
+        if response.http_response.status_code == 429:
+            _say_throttled("Azure Batch", response.http_response.headers.get("Retry-After"))
+            return bool(settings["total"])
         return super().is_retry(settings, response)
 
 
@@ -46,6 +79,8 @@ class _ThrottledIsAnError:
 
     def send(self, request: Any) -> Any:
         response = self.inner.send(request)
+        if response.http_response.status_code in (429, 503):
+            _say_throttled("Azure Storage", response.http_response.headers.get("Retry-After"))
         if response.http_response.status_code == 429:
             raise HttpResponseError(response=response.http_response)
         return response

@@ -16,7 +16,7 @@ from prefect.artifacts import create_progress_artifact, create_table_artifact, u
 from prefect.client.orchestration import get_client
 from prefect.runtime import flow_run
 
-from tasks import batch
+from tasks import batch, pool_health
 from tasks.clients import batch_client
 from tasks.layout import logs_blob
 from tasks.naming import named
@@ -35,6 +35,7 @@ class Ending(StrEnum):
     TIMED_OUT = "timed out"
     CANCELLED = "cancelled"
     START_TASK_FAILED = "start task failed"
+    NO_NODES = "cannot run"  # the pool cannot get, or keep, a usable node
 
 
 @dataclass(frozen=True)
@@ -89,6 +90,7 @@ class _Seen:
     polls: int = 0
     started: float = field(default_factory=time.monotonic)
     scaling_said: float = 0.0  # when the watch last said the pool has no node yet
+    pool: pool_health.PoolWatch = field(default_factory=pool_health.PoolWatch)
 
     def update(self, counts: tuple[int, int, int]) -> bool:
         changed, self.counts = counts != self.counts, counts
@@ -172,6 +174,8 @@ def _poll(
         _say_if_scaling_up(client, pool_id, artifact, 100.0 * counts.completed / total, seen)
     if counts.running == 0 and seen.delay >= POLL_MAX / 2 and (why := _start_task_failure(client, pool_id)):
         return Ending.START_TASK_FAILED, why, counts.completed
+    if counts.active and (why := pool_health.check(client, settings, pool_id, seen.pool, counts.running == 0)):
+        return Ending.NO_NODES, why, counts.completed
     return None
 
 

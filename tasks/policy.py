@@ -18,7 +18,8 @@ from typing import Any
 # The first retry comes at once (within FIRST_RETRY s: most faults on a busy network are one dropped connection
 # or one overloaded answer), then after FIRST_BACKOFF s, twice as long each time up to MAX_BACKOFF, all with
 # jitter so that many workers do not retry in waves; a Retry-After header (throttling) is obeyed instead, capped
-# too. The worst case is about 30 s of waiting per call. Measured with `./dev bench faults`.
+# at RETRY_AFTER_MAX. The worst case without Retry-After is about 30 s of waiting per call. Measured with
+# `./dev bench faults`.
 HTTP_RETRIES, FIRST_RETRY, FIRST_BACKOFF, MAX_BACKOFF = 6, 0.1, 0.5, 8.0
 TRANSIENT_STATUS = {408, 429, 500, 502, 503, 504}
 
@@ -39,11 +40,20 @@ MAX_RECOVERIES = 3
 POLL_FIRST, POLL_MAX, POLL_BACKOFF = 0.25, 10.0, 1.5  # seconds between polls: from the first, growing to the max
 OUTAGE_LIMIT = 600.0  # how long the watch keeps polling through an unreachable Batch service, in seconds
 
+# ---- A pool's bad days (tasks/pool_health.py), Batch's quotas (tasks/batch.py) ----------------------------
+POOL_CHECK_EVERY = 5.0  # seconds between two looks at the pool while tasks wait
+REMOVE_UNUSABLE_AFTER = 60.0  # a node unusable this long is removed (and, in a fixed pool, replaced)
+NO_USABLE_NODE_LIMIT = 300.0  # a pool with no usable node this long ends the run
+JOB_QUOTA_WAIT = 600.0  # how long a run waits for the account's active-job quota to free a place
+QUOTA_POLL = 10.0  # seconds between two tries meanwhile
+THROTTLE_BUDGET = 900.0  # seconds a Batch request keeps retrying 429 answers, each as Retry-After asks
+RETRY_AFTER_MAX = 60.0  # the longest Retry-After obeyed as asked (throttling); longer ones are cut to this
+
 
 def backoff(attempt: int, retry_after: float | None = None) -> float:
     """Seconds to wait before HTTP retry number `attempt` (1, 2, ...)."""
     if retry_after is not None:
-        return min(max(retry_after, 0.0), MAX_BACKOFF)
+        return min(max(retry_after, 0.0), RETRY_AFTER_MAX)
     if attempt <= 1:
         return random.uniform(0, FIRST_RETRY)
     return random.uniform(0.5, 1.0) * min(MAX_BACKOFF, FIRST_BACKOFF * 2 ** (attempt - 2))
