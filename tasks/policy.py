@@ -115,7 +115,8 @@ LAYERS = (
         "Azure SDK calls of the flow",
         "throttling (429, 503), 5xx, 408, dropped connections, timeouts",
         f"{HTTP_RETRIES} times: the first at once, then from {FIRST_BACKOFF} s doubling to {MAX_BACKOFF:g} s, "
-        "with jitter; `Retry-After` obeyed (capped as well). A throttled POST is retried too (it was not applied)",
+        f"with jitter; `Retry-After` obeyed (up to {RETRY_AFTER_MAX:g} s). A throttled POST is retried too (it was "
+        f"not applied), and Batch's 429 answers use up no retry for {THROTTLE_BUDGET / 60:g} min: a storm is waited out",
     ),
     Layer(
         "Prefect task retries",
@@ -137,6 +138,14 @@ LAYERS = (
         "the task's inputs and stderr",
     ),
     Layer("start task", "the application's install on a node", f"retried by Batch {START_TASK_RETRIES} times"),
+    Layer(
+        "a pool's bad days",
+        "resize errors (core quota, capacity), an autoscale formula's error, unusable nodes, the job quota",
+        f"a pool that cannot get a node ends the run within {POOL_CHECK_EVERY:g} s of saying so, naming the error "
+        f"and the fix; a partial allocation goes on; a node unusable for {REMOVE_UNUSABLE_AFTER:g} s is replaced "
+        f"(fixed pools); no usable node for {NO_USABLE_NODE_LIMIT / 60:g} min ends the run; the job quota is "
+        f"waited on for {JOB_QUOTA_WAIT / 60:g} min",
+    ),
     Layer(
         "the watch",
         "Batch unreachable",
