@@ -17,13 +17,11 @@ pre-empts nodes; dedicated nodes never are.
 from __future__ import annotations
 
 import dataclasses
-import math
-import random
-import threading
 from typing import TYPE_CHECKING
 
 from batch_emulator.errors import BatchError, invalid
 from batch_emulator.models import Node, Pool
+from batch_emulator.random_events import RandomNodeEvents
 
 if TYPE_CHECKING:
     from batch_emulator.service import BatchService
@@ -112,32 +110,16 @@ def _recover(service: BatchService, stand_in: Node) -> None:
             service.add_node(pool, dedicated=False)
 
 
-class RandomPreempter:
+class RandomPreempter(RandomNodeEvents):
     """Pre-empts each running spot node at random, `rate` times per node-minute on average."""
 
+    name = "batch-preempter"
+
     def __init__(self, service: BatchService, rate: float, tick: float = 0.5, seed: int | None = None) -> None:
-        self.service, self.rate, self.tick = service, rate, tick
-        self._random = random.Random(seed)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="batch-preempter", daemon=True)
+        super().__init__(service, rate, per=60, tick=tick, seed=seed)
 
-    def start(self) -> None:
-        if self.rate > 0:
-            self._thread.start()
+    def eligible(self, pool: Pool) -> list[Node]:
+        return [n for n in pool.nodes if not n.dedicated and n.state in ("idle", "running")]
 
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=5)
-
-    def _loop(self) -> None:
-        chance = 1 - math.exp(-self.rate * self.tick / 60)  # per node and tick, from a Poisson rate
-        while not self._stop.wait(self.tick):
-            with self.service.lock:
-                if self.service.closed:
-                    return
-                for pool in self.service.active_pools():
-                    hit = [n for n in pool.nodes if not n.dedicated and n.state in ("idle", "running")]
-                    for node in hit:
-                        if self._random.random() < chance:
-                            _preempt_node(self.service, node, self.service.boot_seconds)
+    def hit(self, node: Node) -> None:
+        _preempt_node(self.service, node, self.service.boot_seconds)

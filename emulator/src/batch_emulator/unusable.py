@@ -19,13 +19,11 @@ nodes unusable.
 
 from __future__ import annotations
 
-import math
-import random
-import threading
 from typing import TYPE_CHECKING
 
 from batch_emulator.errors import BatchError, invalid
 from batch_emulator.models import Node, Pool
+from batch_emulator.random_events import RandomNodeEvents
 
 if TYPE_CHECKING:
     from batch_emulator.service import BatchService
@@ -114,9 +112,11 @@ def _recover(service: BatchService, node: Node, serial: int) -> None:
             service.reboot(node)
 
 
-class RandomUnusable:
+class RandomUnusable(RandomNodeEvents):
     """Turns each idle or running node unusable at random, `rate` times per node-hour on average; each recovers
     after `recover_seconds` (None: never, it waits to be removed)."""
+
+    name = "batch-unusable"
 
     def __init__(
         self,
@@ -126,27 +126,11 @@ class RandomUnusable:
         seed: int | None = None,
         recover_seconds: float | None = None,
     ) -> None:
-        self.service, self.rate, self.tick, self.recover_seconds = service, rate, tick, recover_seconds
-        self._random = random.Random(seed)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="batch-unusable", daemon=True)
+        super().__init__(service, rate, per=3600, tick=tick, seed=seed)
+        self.recover_seconds = recover_seconds
 
-    def start(self) -> None:
-        if self.rate > 0:
-            self._thread.start()
+    def eligible(self, pool: Pool) -> list[Node]:
+        return [n for n in pool.nodes if n.state in ("idle", "running")]
 
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=5)
-
-    def _loop(self) -> None:
-        chance = 1 - math.exp(-self.rate * self.tick / 3600)  # per node and tick, from a Poisson rate
-        while not self._stop.wait(self.tick):
-            with self.service.lock:
-                if self.service.closed:
-                    return
-                for pool in self.service.active_pools():
-                    for node in [n for n in pool.nodes if n.state in ("idle", "running")]:
-                        if self._random.random() < chance:
-                            turn_unusable(self.service, node, DISK_FULL, self.recover_seconds)
+    def hit(self, node: Node) -> None:
+        turn_unusable(self.service, node, DISK_FULL, self.recover_seconds)
