@@ -18,6 +18,7 @@ from prefect.runtime import flow_run
 
 from tasks import batch, pool_health
 from tasks.clients import batch_client
+from tasks.failures import TopnFailed
 from tasks.layout import logs_blob
 from tasks.naming import named
 from tasks.policy import MAX_RECOVERIES, OUTAGE_LIMIT, POLL_BACKOFF, POLL_FIRST, POLL_MAX, RECOVERABLE, is_transient
@@ -239,14 +240,6 @@ def _tail(download, size) -> str:
     except HttpResponseError:
         return ""
     return redact(data.decode("utf-8", errors="replace")).strip()
-
-
-class TopnFailed(RuntimeError):
-    """The run did not produce a result; the message says which files and why, `summary` in one line."""
-
-    def __init__(self, message: str, summary: str | None = None) -> None:
-        super().__init__(message)
-        self.summary = summary or (message.splitlines() or [""])[0]
 
 
 @dataclass(frozen=True)

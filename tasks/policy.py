@@ -115,8 +115,9 @@ LAYERS = (
         "Azure SDK calls of the flow",
         "throttling (429, 503), 5xx, 408, dropped connections, timeouts",
         f"{HTTP_RETRIES} times: the first at once, then from {FIRST_BACKOFF} s doubling to {MAX_BACKOFF:g} s, "
-        f"with jitter; `Retry-After` obeyed (up to {RETRY_AFTER_MAX:g} s). A throttled POST is retried too (it was "
-        f"not applied), and Batch's 429 answers use up no retry for {THROTTLE_BUDGET / 60:g} min: a storm is waited out",
+        f"with jitter; `Retry-After` obeyed (up to {RETRY_AFTER_MAX:g} s). A throttled POST is retried too (it "
+        f"was not applied), and Batch's 429 answers use up no retry for {THROTTLE_BUDGET / 60:g} min: a storm is "
+        "waited out",
     ),
     Layer(
         "Prefect task retries",

@@ -117,7 +117,7 @@ def _replace(client: BatchClient, pool: m.BatchPool, nodes: list[m.BatchNode]) -
         )
     client.begin_remove_nodes(
         pool.id,
-        m.BatchNodeRemoveOptions(node_list=[n.id for n in nodes], node_deallocation_option="requeue"),
+        m.BatchNodeRemoveOptions(node_ids=[n.id for n in nodes], node_deallocation_option="requeue"),
         polling_interval=1,
     ).result()
     client.begin_resize_pool(

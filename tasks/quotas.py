@@ -15,12 +15,13 @@ from azure.core.exceptions import HttpResponseError
 from prefect import get_run_logger
 
 from tasks import policy
+from tasks.failures import TopnFailed
 from tasks.marks import FLOW_RUN_KEY, OWNER_KEY
 
 JOB_QUOTA, POOL_QUOTA = "ActiveJobAndScheduleQuotaReached", "PoolQuotaReached"
 
 
-class QuotaReached(RuntimeError):
+class QuotaReached(TopnFailed):
     """A quota of the Batch account stops the run; the message names it and what to do."""
 
 
@@ -43,15 +44,15 @@ def create_job(client: BatchClient, options: m.BatchJobCreateOptions) -> None:
             if time.monotonic() - started >= policy.JOB_QUOTA_WAIT:
                 raise QuotaReached(
                     f"the Batch account's active job quota is reached ({len(jobs)} active: {_named(jobs)}), and no "
-                    f"job ended within {policy.JOB_QUOTA_WAIT / 60:g} min: delete the jobs no longer needed (topn's "
+                    f"job ended within {_duration(policy.JOB_QUOTA_WAIT)}: delete the jobs no longer needed (topn's "
                     "own leftovers are marked created-by: topn, e.g. from runs with --keep-job), or ask Azure "
                     "support for a higher job quota"
                 ) from None
             if not said:
                 said = True
                 get_run_logger().warning(
-                    "the Batch account's active job quota is reached (%d active: %s): waiting up to %g min for one "
-                    "to end", len(jobs), _named(jobs), policy.JOB_QUOTA_WAIT / 60,
+                    "the Batch account's active job quota is reached (%d active: %s): waiting up to %s for one "
+                    "to end", len(jobs), _named(jobs), _duration(policy.JOB_QUOTA_WAIT),
                 )  # fmt: skip
             time.sleep(policy.QUOTA_POLL)
 
@@ -78,4 +79,8 @@ def _named(jobs: list[m.BatchJob]) -> str:
     others = [j.id for j in jobs if j.id not in ours]
     parts = [f"topn's: {', '.join(ours[:5])}" + (" ..." if len(ours) > 5 else "")] if ours else []
     parts += [f"others: {', '.join(others[:5])}" + (" ..." if len(others) > 5 else "")] if others else []
-    return "; ".join(parts) or "none listed"
+    return "; ".join(parts) or "none"
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds / 60:g} min" if seconds >= 60 else f"{seconds:g} s"

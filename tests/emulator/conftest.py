@@ -93,6 +93,6 @@ def admin(emu: Emulator, method: str, path: str, body: dict | None = None, key: 
     request = urllib.request.Request(emu.endpoint + path, data=data or None, method=method, headers=headers)
     try:
         with urllib.request.urlopen(request) as response:
-            return response.status, json.load(response)
+            return response.status, json.loads(response.read() or b"{}")
     except urllib.error.HTTPError as e:
-        return e.code, json.load(e)
+        return e.code, json.loads(e.read() or b"{}")

@@ -5,6 +5,7 @@ own decision (long before the job's time limit) with one line naming the cause a
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import uuid
 from collections.abc import Iterator
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from azure.batch import BatchClient
+from azure.core.exceptions import ResourceNotFoundError
 from batch_emulator.server import Emulator
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
@@ -24,7 +26,7 @@ from tests.emulator.conftest import admin
 from tests.stack import wait_for
 from tests.taskapp.oracle import spec_top
 
-TIME_LIMIT = "1800"  # the job's time limit: every run here ends long before it, by its own decision
+TIME_LIMIT = "PT30M"  # the job's time limit: every run here ends long before it, by its own decision
 
 
 @pytest.fixture
@@ -32,7 +34,8 @@ def texts(tmp_path: Path) -> Path:
     folder = tmp_path / "texts"
     folder.mkdir()
     for i in range(6):
-        (folder / f"t{i}.txt").write_text(f"alpha beta {'gamma ' * i} delta alpha")
+        # Words of this test's own: no output of another test's run is reused, so each run has a job.
+        (folder / f"t{i}.txt").write_text(f"alpha beta {'gamma ' * i} delta alpha {uuid.uuid4().hex}")
     return folder
 
 
@@ -48,7 +51,7 @@ def pool(settings_env: pytest.MonkeyPatch, emulator: Emulator) -> Iterator[str]:
         admin(emulator, "POST", "/_emulator/quotas", {"reset": True})
         admin(emulator, "POST", "/_emulator/throttle", {"seconds": 0})
         client = BatchClient(emulator.endpoint, emulator.credential())
-        if client.pool_exists(pool_id):
+        with contextlib.suppress(ResourceNotFoundError):
             client.begin_delete_pool(pool_id, polling_interval=0.2).result()
 
 
@@ -96,7 +99,10 @@ def test_a_partial_allocation_goes_on_with_the_nodes_it_got(
     assert f"pool {pool} got 1 of 2 nodes (AllocationFailed" in _logs(state)
 
 
-def test_an_autoscale_pool_that_cannot_grow_ends_the_run(pool: str, emulator: Emulator, texts: Path) -> None:
+def test_an_autoscale_pool_that_cannot_grow_ends_the_run(
+    pool: str, emulator: Emulator, texts: Path, settings_env: pytest.MonkeyPatch
+) -> None:
+    settings_env.setenv("TOPN_AUTOSCALE_INTERVAL", "PT1S")  # the emulator's tests allow evaluations this often
     admin(emulator, "POST", "/_emulator/quotas", {"dedicatedCores": _used(emulator, "dedicatedCores")})
     with pytest.raises(TopnFailed) as e:
         topn(paths=[str(texts)], top=2, pool_mode="autoscale")
@@ -115,7 +121,10 @@ def test_a_node_gone_unusable_mid_run_is_replaced_and_its_tasks_run_elsewhere(
 
     def turn_one_mid_run() -> None:
         def busy() -> bool:
-            return client.pool_exists(pool) and any(n.state == "running" for n in client.list_nodes(pool))
+            try:
+                return any(n.state == "running" for n in client.list_nodes(pool))
+            except ResourceNotFoundError:  # the pool is not made yet
+                return False
 
         wait_for(busy, timeout=240, interval=0.05, what="a node running a task")
         turned.extend(admin(emulator, "POST", f"/_emulator/pools/{pool}/unusable", {"nodes": 1})[1]["unusableNodeIds"])
@@ -159,10 +168,23 @@ def test_the_job_quota_is_waited_for_then_named_with_the_leftover_jobs(
     # A quota that frees up while the run waits: the run goes on.
     settings_env.setattr(policy, "JOB_QUOTA_WAIT", 600.0)
     admin(emulator, "POST", "/_emulator/quotas", {"activeJobs": _used(emulator, "activeJobs")})
-    threading.Timer(2.0, admin, (emulator, "POST", "/_emulator/quotas", {"reset": True})).start()
+    refused = threading.Thread(target=_free_the_quota_once_refused, args=(emulator,), daemon=True)
+    refused.start()
     state = topn(paths=[str(texts)], top=2, run_id=f"quota-{pool}", return_state=True)
+    refused.join(timeout=60)
     _exact(state.result(), texts)
     assert "active job quota is reached" in _logs(state) and "waiting up to 10 min" in _logs(state)
+
+
+def _free_the_quota_once_refused(emulator: Emulator) -> None:
+    """Lifts the quotas once the emulator has answered a create_job (refused: the quota is reached)."""
+
+    def job_adds() -> int:
+        return admin(emulator, "GET", "/_emulator/stats")[1]["requests"].get("create_job", 0)
+
+    before = job_adds()
+    wait_for(lambda: job_adds() > before, timeout=240, interval=0.05, what="a create_job refused")
+    admin(emulator, "POST", "/_emulator/quotas", {"reset": True})
 
 
 def test_a_two_minute_429_storm_is_waited_out_and_said(pool: str, emulator: Emulator, texts: Path) -> None:
