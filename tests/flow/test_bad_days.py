@@ -18,12 +18,13 @@ from batch_emulator.server import Emulator
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
 
+from flows.batch_map import batch_map
 from flows.cli import main
 from flows.topn import TopnFailed, topn
 from tasks import policy
 from tasks.quotas import QuotaReached
 from tests.emulator.conftest import admin
-from tests.stack import wait_for
+from tests.stack import Azurite, wait_for
 from tests.taskapp.oracle import spec_top
 
 TIME_LIMIT = "PT30M"  # the job's time limit: every run here ends long before it, by its own decision
@@ -65,6 +66,12 @@ def _logs(state) -> str:
     return "\n".join(log.message for log in found)
 
 
+def _logged(state, *texts: str) -> bool:
+    """Whether the run's logs say each of these, once they reached the Prefect server (sent in the background)."""
+    wait_for(lambda: all(text in _logs(state) for text in texts), timeout=120, interval=0.5, what=f"logs {texts}")
+    return True
+
+
 def _exact(result, folder: Path) -> None:
     assert result.top == [tuple(p) for p in spec_top(folder, 2)] and result.files_counted == 6
 
@@ -96,7 +103,7 @@ def test_a_partial_allocation_goes_on_with_the_nodes_it_got(
     admin(emulator, "POST", f"/_emulator/pools/{pool}/capacity", {"dedicated": 1})
     state = topn(paths=[str(texts)], top=2, files_per_task=1, return_state=True)
     _exact(state.result(), texts)
-    assert f"pool {pool} got 1 of 2 nodes (AllocationFailed" in _logs(state)
+    assert _logged(state, f"pool {pool} got 1 of 2 nodes (AllocationFailed")
 
 
 def test_an_autoscale_pool_that_cannot_grow_ends_the_run(
@@ -110,12 +117,19 @@ def test_an_autoscale_pool_that_cannot_grow_ends_the_run(
 
 
 def test_a_node_gone_unusable_mid_run_is_replaced_and_its_tasks_run_elsewhere(
-    pool: str, emulator: Emulator, texts: Path, settings_env: pytest.MonkeyPatch
+    pool: str, emulator: Emulator, azurite: Azurite, settings_env: pytest.MonkeyPatch
 ) -> None:
+    """batch-map with a command of a second per input: the node is turned unusable while one runs."""
     settings_env.setenv("TOPN_DEDICATED_NODES", "2")
     settings_env.setenv("TOPN_TASK_SLOTS_PER_NODE", "1")
     settings_env.setattr(policy, "REMOVE_UNUSABLE_AFTER", 0.5)
     settings_env.setattr(policy, "POOL_CHECK_EVERY", 0.1)
+    prefix, out = f"in-{pool}/", f"out-{pool}/"
+    inputs = azurite.client().get_container_client("topn-input")
+    if not inputs.exists():
+        inputs.create_container()
+    for i in range(12):
+        inputs.upload_blob(f"{prefix}f{i:02}.txt", f"text {i}".encode())
     client = BatchClient(emulator.endpoint, emulator.credential())
     turned: list[str] = []
 
@@ -129,16 +143,21 @@ def test_a_node_gone_unusable_mid_run_is_replaced_and_its_tasks_run_elsewhere(
         wait_for(busy, timeout=240, interval=0.05, what="a node running a task")
         turned.extend(admin(emulator, "POST", f"/_emulator/pools/{pool}/unusable", {"nodes": 1})[1]["unusableNodeIds"])
 
-    for i in range(6, 30):  # one task each: enough of them for the watch to see the node and replace it
-        (texts / f"t{i}.txt").write_text(f"alpha beta {'gamma ' * i}")
     thread = threading.Thread(target=turn_one_mid_run, daemon=True)
     thread.start()
-    state = topn(paths=[str(texts)], top=2, files_per_task=1, return_state=True)
+    state = batch_map(
+        blob_prefix=prefix,
+        command="sleep 1; cp {input} {output}",
+        output_prefix=out,
+        files_per_task=1,
+        return_state=True,
+    )
     thread.join(timeout=60)
     assert turned, "no node was turned unusable: the test proves nothing"
-    result = state.result()
-    assert result.top == [tuple(p) for p in spec_top(texts, 2)] and result.files_counted == 30
-    assert f"node {turned[0]} of pool {pool} is unusable (DiskFull" in _logs(state)
+    assert state.result().stats.ran == 12
+    outputs = azurite.client().get_container_client("topn-output")
+    assert all(outputs.download_blob(f"{out}f{i:02}.txt").readall() == f"text {i}".encode() for i in range(12))
+    assert _logged(state, f"node {turned[0]} of pool {pool} is unusable (DiskFull")
     wait_for(lambda: turned[0] not in {n.id for n in client.list_nodes(pool)}, timeout=120, what="the node removed")
 
 
@@ -173,7 +192,7 @@ def test_the_job_quota_is_waited_for_then_named_with_the_leftover_jobs(
     state = topn(paths=[str(texts)], top=2, run_id=f"quota-{pool}", return_state=True)
     refused.join(timeout=60)
     _exact(state.result(), texts)
-    assert "active job quota is reached" in _logs(state) and "waiting up to 10 min" in _logs(state)
+    assert _logged(state, "active job quota is reached", "waiting up to 10 min")
 
 
 def _free_the_quota_once_refused(emulator: Emulator) -> None:
@@ -193,4 +212,4 @@ def test_a_two_minute_429_storm_is_waited_out_and_said(pool: str, emulator: Emul
     state = topn(paths=[str(texts)], top=2, run_id=f"storm-{pool}", return_state=True)
     _exact(state.result(), texts)
     assert admin(emulator, "GET", "/_emulator/throttle")[1]["throttled"] > 0, "no request was throttled"
-    assert "Azure Batch is throttling (429" in _logs(state)
+    assert _logged(state, "Azure Batch is throttling (429")
