@@ -20,8 +20,10 @@ PREFIX = "incoming/"
 
 
 def _blocks() -> dict[str, str]:
-    names = {"batch_credentials": os.environ.get("TOPN_BATCH_CREDENTIALS_BLOCK"),
-             "storage_credentials": os.environ.get("TOPN_STORAGE_CREDENTIALS_BLOCK")}  # fmt: skip
+    names = {
+        "batch_credentials": os.environ.get("TOPN_BATCH_CREDENTIALS_BLOCK"),
+        "storage_credentials": os.environ.get("TOPN_STORAGE_CREDENTIALS_BLOCK"),
+    }
     return {key: value for key, value in names.items() if value}
 
 

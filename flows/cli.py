@@ -58,16 +58,19 @@ def _parser() -> argparse.ArgumentParser:
     )
     upload.add_argument("paths", nargs="+", metavar="PATH", help="files or folders to upload")
     upload.add_argument(
-        "--prefix", default=DEFAULT_PREFIX, help=f"where in the input container (default {DEFAULT_PREFIX}: what "
-        "the deployment topn/default counts)"
-    )  # fmt: skip
+        "--prefix",
+        default=DEFAULT_PREFIX,
+        help=f"where in the input container (default {DEFAULT_PREFIX}: what the deployment topn/default counts)",
+    )
     _map_parser(commands)
     stack = commands.add_parser("stack", help="the local stack: Azurite and the Batch emulator")
     stack.add_argument("action", choices=["start", "stop", "status"])
     stack.add_argument(
-        "--entra", action="store_true", help="Entra ID mode: HTTPS and bearer tokens only, Shared Key refused "
-        "(as TOPN_USE_ENTRA_ID=true, which topn run then needs too)"
-    )  # fmt: skip
+        "--entra",
+        action="store_true",
+        help="Entra ID mode: HTTPS and bearer tokens only, Shared Key refused "
+        "(as TOPN_USE_ENTRA_ID=true, which topn run then needs too)",
+    )
     server = commands.add_parser("server", help="a Prefect server in the background that every topn run uses")
     server.add_argument("action", choices=["start", "stop", "status"])
     return parser
@@ -140,10 +143,18 @@ def _run(args: argparse.Namespace, settings: TopnSettings) -> int:
     if settings.local:
         ensure_local_stack(settings)
     with _prefect_server(settings):
-        result = topn(paths=paths or None, top=args.top, blob_prefix=args.prefix, run_id=args.run_id,
-                      delete_job=not args.keep_job, delete_pool=args.delete_pool, delete_uploads=args.delete_uploads,
-                      delete_outputs=args.delete_outputs, files_per_task=args.files_per_task,
-                      bytes_per_task=args.bytes_per_task)  # fmt: skip
+        result = topn(
+            paths=paths or None,
+            top=args.top,
+            blob_prefix=args.prefix,
+            run_id=args.run_id,
+            delete_job=not args.keep_job,
+            delete_pool=args.delete_pool,
+            delete_uploads=args.delete_uploads,
+            delete_outputs=args.delete_outputs,
+            files_per_task=args.files_per_task,
+            bytes_per_task=args.bytes_per_task,
+        )
     print(result.model_dump_json(indent=2) if args.json else result.table())
     return 0
 
@@ -158,9 +169,17 @@ def _map(args: argparse.Namespace, settings: TopnSettings) -> int:
     if settings.local:
         ensure_local_stack(settings)
     with _prefect_server(settings):
-        result = batch_map(blob_prefix=args.prefix, command=args.map_command, output_prefix=args.output_prefix,
-                           output_suffix=args.suffix, app=args.app, files_per_task=args.files_per_task,
-                           run_id=args.run_id, delete_job=not args.keep_job, delete_pool=args.delete_pool)  # fmt: skip
+        result = batch_map(
+            blob_prefix=args.prefix,
+            command=args.map_command,
+            output_prefix=args.output_prefix,
+            output_suffix=args.suffix,
+            app=args.app,
+            files_per_task=args.files_per_task,
+            run_id=args.run_id,
+            delete_job=not args.keep_job,
+            delete_pool=args.delete_pool,
+        )
     print(result.model_dump_json(indent=2) if args.json else result.table())
     return 0
 
@@ -176,8 +195,11 @@ def _prefect_server(settings: TopnSettings) -> contextlib.AbstractContextManager
     if PREFECT_API_URL.value() or settings.temporary_prefect_server:
         return contextlib.nullcontext()
     if ensure_prefect_server(settings):
-        print(f"started a Prefect server in the background, UI at {prefect_url(settings).removesuffix('/api')}: "
-              "later runs use it too (`topn server stop` ends it)", file=sys.stderr)  # fmt: skip
+        print(
+            f"started a Prefect server in the background, UI at {prefect_url(settings).removesuffix('/api')}: "
+            "later runs use it too (`topn server stop` ends it)",
+            file=sys.stderr,
+        )
     return temporary_settings({PREFECT_API_URL: prefect_url(settings)})
 
 
@@ -189,8 +211,10 @@ def _upload(args: argparse.Namespace, settings: TopnSettings) -> int:
     if settings.local:
         ensure_local_stack(settings)
     names = upload_named(settings, args.paths, args.prefix)
-    print(f"uploaded {len(names)} files to container {settings.input_container} under {args.prefix!r}; count them "
-          f"with `topn run --prefix {shlex.quote(args.prefix)}` or the deployment topn/default")  # fmt: skip
+    print(
+        f"uploaded {len(names)} files to container {settings.input_container} under {args.prefix!r}; count them "
+        f"with `topn run --prefix {shlex.quote(args.prefix)}` or the deployment topn/default"
+    )
     return 0
 
 
@@ -223,9 +247,11 @@ def _stack(args: argparse.Namespace, settings: TopnSettings) -> int:
     batch = "up" if emulator_up(settings) else "down"
     print(f"Batch emulator {settings.batch_url} (account devbatchaccount1): {batch}")
     if settings.use_entra_id:
-        print(f"Entra ID mode: tokens only (topn makes its own for the local stack), Shared Key refused; the "
-              f"development certificate to trust is {settings.local_tls[0]} (e.g. SSL_CERT_FILE or "
-              "REQUESTS_CA_BUNDLE for other clients)")  # fmt: skip
+        print(
+            f"Entra ID mode: tokens only (topn makes its own for the local stack), Shared Key refused; the "
+            f"development certificate to trust is {settings.local_tls[0]} (e.g. SSL_CERT_FILE or "
+            "REQUESTS_CA_BUNDLE for other clients)"
+        )
     return 0
 
 
@@ -285,5 +311,14 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
     from tasks.quotas import QuotaReached
     from tasks.storage import InputError
 
-    return (TopnFailed, InputError, StackError, AccessError, PoolConflict, RunConflict, QuotaReached,
-            ParameterTypeError, ValueError)  # fmt: skip
+    return (
+        TopnFailed,
+        InputError,
+        StackError,
+        AccessError,
+        PoolConflict,
+        RunConflict,
+        QuotaReached,
+        ParameterTypeError,
+        ValueError,
+    )

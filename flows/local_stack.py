@@ -114,12 +114,31 @@ def ensure_prefect_server(settings: TopnSettings) -> bool:
     if prefect_up(settings):
         return False
     home = settings.local_dir.resolve()
-    env = {**os.environ, "PREFECT_HOME": str(home / "prefect"),
-           "PREFECT_SERVER_API_PORT": str(settings.local_prefect_port), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-           "DO_NOT_TRACK": "1", "PREFECT_SERVER_UI_SHOW_PROMOTIONAL_CONTENT": "false"}  # fmt: skip
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(home / "prefect"),
+        "PREFECT_SERVER_API_PORT": str(settings.local_prefect_port),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "DO_NOT_TRACK": "1",
+        "PREFECT_SERVER_UI_SHOW_PROMOTIONAL_CONTENT": "false",
+    }
     env.pop("PREFECT_API_URL", None)
-    _spawn("prefect-server", [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
-                              "--port", str(settings.local_prefect_port)], home, env)  # fmt: skip
+    _spawn(
+        "prefect-server",
+        [
+            sys.executable,
+            "-m",
+            "prefect",
+            "server",
+            "start",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(settings.local_prefect_port),
+        ],
+        home,
+        env,
+    )
     _wait(lambda: prefect_up(settings), "prefect-server", home, timeout=180)
     return True
 
@@ -131,8 +150,15 @@ def stop_prefect_server(settings: TopnSettings, grace: float = 15) -> list[str]:
 def _spawn(name: str, command: list[str], home: Path, env: dict[str, str] | None = None) -> None:
     home.mkdir(parents=True, exist_ok=True)
     with open(home / f"{name}.log", "ab") as log:
-        process = subprocess.Popen(command, cwd=home, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                   start_new_session=True, env=env)  # fmt: skip
+        process = subprocess.Popen(
+            command,
+            cwd=home,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            env=env,
+        )
     (home / f"{name}.pid").write_text(str(process.pid))
 
 
@@ -154,14 +180,40 @@ def ensure_local_stack(settings: TopnSettings) -> list[str]:
     if not azurite_up(settings):
         if not AZURITE.exists():
             raise StackError(f"Azurite is not installed at {AZURITE}: run ./dev demo (or npm ci) first")
-        _spawn("azurite", [str(AZURITE), "--blobHost", "127.0.0.1", "--blobPort", str(settings.local_blob_port),
-                           "--location", str(home / "azurite"), "--silent", "--disableTelemetry",
-                           "--skipApiVersionCheck", *_azurite_entra(settings)],
-               home, _azurite_env(settings))  # fmt: skip
+        _spawn(
+            "azurite",
+            [
+                str(AZURITE),
+                "--blobHost",
+                "127.0.0.1",
+                "--blobPort",
+                str(settings.local_blob_port),
+                "--location",
+                str(home / "azurite"),
+                "--silent",
+                "--disableTelemetry",
+                "--skipApiVersionCheck",
+                *_azurite_entra(settings),
+            ],
+            home,
+            _azurite_env(settings),
+        )
         started.append("azurite")
     if not emulator_up(settings):
-        _spawn("batch-emulator", [sys.executable, "-m", "batch_emulator", "--port", str(settings.local_batch_port),
-                                  "--data-dir", str(home / "batch"), *_emulator_entra(settings)], home)  # fmt: skip
+        _spawn(
+            "batch-emulator",
+            [
+                sys.executable,
+                "-m",
+                "batch_emulator",
+                "--port",
+                str(settings.local_batch_port),
+                "--data-dir",
+                str(home / "batch"),
+                *_emulator_entra(settings),
+            ],
+            home,
+        )
         started.append("batch-emulator")
     if "azurite" in started:
         _wait(lambda: azurite_up(settings), "azurite", home)

@@ -41,8 +41,10 @@ class RunStats(BaseModel):
 
     def reuse_line(self) -> str:
         """E.g. "20 new, 1 changed, 2 deleted: 21 counted, 2,000 reused"."""
-        return (f"{self.new:,} new, {self.changed:,} changed, {self.deleted:,} deleted: "
-                f"{self.counted:,} counted, {self.reused:,} reused")  # fmt: skip
+        return (
+            f"{self.new:,} new, {self.changed:,} changed, {self.deleted:,} deleted: "
+            f"{self.counted:,} counted, {self.reused:,} reused"
+        )
 
 
 MAX_FILE_ROWS = 1_000  # per-file rows a result holds: beyond, memory (and the persisted result) would grow
@@ -86,6 +88,13 @@ def file_results(
         seen[n] = 1
         if n < keep:
             top = [(sys.intern(w), c) for w, c in row["top"]]
-            kept[n] = FileResult(name=names[n], task_id=task_of[n], bytes=row["bytes"], words=row["words"],
-                                 distinct=row["distinct"], top=top, skipped=row["skipped"])  # fmt: skip
+            kept[n] = FileResult(
+                name=names[n],
+                task_id=task_of[n],
+                bytes=row["bytes"],
+                words=row["words"],
+                distinct=row["distinct"],
+                top=top,
+                skipped=row["skipped"],
+            )
     return [kept[n] for n in sorted(kept)], len(names) - sum(seen)

@@ -37,8 +37,14 @@ def build_taskapp(cache: Path) -> AppFiles:
         out.mkdir(parents=True, exist_ok=True)
         # uv_build finds its binary on PATH: the environment's bin folder, even when it is not activated.
         env = {**os.environ, "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
-        subprocess.run([sys.executable, "-c", "import sys, uv_build; uv_build.build_wheel(sys.argv[1])", str(out)],
-                       cwd=SOURCE, check=True, capture_output=True, timeout=300, env=env)  # fmt: skip
+        subprocess.run(
+            [sys.executable, "-c", "import sys, uv_build; uv_build.build_wheel(sys.argv[1])", str(out)],
+            cwd=SOURCE,
+            check=True,
+            capture_output=True,
+            timeout=300,
+            env=env,
+        )
         wheels = sorted(out.glob("*.whl"))
     digest = hashlib.sha256(wheels[0].read_bytes() + INSTALLER.read_bytes()).hexdigest()
     version = digest[:16]

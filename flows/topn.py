@@ -169,29 +169,50 @@ def topn(
         moved = storage.moved_blobs(settings, [inputs[i] for i in sorted(run.read)], sorted(i.blob for i in inputs))
         if not moved:
             break
-        log.warning("%d blobs changed while they were counted (%s): counting them again as they are now",
-                    len(moved), describe(moved))  # fmt: skip
+        log.warning(
+            "%d blobs changed while they were counted (%s): counting them again as they are now",
+            len(moved),
+            describe(moved),
+        )
         listed = storage.list_inputs(settings, settings.input_container, blob_prefix)
         if not listed:
             return _nothing_to_count(settings, blob_prefix or "", started)
         inputs, catalog = _ordered(listed), run.catalog
     else:
-        raise TopnFailed(f"blobs under {blob_prefix!r} kept changing while they were counted ({MOVED_ROUNDS} "
-                         "times): run again when they stay as they are")  # fmt: skip
+        raise TopnFailed(
+            f"blobs under {blob_prefix!r} kept changing while they were counted ({MOVED_ROUNDS} "
+            "times): run again when they stay as they are"
+        )
     # Retention meanwhile (it never touches this run's outputs), unless it is to remove them: then after.
     retention = None if delete_outputs else storage.remove_stale_outputs.submit(settings, set(run.catalog.keys))
     merged, files = _read_result(settings, run, inputs)
     stats = RunStats(
-        job_id=run.job_id, pool_id=run.pool_id, files=len(inputs), bytes=sum(s.size for s in inputs),
-        tasks_added=run.added, reused_job=run.reused, polls=run.polls, seconds=round(time.monotonic() - started, 2),
-        new=run.changes.new, changed=run.changes.changed, deleted=run.changes.deleted,
-        counted=run.counted, reused=len(inputs) - run.counted, count_tasks=run.tasks[0], merge_tasks=run.tasks[1],
-    )  # fmt: skip
+        job_id=run.job_id,
+        pool_id=run.pool_id,
+        files=len(inputs),
+        bytes=sum(s.size for s in inputs),
+        tasks_added=run.added,
+        reused_job=run.reused,
+        polls=run.polls,
+        seconds=round(time.monotonic() - started, 2),
+        new=run.changes.new,
+        changed=run.changes.changed,
+        deleted=run.changes.deleted,
+        counted=run.counted,
+        reused=len(inputs) - run.counted,
+        count_tasks=run.tasks[0],
+        merge_tasks=run.tasks[1],
+    )
     files_blob = wordcount.result_blobs(run.plan.root.key)[1]
     result = TopnResult(
-        top=[tuple(p) for p in merged["top"]], words=merged["words"], distinct=merged["distinct"],
-        files_counted=merged["files"], files=files, files_blob=f"{settings.output_container}/{files_blob}", stats=stats,
-    )  # fmt: skip
+        top=[tuple(p) for p in merged["top"]],
+        words=merged["words"],
+        distinct=merged["distinct"],
+        files_counted=merged["files"],
+        files=files,
+        files_blob=f"{settings.output_container}/{files_blob}",
+        stats=stats,
+    )
     _publish(result, settings, run.job_id, files_blob, len(inputs))
     _publish_links(result, settings, blob_prefix)
     _found(
@@ -200,8 +221,14 @@ def topn(
     _clean_up(settings, run, line, inputs if paths else [], delete_pool, delete_uploads, delete_outputs)
     if retention is not None:
         retention.result()
-    log.info("top %d of %d files in %.1f s (%s): %s", top, len(inputs), stats.seconds, stats.reuse_line(),
-             ", ".join(f"{w} {n:,}" for w, n in result.top))  # fmt: skip
+    log.info(
+        "top %d of %d files in %.1f s (%s): %s",
+        top,
+        len(inputs),
+        stats.seconds,
+        stats.reuse_line(),
+        ", ".join(f"{w} {n:,}" for w, n in result.top),
+    )
     return result
 
 
@@ -268,22 +295,32 @@ def _count(
     job_id = run_id or f"topn-{run_plan.root.key[:16]}"
     counted = sum(len(step.inputs) for step, _ in todo if step.kind == wordcount.COUNT)
     if counted < len(inputs):
-        get_run_logger().info("%d of %d files have outputs in storage already: not counting them again",
-                              len(inputs) - counted, len(inputs))  # fmt: skip
+        get_run_logger().info(
+            "%d of %d files have outputs in storage already: not counting them again",
+            len(inputs) - counted,
+            len(inputs),
+        )
     if edited := [(step, e) for step, _ in todo if (e := edits.get(step.id))]:
         reads = sum(1 + len(e.drops) + len(e.adds) for _, e in edited)
         children = sum(len(step.children) for step, _ in edited)
-        get_run_logger().info("%s made from %s last output: reading %d parts, not %d",
-                              runs.plural(len(edited), "merge"), "their" if len(edited) > 1 else "its", reads,
-                              children)  # fmt: skip
+        get_run_logger().info(
+            "%s made from %s last output: reading %d parts, not %d",
+            runs.plural(len(edited), "merge"),
+            "their" if len(edited) > 1 else "its",
+            reads,
+            children,
+        )
     pool_id, state, added, watch = settings.pool_id, batch.JobState.DONE, 0, None
     if todo:
         pool_id = batch.ensure_pool(settings, app, sas, expiry)
         flow_run = str(current_run.get_id() or "")
         state = batch.prepare_job(settings, job_id, pool_id, flow_run, run_plan.root.key, wordcount.MERGE_ID)
     if state == batch.JobState.CREATED and run_id is not None:  # an explicit id: logs of another run's failures
-        storage.delete_blobs(settings, settings.output_container,
-                             storage.list_blob_names(settings, settings.output_container, f"{job_id}/"))  # fmt: skip
+        storage.delete_blobs(
+            settings,
+            settings.output_container,
+            storage.list_blob_names(settings, settings.output_container, f"{job_id}/"),
+        )
     if state != batch.JobState.DONE:
         added, watch = _run_job(settings, sas, inputs, run_plan, todo, edits, job_id, pool_id, top, app.version, expiry)
         if watch.ending != monitor.Ending.SUCCEEDED:
@@ -299,8 +336,18 @@ def _count(
     ran = [step for step, _ in todo] if state != batch.JobState.DONE else []
     read = frozenset(i for step in ran if step.kind == wordcount.COUNT for i in step.inputs)
     counts = sum(step.kind == wordcount.COUNT for step in ran)
-    return _Counted(run_plan, new_catalog, changes, job_id, pool_id, read, (counts, len(ran) - counts), added,
-                    watch.polls if watch else 0, state == batch.JobState.DONE)  # fmt: skip
+    return _Counted(
+        run_plan,
+        new_catalog,
+        changes,
+        job_id,
+        pool_id,
+        read,
+        (counts, len(ran) - counts),
+        added,
+        watch.polls if watch else 0,
+        state == batch.JobState.DONE,
+    )
 
 
 def _nothing_to_count(settings: TopnSettings, prefix: str, started: float) -> TopnResult:
@@ -313,8 +360,16 @@ def _nothing_to_count(settings: TopnSettings, prefix: str, started: float) -> To
     )
     get_run_logger().warning("nothing to count: no blobs in %s", where)
     _found("nothing to count")
-    stats = RunStats(job_id="", pool_id=settings.pool_id, files=0, bytes=0, tasks_added=0, reused_job=False, polls=0,
-                     seconds=round(time.monotonic() - started, 2))  # fmt: skip
+    stats = RunStats(
+        job_id="",
+        pool_id=settings.pool_id,
+        files=0,
+        bytes=0,
+        tasks_added=0,
+        reused_job=False,
+        polls=0,
+        seconds=round(time.monotonic() - started, 2),
+    )
     return TopnResult(top=[], words=0, distinct=0, files_counted=0, files=[], stats=stats)
 
 
@@ -376,14 +431,24 @@ def _publish(result: TopnResult, settings: TopnSettings, job_id: str, files_blob
     )
     shown = result.files[:FILE_ROWS_SHOWN]
     create_table_artifact(
-        [{"file": f.name, "bytes": f"{f.bytes:,}", "words": f"{f.words:,}", "distinct": f"{f.distinct:,}",
-          "skipped": f.skipped or ("empty" if f.bytes == 0 else ""),
-          "top word": f"{f.top[0][0]} ({f.top[0][1]:,})" if f.top else "", "task": f.task_id} for f in shown],
+        [
+            {
+                "file": f.name,
+                "bytes": f"{f.bytes:,}",
+                "words": f"{f.words:,}",
+                "distinct": f"{f.distinct:,}",
+                "skipped": f.skipped or ("empty" if f.bytes == 0 else ""),
+                "top word": f"{f.top[0][0]} ({f.top[0][1]:,})" if f.top else "",
+                "task": f.task_id,
+            }
+            for f in shown
+        ],
         key=runs.artifact_key("files"),
-        description=f"Each file of job {job_id}" if len(shown) == files else
-        f"The first {len(shown):,} of {files:,} files of job {job_id}: every file is in the flow's result, "
+        description=f"Each file of job {job_id}"
+        if len(shown) == files
+        else f"The first {len(shown):,} of {files:,} files of job {job_id}: every file is in the flow's result, "
         f"and in blob {settings.output_container}/{files_blob} unless the outputs were deleted",
-    )  # fmt: skip
+    )
 
 
 def _publish_links(result: TopnResult, settings: TopnSettings, blob_prefix: str | None) -> None:
@@ -397,12 +462,15 @@ def _publish_links(result: TopnResult, settings: TopnSettings, blob_prefix: str 
         ("inputs", inputs, runs.listing_url(settings, settings.input_container, blob_prefix or "")),
         ("every file's row", result.files_blob, f"{blob_url}/{result.files_blob}"),
         ("outputs", settings.output_container, runs.listing_url(settings, settings.output_container)),
-    ]  # fmt: skip
+    ]
     lines = runs.link_table(where)
-    lines += ["", f"{runs.plural(stats.files, 'file')} ({stats.bytes:,} bytes): {stats.reuse_line()}; "
-              f"{runs.plural(result.words, 'word')}, {result.distinct:,} distinct; "
-              f"{runs.plural(stats.count_tasks, 'count task')} and {runs.plural(stats.merge_tasks, 'merge task')} "
-              f"in {stats.seconds:.1f} s"]  # fmt: skip
+    lines += [
+        "",
+        f"{runs.plural(stats.files, 'file')} ({stats.bytes:,} bytes): {stats.reuse_line()}; "
+        f"{runs.plural(result.words, 'word')}, {result.distinct:,} distinct; "
+        f"{runs.plural(stats.count_tasks, 'count task')} and {runs.plural(stats.merge_tasks, 'merge task')} "
+        f"in {stats.seconds:.1f} s",
+    ]
     create_markdown_artifact(
         "\n".join(lines), key=runs.artifact_key("links"), description=f"Where job {stats.job_id} is"
     )

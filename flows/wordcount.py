@@ -105,8 +105,9 @@ def make_plan(inputs: list[InputBlob], packs: list[PackSpec], top: int, version:
     for spec in packs:
         if spec.parts:
             key = pack_key(inputs, spec.members, top, version)
-            leaves.append(Step(f"combine-{len(leaves) + 1}", key, COMBINE, spec.members,
-                               tuple(count(p) for p in spec.parts)))  # fmt: skip
+            leaves.append(
+                Step(f"combine-{len(leaves) + 1}", key, COMBINE, spec.members, tuple(count(p) for p in spec.parts))
+            )
         else:
             leaves.append(count(spec.members))
     return Plan(_tree(leaves, top, version, packing), tuple(counts), packing)
@@ -118,8 +119,10 @@ def _tree(leaves: list[Step], top: int, version: str, packing: Packing) -> Step:
     level, nodes = 1, leaves
     while len(nodes) > packing.fan_in:
         groups = [nodes[s : s + packing.fan_in] for s in range(0, len(nodes), packing.fan_in)]
-        nodes = [Step(f"merge-{level}-{j}", _hash("merge", version, top, [c.key for c in g]), MERGE, children=tuple(g))
-                 for j, g in enumerate(groups, 1)]  # fmt: skip
+        nodes = [
+            Step(f"merge-{level}-{j}", _hash("merge", version, top, [c.key for c in g]), MERGE, children=tuple(g))
+            for j, g in enumerate(groups, 1)
+        ]
         level += 1
     return Step(MERGE_ID, _hash("root", version, top, [c.key for c in nodes]), ROOT, children=tuple(nodes))
 
@@ -246,8 +249,23 @@ def count_task(
     paths = [(s.blob.row_key, f"in/{n}/{s.blob.local_name}") for n, s in enumerate(sources, 1)]
     listing = "\n".join(f"{key}\t{path}" for key, path in paths)
     script = _taskapp(version, "printf '%s\\n' \"$TOPN_INPUTS\" > inputs.tsv && ")
-    command = ["/bin/sh", "-c", script, "topn-count", "count-many", "--top", str(top), "--output", "part",
-               "--inputs", "inputs.tsv", "--jobs", "0", "--split-bytes", str(plan.packing.bytes_per_task)]  # fmt: skip
+    command = [
+        "/bin/sh",
+        "-c",
+        script,
+        "topn-count",
+        "count-many",
+        "--top",
+        str(top),
+        "--output",
+        "part",
+        "--inputs",
+        "inputs.tsv",
+        "--jobs",
+        "0",
+        "--split-bytes",
+        str(plan.packing.bytes_per_task),
+    ]
     return m.BatchTaskCreateOptions(
         id=step.id,
         display_name=describe([s.blob.name for s in sources])[:1024],
@@ -287,9 +305,11 @@ def merge_task(
     if step.kind == ROOT:
         top_blob, files_blob = result_blobs(step.key)
         outputs = ["--output", "top.json", "--files", "files.jsonl", "--part", "part"]
-        files = [output_file(output_url, "top.json", top_blob, "tasksuccess"),
-                 output_file(output_url, "files.jsonl", files_blob, "tasksuccess"),
-                 output_file(output_url, "part", part_blob(root_part_key(step.key)), "tasksuccess")]  # fmt: skip
+        files = [
+            output_file(output_url, "top.json", top_blob, "tasksuccess"),
+            output_file(output_url, "files.jsonl", files_blob, "tasksuccess"),
+            output_file(output_url, "part", part_blob(root_part_key(step.key)), "tasksuccess"),
+        ]
     else:
         outputs = ["--part", "part"]
         files = [output_file(output_url, "part", part_blob(step.key), "tasksuccess")]

@@ -65,11 +65,13 @@ def _start_task(settings: BatchSettings, app: AppBlobs, sas: SasIssuer) -> m.Bat
         return None
     return m.BatchStartTask(
         command_line=shlex.join(app.install),
-        resource_files=[m.ResourceFile(http_url=sas.blob_read(settings.app_container, blob),
-                                       file_path=blob.rsplit("/", 1)[-1]) for blob in app.blobs],
+        resource_files=[
+            m.ResourceFile(http_url=sas.blob_read(settings.app_container, blob), file_path=blob.rsplit("/", 1)[-1])
+            for blob in app.blobs
+        ],
         wait_for_success=True,
         max_task_retry_count=START_TASK_RETRIES,
-    )  # fmt: skip
+    )
 
 
 def _sas_expiry_of(query: dict[str, list[str]]) -> datetime | None:
@@ -96,8 +98,11 @@ def autoscale_formula(settings: BatchSettings) -> str:
 def _size(settings: BatchSettings) -> dict:
     """The pool's size: fixed targets, or autoscale's formula (then no targets: the service refuses both)."""
     if settings.pool_mode == "autoscale":
-        return {"enable_auto_scale": True, "auto_scale_formula": autoscale_formula(settings),
-                "auto_scale_evaluation_interval": settings.autoscale_interval}  # fmt: skip
+        return {
+            "enable_auto_scale": True,
+            "auto_scale_formula": autoscale_formula(settings),
+            "auto_scale_evaluation_interval": settings.autoscale_interval,
+        }
     return {"target_dedicated_nodes": settings.dedicated_nodes, "target_low_priority_nodes": settings.spot_nodes}
 
 
@@ -105,12 +110,19 @@ def _set_mode(client, pool: m.BatchPool, settings: BatchSettings) -> None:
     """Brings a reused pool to the configured mode (or formula), without recreating it."""
     formula = autoscale_formula(settings)
     if settings.pool_mode == "autoscale" and (not pool.enable_auto_scale or pool.auto_scale_formula != formula):
-        client.enable_pool_auto_scale(pool.id, m.BatchPoolEnableAutoScaleOptions(
-            auto_scale_formula=formula, auto_scale_evaluation_interval=settings.autoscale_interval))  # fmt: skip
+        client.enable_pool_auto_scale(
+            pool.id,
+            m.BatchPoolEnableAutoScaleOptions(
+                auto_scale_formula=formula, auto_scale_evaluation_interval=settings.autoscale_interval
+            ),
+        )
         get_run_logger().info(
             "pool %s: autoscale on (up to %d dedicated + %d spot nodes, none after %s idle)",
-            pool.id, settings.dedicated_nodes, settings.spot_nodes, settings.autoscale_idle,
-        )  # fmt: skip
+            pool.id,
+            settings.dedicated_nodes,
+            settings.spot_nodes,
+            settings.autoscale_idle,
+        )
     elif settings.pool_mode == "keep" and pool.enable_auto_scale:
         client.disable_pool_auto_scale(pool.id)
         size = m.BatchPoolResizeOptions(
@@ -148,8 +160,9 @@ def _renew_start_task(client, settings: BatchSettings, app: AppBlobs, sas: SasIs
     client.update_pool(settings.pool_id, m.BatchPoolUpdateOptions(start_task=_start_task(settings, app, starter)))
     get_run_logger().info(
         "pool %s: renewed its start task's access to the task application, until %s",
-        settings.pool_id, starter.expiry.strftime("%Y-%m-%d %H:%M UTC"),
-    )  # fmt: skip
+        settings.pool_id,
+        starter.expiry.strftime("%Y-%m-%d %H:%M UTC"),
+    )
 
 
 @task(name="ensure-pool", task_run_name=named("ensure-pool {settings.pool_id}"), **BATCH_TASK)
@@ -197,18 +210,23 @@ def ensure_pool(settings: BatchSettings, app: AppBlobs, sas: SasIssuer, needed_u
         client.begin_delete_pool(pool.id, polling_interval=POLL).result()
     starter = SasIssuer.for_lifetime(sas, START_TASK_SAS_LIFETIME)
     options = m.BatchPoolCreateOptions(
-        id=settings.pool_id, vm_size=settings.vm_size,
+        id=settings.pool_id,
+        vm_size=settings.vm_size,
         virtual_machine_configuration=m.VirtualMachineConfiguration(
-            image_reference=m.BatchVmImageReference(publisher=settings.image_publisher, offer=settings.image_offer,
-                                                    sku=settings.image_sku, version="latest"),
-            node_agent_sku_id=settings.node_agent_sku_id),
+            image_reference=m.BatchVmImageReference(
+                publisher=settings.image_publisher, offer=settings.image_offer, sku=settings.image_sku, version="latest"
+            ),
+            node_agent_sku_id=settings.node_agent_sku_id,
+        ),
         **_size(settings),
         task_slots_per_node=settings.task_slots_per_node,
         task_scheduling_policy=m.BatchTaskSchedulingPolicy(node_fill_type="spread"),
         start_task=_start_task(settings, app, starter),
-        metadata=[m.BatchMetadataItem(name=app.name, value=app.version),
-                  m.BatchMetadataItem(name=OWNER_KEY, value=OWNER)],
-    )  # fmt: skip
+        metadata=[
+            m.BatchMetadataItem(name=app.name, value=app.version),
+            m.BatchMetadataItem(name=OWNER_KEY, value=OWNER),
+        ],
+    )
     try:
         _create_pool(client, options)
         log.info(
@@ -255,15 +273,23 @@ def prepare_job(
             client.begin_delete_job(job_id, polling_interval=POLL).result()
         else:
             _wait_gone(client.get_job, job_id)
-    quotas.create_job(client, m.BatchJobCreateOptions(
-        id=job_id, pool_info=m.BatchPoolInfo(pool_id=pool_id), uses_task_dependencies=True,
-        constraints=m.BatchJobConstraints(max_wall_clock_time=settings.job_timeout,
-                                          max_task_retry_count=settings.max_task_retries),
-        # Never terminatejob: a completed job's failed tasks can no longer be run again (watch-job does).
-        all_tasks_complete_mode="noaction",
-        metadata=[m.BatchMetadataItem(name=FLOW_RUN_KEY, value=flow_run_id),
-                  m.BatchMetadataItem(name=INPUTS_KEY, value=inputs)],
-    ))  # fmt: skip
+    quotas.create_job(
+        client,
+        m.BatchJobCreateOptions(
+            id=job_id,
+            pool_info=m.BatchPoolInfo(pool_id=pool_id),
+            uses_task_dependencies=True,
+            constraints=m.BatchJobConstraints(
+                max_wall_clock_time=settings.job_timeout, max_task_retry_count=settings.max_task_retries
+            ),
+            # Never terminatejob: a completed job's failed tasks can no longer be run again (watch-job does).
+            all_tasks_complete_mode="noaction",
+            metadata=[
+                m.BatchMetadataItem(name=FLOW_RUN_KEY, value=flow_run_id),
+                m.BatchMetadataItem(name=INPUTS_KEY, value=inputs),
+            ],
+        ),
+    )
     log.info("created job %s on pool %s", job_id, pool_id)
     return JobState.CREATED
 

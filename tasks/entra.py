@@ -39,8 +39,16 @@ class LocalStackCredential:
     def get_token(self, *scopes: str, **_options: Any) -> AccessToken:
         now = int(time.time())
         audience = scopes[0].removesuffix("/.default")  # as Entra ID: Batch's scope ends "//.default"
-        claims = {"aud": audience, "iss": f"https://sts.windows.net/{DEV_TENANT}/", "iat": now, "nbf": now,
-                  "exp": now + self.lifetime, "tid": DEV_TENANT, "oid": DEV_PRINCIPAL, "ver": "1.0"}  # fmt: skip
+        claims = {
+            "aud": audience,
+            "iss": f"https://sts.windows.net/{DEV_TENANT}/",
+            "iat": now,
+            "nbf": now,
+            "exp": now + self.lifetime,
+            "tid": DEV_TENANT,
+            "oid": DEV_PRINCIPAL,
+            "ver": "1.0",
+        }
         token = ".".join(_b64(part) for part in ({"typ": "JWT", "alg": "none"}, claims)) + ".bm90LXNpZ25lZA"
         return AccessToken(token, now + self.lifetime)
 
@@ -92,8 +100,10 @@ def _load(path: str) -> TokenCredential:
     try:
         found = getattr(importlib.import_module(module_name), name)
     except Exception as e:  # ImportError, AttributeError, or whatever the module raised while importing
-        raise SettingsError(f"{where}: cannot load it ({e}); name a TokenCredential as module:name, "
-                            "e.g. azure.identity:AzureCliCredential") from None  # fmt: skip
+        raise SettingsError(
+            f"{where}: cannot load it ({e}); name a TokenCredential as module:name, "
+            "e.g. azure.identity:AzureCliCredential"
+        ) from None
     try:
         made = found() if isinstance(found, type) or not hasattr(found, "get_token") else found
     except Exception as e:  # a credential that cannot be made: say which and why, not a traceback

@@ -58,8 +58,12 @@ class Catalog:
     keys: frozenset[str] = field(default_factory=frozenset)
 
     def to_json(self) -> bytes:
-        body = {"format": FORMAT, "source": self.source, "packs": [list(p) for p in self.packs],
-                "keys": sorted(self.keys)}  # fmt: skip
+        body = {
+            "format": FORMAT,
+            "source": self.source,
+            "packs": [list(p) for p in self.packs],
+            "keys": sorted(self.keys),
+        }
         return json.dumps(body, separators=(",", ":")).encode()
 
     @classmethod
@@ -125,8 +129,10 @@ def arrange(inputs: list[InputBlob], catalog: Catalog, packing: Packing) -> tupl
         if present:
             kept.append(tuple(present))
     fresh = [i for i in range(len(inputs)) if i not in claimed]
-    kept += [tuple(fresh[j] for j in r) for r in pack([inputs[i].size for i in fresh], packing.files_per_task,
-                                                       packing.bytes_per_task)]  # fmt: skip
+    kept += [
+        tuple(fresh[j] for j in r)
+        for r in pack([inputs[i].size for i in fresh], packing.files_per_task, packing.bytes_per_task)
+    ]
     names_now = {blob.name_key for blob in inputs}
     renewed = sum(inputs[i].name_key in old_names for i in fresh)
     changes = Changes(len(fresh) - renewed, renewed + in_place, len(old_names - names_now), len(claimed) - in_place)

@@ -42,8 +42,12 @@ def list_blobs(container: ContainerClient, prefix: str = "") -> Iterator[ListedB
             props = blob.find("Properties")
             if props is None:
                 raise ServiceResponseError("a List Blobs answer without a blob's properties")
-            yield ListedBlob(blob.findtext("Name", ""), int(props.findtext("Content-Length", "0")),
-                             props.findtext("Etag", "").strip('"'), props.findtext("Last-Modified", ""))  # fmt: skip
+            yield ListedBlob(
+                blob.findtext("Name", ""),
+                int(props.findtext("Content-Length", "0")),
+                props.findtext("Etag", "").strip('"'),
+                props.findtext("Last-Modified", ""),
+            )
         marker = page.findtext("NextMarker") or ""
         if not marker:
             return
@@ -53,8 +57,12 @@ def _page(container: ContainerClient, prefix: str, marker: str) -> ET.Element:
     params = {"restype": "container", "comp": "list", "prefix": prefix}
     if marker:
         params["marker"] = marker
-    request = HttpRequest("GET", container.url, params=params,
-                          headers={"x-ms-version": container.api_version, "Accept": "application/xml"})  # fmt: skip
+    request = HttpRequest(
+        "GET",
+        container.url,
+        params=params,
+        headers={"x-ms-version": container.api_version, "Accept": "application/xml"},
+    )
     # The generated client's send_request: its pipeline signs and retries like the SDK's own operations.
     response = container._client._send_request(request)
     if response.status_code == 404:

@@ -150,10 +150,12 @@ def _poll(
         return None
     if seen.update((counts.completed, counts.running, counts.failed)):
         # The description is set anew each time: a wait for nodes said earlier is over once tasks move.
-        update_progress_artifact(artifact, 100.0 * counts.completed / total,
-                                 description=f"Batch job {job_id}: {_tally(counts, total)}")  # fmt: skip
-        get_run_logger().info("%d of %d tasks completed (%d running, %d failed)", counts.completed, total,
-                              counts.running, counts.failed)  # fmt: skip
+        update_progress_artifact(
+            artifact, 100.0 * counts.completed / total, description=f"Batch job {job_id}: {_tally(counts, total)}"
+        )
+        get_run_logger().info(
+            "%d of %d tasks completed (%d running, %d failed)", counts.completed, total, counts.running, counts.failed
+        )
     if counts.completed == total:
         return (Ending.SUCCEEDED if counts.failed == 0 else Ending.FAILED), "", counts.completed
     if counts.running == 0:  # nothing runs: the job may have ended, or be stuck
@@ -188,8 +190,10 @@ def _tally(counts: m.BatchTaskCounts, total: int) -> str:
 def _say_if_scaling_up(client: BatchClient, pool_id: str, artifact: object, progress: float, seen: _Seen) -> None:
     """A pool at zero nodes with tasks waiting is scaling up (autoscale), not stuck: said in the log and on
     the progress artifact, once a minute at most."""
-    pool = client.get_pool(pool_id, select=["currentDedicatedNodes", "currentLowPriorityNodes", "enableAutoScale",
-                                            "autoScaleEvaluationInterval"])  # fmt: skip
+    pool = client.get_pool(
+        pool_id,
+        select=["currentDedicatedNodes", "currentLowPriorityNodes", "enableAutoScale", "autoScaleEvaluationInterval"],
+    )
     if (pool.current_dedicated_nodes or 0) + (pool.current_low_priority_nodes or 0):
         return
     seen.scaling_said = time.monotonic()
@@ -215,8 +219,14 @@ def _recover(client: BatchClient, job_id: str, recoveries: dict[str, int]) -> in
             continue
         recoveries[tid] = recoveries.get(tid, 0) + 1
         again += 1
-        get_run_logger().warning("task %s failed (%s: %s): running it again (%d of %d)", tid, info.code,
-                                 redact(info.message or ""), recoveries[tid], MAX_RECOVERIES)  # fmt: skip
+        get_run_logger().warning(
+            "task %s failed (%s: %s): running it again (%d of %d)",
+            tid,
+            info.code,
+            redact(info.message or ""),
+            recoveries[tid],
+            MAX_RECOVERIES,
+        )
     return again
 
 
@@ -284,8 +294,9 @@ def collect_failures(settings: BatchSettings, job_id: str, files: dict[str, str]
     return failures
 
 
-@task(name="report-failures", task_run_name=named("report-failures {job_id}"), tags=["azure-batch"],
-      persist_result=False)  # fmt: skip
+@task(
+    name="report-failures", task_run_name=named("report-failures {job_id}"), tags=["azure-batch"], persist_result=False
+)
 def report_failures(
     settings: BatchSettings,
     job_id: str,
@@ -299,11 +310,18 @@ def report_failures(
     of it is (uploaded on failure only)."""
     failures = collect_failures(settings, job_id, files)
     # The columns a reader needs first come first: a wide table hides its right end.
-    rows = [{"file": f.file, "stderr (end)": "\n".join(f.stderr_tail.splitlines()[-5:]),
-             "exit code": "" if f.exit_code is None else f.exit_code, "attempts": f.attempts, "task": f.task_id,
-             "failure": f"{f.code}: {redact(f.message)}",
-             "stderr blob": f"{settings.output_container}/{logs_blob(job_id, f.task_id)}/stderr.txt"}
-            for f in failures]  # fmt: skip
+    rows = [
+        {
+            "file": f.file,
+            "stderr (end)": "\n".join(f.stderr_tail.splitlines()[-5:]),
+            "exit code": "" if f.exit_code is None else f.exit_code,
+            "attempts": f.attempts,
+            "task": f.task_id,
+            "failure": f"{f.code}: {redact(f.message)}",
+            "stderr blob": f"{settings.output_container}/{logs_blob(job_id, f.task_id)}/stderr.txt",
+        }
+        for f in failures
+    ]
     if rows:
         create_table_artifact(rows, key=artifact_key, description=f"The failed tasks of Batch job {job_id}")
     # A task without a name in `files` (a merge, which fails when its inputs did) is told only when alone.

@@ -33,10 +33,14 @@ def _answers(url: str) -> bool:
 
 def unreachable(settings: AzureConnection) -> str:
     """Which service does not answer, and how to bring it back."""
-    down = [(name, url, hint) for name, url, hint in (
-        ("the Batch emulator" if settings.local else "Azure Batch", settings.batch_url, "TOPN_BATCH_ENDPOINT"),
-        ("Azurite" if settings.local else "Azure Storage", settings.blob_url, "TOPN_STORAGE_BLOB_ENDPOINT"),
-    ) if not _answers(url)]  # fmt: skip
+    down = [
+        (name, url, hint)
+        for name, url, hint in (
+            ("the Batch emulator" if settings.local else "Azure Batch", settings.batch_url, "TOPN_BATCH_ENDPOINT"),
+            ("Azurite" if settings.local else "Azure Storage", settings.blob_url, "TOPN_STORAGE_BLOB_ENDPOINT"),
+        )
+        if not _answers(url)
+    ]
     if not down:
         return "lost the connection to Azure Batch or Storage and could not finish: run the same command again"
     names = " and ".join(f"{name} at {url}" for name, url, _ in down)
@@ -74,11 +78,21 @@ def _probes(settings: AzureConnection) -> list[_Probe]:
     batch_hint = "TOPN_BATCH_ENDPOINT" + (", TOPN_BATCH_ACCOUNT_NAME and TOPN_BATCH_ACCOUNT_KEY" if keys else "")
     blob_hint = "TOPN_STORAGE_ACCOUNT_NAME" + (" and TOPN_STORAGE_ACCOUNT_KEY" if keys else "")
     probes = [
-        _Probe("Azure Batch", settings.batch_url, batch_hint, entra.BATCH_ROLE,
-               lambda: batch_client(settings).list_pools(max_results=1, select=["id"])),
-        _Probe("Azure Storage", settings.blob_url, blob_hint, entra.STORAGE_ROLE,
-               lambda: blob_service(settings).list_containers(results_per_page=1)),
-    ]  # fmt: skip
+        _Probe(
+            "Azure Batch",
+            settings.batch_url,
+            batch_hint,
+            entra.BATCH_ROLE,
+            lambda: batch_client(settings).list_pools(max_results=1, select=["id"]),
+        ),
+        _Probe(
+            "Azure Storage",
+            settings.blob_url,
+            blob_hint,
+            entra.STORAGE_ROLE,
+            lambda: blob_service(settings).list_containers(results_per_page=1),
+        ),
+    ]
     if settings.use_entra_id:  # the nodes' access is signed by a user delegation key: its role, checked now
         now = datetime.now(UTC)
         key = lambda: [blob_service(settings).get_user_delegation_key(now, now + timedelta(minutes=5))]  # noqa: E731

@@ -51,9 +51,11 @@ def create_job(client: BatchClient, options: m.BatchJobCreateOptions) -> None:
             if not said:
                 said = True
                 get_run_logger().warning(
-                    "the Batch account's active job quota is reached (%d active: %s): waiting up to %s for one "
-                    "to end", len(jobs), _named(jobs), _duration(policy.JOB_QUOTA_WAIT),
-                )  # fmt: skip
+                    "the Batch account's active job quota is reached (%d active: %s): waiting up to %s for one to end",
+                    len(jobs),
+                    _named(jobs),
+                    _duration(policy.JOB_QUOTA_WAIT),
+                )
             time.sleep(policy.QUOTA_POLL)
 
 

@@ -134,8 +134,9 @@ def upload_named(settings: BatchSettings, paths: list[str], prefix: str) -> list
     def one(item: tuple[Path, str]) -> str:
         path, name = item
         with open(path, "rb") as data:
-            container.upload_blob(prefix + name, data, length=path.stat().st_size, overwrite=True,
-                                  max_concurrency=BLOCK_CONCURRENCY)  # fmt: skip
+            container.upload_blob(
+                prefix + name, data, length=path.stat().st_size, overwrite=True, max_concurrency=BLOCK_CONCURRENCY
+            )
         return prefix + name
 
     with ThreadPoolExecutor(FILE_CONCURRENCY) as pool:
@@ -148,8 +149,11 @@ def list_inputs(settings: BatchSettings, container: str, prefix: str) -> list[In
     None (or no container) is not an error: the flow then says there was nothing to count."""
     client = blob_service(settings).get_container_client(container)
     try:
-        inputs = [InputBlob(b.name, container, b.name, b.size, b.etag)
-                  for b in list_blobs(client, prefix) if not b.name.endswith("/")]  # fmt: skip
+        inputs = [
+            InputBlob(b.name, container, b.name, b.size, b.etag)
+            for b in list_blobs(client, prefix)
+            if not b.name.endswith("/")
+        ]
     except ResourceNotFoundError:  # nothing was ever uploaded: nothing to count
         inputs = []
     get_run_logger().info("%d blobs in container %s under %r", len(inputs), container, prefix)
@@ -162,8 +166,7 @@ def list_inputs(settings: BatchSettings, container: str, prefix: str) -> list[In
 LISTED_PER_HEAD, REQUEST_COST = 30, 100
 
 
-@task(name="moved-blobs", task_run_name=named("moved-blobs: check {n:,} counted blob{n_s}", n="inputs"),
-      **STORAGE_TASK)  # fmt: skip
+@task(name="moved-blobs", task_run_name=named("moved-blobs: check {n:,} counted blob{n_s}", n="inputs"), **STORAGE_TASK)
 def moved_blobs(settings: BatchSettings, inputs: list[InputBlob], listed: list[str]) -> list[str]:
     """The names of these blobs of the input container that changed (another ETag) or went since they were
     listed (`listed`: every name the run listed, in order): a task that counted one may have read either

@@ -17,9 +17,18 @@ from batch_emulator.errors import BatchError
 MAX_CLOCK_SKEW = timedelta(minutes=15)
 
 _SIGNED_HEADERS = (
-    "content-encoding", "content-language", "content-length", "content-md5", "content-type", "date",
-    "if-modified-since", "if-match", "if-none-match", "if-unmodified-since", "range",
-)  # fmt: skip
+    "content-encoding",
+    "content-language",
+    "content-length",
+    "content-md5",
+    "content-type",
+    "date",
+    "if-modified-since",
+    "if-match",
+    "if-none-match",
+    "if-unmodified-since",
+    "range",
+)
 
 
 def string_to_sign(

@@ -64,17 +64,39 @@ class Image:
 
 CATALOGUE: tuple[Image, ...] = (
     Image("canonical", "ubuntu-24_04-lts", "server", "batch.node.ubuntu 24.04", True, source="MS_SPOT"),
-    Image("microsoft-dsvm", "ubuntu-hpc", "2404", "batch.node.ubuntu 24.04", True, ("DockerCompatible",),
-          source="BATCH_200"),
-    Image("canonical", "0001-com-ubuntu-server-jammy", "22_04-lts", "batch.node.ubuntu 22.04", True,
-          end_of_life=UBUNTU_2204_END, source="BATCH_200"),
-    Image("microsoft-dsvm", "ubuntu-hpc", "2204", "batch.node.ubuntu 22.04", True, ("DockerCompatible",),
-          UBUNTU_2204_END, source="BATCH_200, USERS"),
+    Image(
+        "microsoft-dsvm",
+        "ubuntu-hpc",
+        "2404",
+        "batch.node.ubuntu 24.04",
+        True,
+        ("DockerCompatible",),
+        source="BATCH_200",
+    ),
+    Image(
+        "canonical",
+        "0001-com-ubuntu-server-jammy",
+        "22_04-lts",
+        "batch.node.ubuntu 22.04",
+        True,
+        end_of_life=UBUNTU_2204_END,
+        source="BATCH_200",
+    ),
+    Image(
+        "microsoft-dsvm",
+        "ubuntu-hpc",
+        "2204",
+        "batch.node.ubuntu 22.04",
+        True,
+        ("DockerCompatible",),
+        UBUNTU_2204_END,
+        source="BATCH_200, USERS",
+    ),
     Image("almalinux", "almalinux-x86_64", "9-gen2", "batch.node.el 9", True, source="BATCH_181, USERS"),
     Image("resf", "rockylinux-x86_64", "9-base", "batch.node.el 9", False, source="USERS"),
     Image("debian", "debian-12", "12", "batch.node.debian 12", False, source="USERS"),
     Image("debian", "debian-12", "12-gen2", "batch.node.debian 12", False, source="USERS"),
-)  # fmt: skip
+)
 
 
 def supported_images() -> list[dict]:

@@ -65,10 +65,14 @@ class Entity:
 
     def _common(self, url: str) -> dict:
         out = {
-            "id": self.id, "url": url, "eTag": self.etag, "lastModified": wire.rfc3339(self.modified),
-            "creationTime": wire.rfc3339(self.created), "state": self.state,
+            "id": self.id,
+            "url": url,
+            "eTag": self.etag,
+            "lastModified": wire.rfc3339(self.modified),
+            "creationTime": wire.rfc3339(self.created),
+            "state": self.state,
             "stateTransitionTime": wire.rfc3339(self.state_time),
-        }  # fmt: skip
+        }
         if self.previous_state:
             out["previousState"] = self.previous_state
             out["previousStateTransitionTime"] = wire.rfc3339(self.previous_state_time)
@@ -108,14 +112,22 @@ class Node(Entity):
         out = self._common(base + self.path)
         for key in ("creationTime", "eTag", "lastModified", "previousState", "previousStateTransitionTime"):
             out.pop(key, None)
-        out.update({
-            "schedulingState": "enabled", "lastBootTime": wire.rfc3339(self.created),
-            "allocationTime": wire.rfc3339(self.created), "ipAddress": self.ip, "affinityId": f"TVM:{self.id}",
-            "vmSize": self.pool.spec["vmSize"], "totalTasksRun": self.tasks_run,
-            "totalTasksSucceeded": self.tasks_succeeded, "runningTasksCount": len(self.running),
-            "runningTaskSlotsCount": sum(self.running.values()), "isDedicated": self.dedicated,
-            "nodeAgentInfo": {"version": "emulator", "lastUpdateTime": wire.rfc3339(self.created)},
-        })  # fmt: skip
+        out.update(
+            {
+                "schedulingState": "enabled",
+                "lastBootTime": wire.rfc3339(self.created),
+                "allocationTime": wire.rfc3339(self.created),
+                "ipAddress": self.ip,
+                "affinityId": f"TVM:{self.id}",
+                "vmSize": self.pool.spec["vmSize"],
+                "totalTasksRun": self.tasks_run,
+                "totalTasksSucceeded": self.tasks_succeeded,
+                "runningTasksCount": len(self.running),
+                "runningTaskSlotsCount": sum(self.running.values()),
+                "isDedicated": self.dedicated,
+                "nodeAgentInfo": {"version": "emulator", "lastUpdateTime": wire.rfc3339(self.created)},
+            }
+        )
         # A node keeps the start task it booted with when the pool's is updated (until it reboots).
         if start := self.pool.spec.get("startTask") if self.start_task is None else self.start_task:
             out["startTask"] = start
@@ -158,21 +170,33 @@ class Pool(Entity):
     def to_wire(self, base: str) -> dict:
         spec = self.spec
         out = self._common(base + self.path)
-        out.update({
-            "allocationState": self.allocation_state,
-            "allocationStateTransitionTime": wire.rfc3339(self.allocation_time),
-            "vmSize": spec["vmSize"], "virtualMachineConfiguration": spec["virtualMachineConfiguration"],
-            "resizeTimeout": spec.get("resizeTimeout") or "PT15M",
-            "currentDedicatedNodes": sum(n.dedicated for n in self.nodes),
-            "currentLowPriorityNodes": sum(not n.dedicated for n in self.nodes),
-            "targetDedicatedNodes": spec.get("targetDedicatedNodes") or 0,
-            "targetLowPriorityNodes": spec.get("targetLowPriorityNodes") or 0,
-            "enableAutoScale": bool(spec.get("enableAutoScale")),
-            "enableInterNodeCommunication": bool(spec.get("enableInterNodeCommunication")),
-            "taskSlotsPerNode": self.slots_per_node, "taskSchedulingPolicy": {"nodeFillType": self.fill_type},
-        })  # fmt: skip
-        for key in ("displayName", "metadata", "startTask", "networkConfiguration", "upgradePolicy",
-                    "autoScaleFormula", "autoScaleEvaluationInterval", "targetNodeCommunicationMode"):  # fmt: skip
+        out.update(
+            {
+                "allocationState": self.allocation_state,
+                "allocationStateTransitionTime": wire.rfc3339(self.allocation_time),
+                "vmSize": spec["vmSize"],
+                "virtualMachineConfiguration": spec["virtualMachineConfiguration"],
+                "resizeTimeout": spec.get("resizeTimeout") or "PT15M",
+                "currentDedicatedNodes": sum(n.dedicated for n in self.nodes),
+                "currentLowPriorityNodes": sum(not n.dedicated for n in self.nodes),
+                "targetDedicatedNodes": spec.get("targetDedicatedNodes") or 0,
+                "targetLowPriorityNodes": spec.get("targetLowPriorityNodes") or 0,
+                "enableAutoScale": bool(spec.get("enableAutoScale")),
+                "enableInterNodeCommunication": bool(spec.get("enableInterNodeCommunication")),
+                "taskSlotsPerNode": self.slots_per_node,
+                "taskSchedulingPolicy": {"nodeFillType": self.fill_type},
+            }
+        )
+        for key in (
+            "displayName",
+            "metadata",
+            "startTask",
+            "networkConfiguration",
+            "upgradePolicy",
+            "autoScaleFormula",
+            "autoScaleEvaluationInterval",
+            "targetNodeCommunicationMode",
+        ):
             if spec.get(key) is not None:
                 out[key] = spec[key]
         if self.autoscale_run:
@@ -214,16 +238,22 @@ class Job(Entity):
         spec = self.spec
         constraints = spec.get("constraints") or {}
         out = self._common(base + self.path)
-        out.update({
-            "priority": self.priority, "maxParallelTasks": spec.get("maxParallelTasks", -1) or -1,
-            "allowTaskPreemption": bool(spec.get("allowTaskPreemption")),
-            "usesTaskDependencies": bool(spec.get("usesTaskDependencies")),
-            "constraints": {"maxWallClockTime": constraints.get("maxWallClockTime") or wire.INFINITE_WIRE,
-                            "maxTaskRetryCount": self.max_task_retries},
-            "poolInfo": spec["poolInfo"], "onAllTasksComplete": self.option("onAllTasksComplete", "noaction"),
-            "onTaskFailure": self.option("onTaskFailure", "noaction"),
-            "executionInfo": {"startTime": wire.rfc3339(self.created), "poolId": self.pool_id},
-        })  # fmt: skip
+        out.update(
+            {
+                "priority": self.priority,
+                "maxParallelTasks": spec.get("maxParallelTasks", -1) or -1,
+                "allowTaskPreemption": bool(spec.get("allowTaskPreemption")),
+                "usesTaskDependencies": bool(spec.get("usesTaskDependencies")),
+                "constraints": {
+                    "maxWallClockTime": constraints.get("maxWallClockTime") or wire.INFINITE_WIRE,
+                    "maxTaskRetryCount": self.max_task_retries,
+                },
+                "poolInfo": spec["poolInfo"],
+                "onAllTasksComplete": self.option("onAllTasksComplete", "noaction"),
+                "onTaskFailure": self.option("onTaskFailure", "noaction"),
+                "executionInfo": {"startTime": wire.rfc3339(self.created), "poolId": self.pool_id},
+            }
+        )
         if self.end_time:
             out["executionInfo"]["endTime"] = wire.rfc3339(self.end_time)
         if self.terminate_reason:
@@ -283,16 +313,28 @@ class Task(Entity):
         spec = self.spec
         constraints = spec.get("constraints") or {}
         out = self._common(base + self.path)
-        out.update({
-            "commandLine": spec["commandLine"], "requiredSlots": self.slots,
-            "userIdentity": spec.get("userIdentity") or {"autoUser": {"scope": "pool", "elevationLevel": "nonadmin"}},
-            "constraints": {"maxWallClockTime": constraints.get("maxWallClockTime") or wire.INFINITE_WIRE,
-                            "retentionTime": constraints.get("retentionTime") or "P7D",
-                            "maxTaskRetryCount": self.max_retries},
-            "executionInfo": self._execution_info(),
-        })  # fmt: skip
-        for key in ("displayName", "resourceFiles", "outputFiles", "environmentSettings", "dependsOn",
-                    "exitConditions"):  # fmt: skip
+        out.update(
+            {
+                "commandLine": spec["commandLine"],
+                "requiredSlots": self.slots,
+                "userIdentity": spec.get("userIdentity")
+                or {"autoUser": {"scope": "pool", "elevationLevel": "nonadmin"}},
+                "constraints": {
+                    "maxWallClockTime": constraints.get("maxWallClockTime") or wire.INFINITE_WIRE,
+                    "retentionTime": constraints.get("retentionTime") or "P7D",
+                    "maxTaskRetryCount": self.max_retries,
+                },
+                "executionInfo": self._execution_info(),
+            }
+        )
+        for key in (
+            "displayName",
+            "resourceFiles",
+            "outputFiles",
+            "environmentSettings",
+            "dependsOn",
+            "exitConditions",
+        ):
             if spec.get(key) is not None:
                 out[key] = spec[key]
         if node := self.node or self.last_node:

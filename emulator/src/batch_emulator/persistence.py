@@ -30,10 +30,18 @@ if TYPE_CHECKING:
 STATE_FILE = "state.json"
 FORMAT = 1
 SAVE_INTERVAL = 0.5
-_ENTITY = ("id", "spec", "state", "created", "state_time", "previous_state", "previous_state_time", "etag",
-           "modified")  # fmt: skip
-_TIMES = {"created", "state_time", "previous_state_time", "modified", "allocation_time", "last_retry_time",
-          "last_requeue_time", "start_time", "end_time"}  # fmt: skip
+_ENTITY = ("id", "spec", "state", "created", "state_time", "previous_state", "previous_state_time", "etag", "modified")
+_TIMES = {
+    "created",
+    "state_time",
+    "previous_state_time",
+    "modified",
+    "allocation_time",
+    "last_retry_time",
+    "last_requeue_time",
+    "start_time",
+    "end_time",
+}
 
 
 def _dump(entity: Entity, *extra: str) -> dict[str, Any]:
@@ -49,9 +57,20 @@ def _load(data: dict[str, Any]) -> dict[str, Any]:
 
 
 def _task(task: Task) -> str:
-    data = {**_dump(task, "retry_count", "requeue_count", "last_retry_time", "last_requeue_time", "start_time",
-                    "end_time", "exit_code", "failure_info"),
-            "last_node": [task.last_node.pool.id, task.last_node.id] if task.last_node else None}  # fmt: skip
+    data = {
+        **_dump(
+            task,
+            "retry_count",
+            "requeue_count",
+            "last_retry_time",
+            "last_requeue_time",
+            "start_time",
+            "end_time",
+            "exit_code",
+            "failure_info",
+        ),
+        "last_node": [task.last_node.pool.id, task.last_node.id] if task.last_node else None,
+    }
     return json.dumps(data, separators=(",", ":"))
 
 
@@ -60,9 +79,14 @@ def snapshot(service: BatchService, task_json: Callable[[Task], str] = _task) ->
     answer from a cache (a task's ETag changes with every change of it)."""
     pools = []
     for pool in service.pools.values():
-        nodes = [{**_dump(n, "dedicated", "ip", "tasks_run", "tasks_succeeded"), "root": str(n.root),
-                  "start_task_info": dict(n.start_task_info) if n.start_task_info else None}
-                 for n in pool.nodes]  # fmt: skip
+        nodes = [
+            {
+                **_dump(n, "dedicated", "ip", "tasks_run", "tasks_succeeded"),
+                "root": str(n.root),
+                "start_task_info": dict(n.start_task_info) if n.start_task_info else None,
+            }
+            for n in pool.nodes
+        ]
         pools.append({**_dump(pool, "allocation_state", "allocation_time", "node_serial"), "nodes": nodes})
     jobs = []
     for job in service.jobs.values():

@@ -168,10 +168,15 @@ def upload(container_url: str, name: str, source: Path, cancelled: Callable[[], 
     def attempt() -> None:
         with open(source, "rb") as body:  # opened again for each attempt: a retry sends the whole file
             request = urllib.request.Request(
-                blob_url(container_url, name), data=body, method="PUT",
-                headers={"x-ms-blob-type": "BlockBlob", "Content-Length": str(source.stat().st_size),
-                         "Content-Type": "application/octet-stream"},
-            )  # fmt: skip
+                blob_url(container_url, name),
+                data=body,
+                method="PUT",
+                headers={
+                    "x-ms-blob-type": "BlockBlob",
+                    "Content-Length": str(source.stat().st_size),
+                    "Content-Type": "application/octet-stream",
+                },
+            )
             urllib.request.urlopen(request, timeout=TIMEOUT, context=_tls).close()
 
     with_retries(attempt, cancelled)

@@ -56,7 +56,10 @@ def environment(node_root: Path, task_dir: Path, settings: dict[str, str]) -> di
     wd = f"{task}/wd"
     env = {
         "PATH": f"{SYSTEM_PATH}:{root}/shared:{wd}",
-        "HOME": wd, "PWD": wd, "USER": "_azbatch", "LANG": "C.UTF-8",
+        "HOME": wd,
+        "PWD": wd,
+        "USER": "_azbatch",
+        "LANG": "C.UTF-8",
         "AZ_BATCH_NODE_ROOT_DIR": root,
         "AZ_BATCH_NODE_SHARED_DIR": f"{root}/shared",
         "AZ_BATCH_NODE_STARTUP_DIR": f"{root}/startup",
@@ -64,7 +67,7 @@ def environment(node_root: Path, task_dir: Path, settings: dict[str, str]) -> di
         "AZ_BATCH_TASK_DIR": task,
         "AZ_BATCH_TASK_WORKING_DIR": wd,
         "AZ_BATCH_CERTIFICATES_DIR": f"{task}/certs",
-    }  # fmt: skip
+    }
     return {**env, **settings}
 
 

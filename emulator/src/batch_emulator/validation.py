@@ -131,8 +131,13 @@ def pool(body: dict) -> None:
     metadata(body)
 
 
-POOL_UPDATABLE = ("startTask", "metadata", "applicationPackageReferences", "certificateReferences",
-                  "targetNodeCommunicationMode")  # fmt: skip
+POOL_UPDATABLE = (
+    "startTask",
+    "metadata",
+    "applicationPackageReferences",
+    "certificateReferences",
+    "targetNodeCommunicationMode",
+)
 
 
 def pool_update(body: dict) -> dict:

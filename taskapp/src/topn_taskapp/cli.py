@@ -86,9 +86,12 @@ def _parser() -> argparse.ArgumentParser:
     merge.add_argument("--files", type=Path, metavar="FILES.jsonl", help="with --output: also every file's row")
     merge.add_argument("--edit", type=Path, metavar="BASE", help="with --part: BASE, a part file, edited (see --drop)")
     merge.add_argument(
-        "--drop", type=Path, metavar="DROP", help="with --edit: parts (a file or folder) whose rows and counts leave "
-        "BASE, the i-th INPUT's rows taking the place of the i-th's; INPUTs beyond them go at the end"
-    )  # fmt: skip
+        "--drop",
+        type=Path,
+        metavar="DROP",
+        help="with --edit: parts (a file or folder) whose rows and counts leave "
+        "BASE, the i-th INPUT's rows taking the place of the i-th's; INPUTs beyond them go at the end",
+    )
     merge.add_argument("inputs", type=Path, nargs="+", metavar="INPUT", help="a counts file, part file or folder")
     return parser
 

@@ -132,8 +132,11 @@ class _Evaluator:
         if name in self.user:
             return self.user[name]
         s = self.state
-        fixed = {"CurrentDedicatedNodes": s.current_dedicated, "CurrentLowPriorityNodes": s.current_low_priority,
-                 "TaskSlotsPerNode": s.task_slots_per_node}  # fmt: skip
+        fixed = {
+            "CurrentDedicatedNodes": s.current_dedicated,
+            "CurrentLowPriorityNodes": s.current_low_priority,
+            "TaskSlotsPerNode": s.task_slots_per_node,
+        }
         if bare in fixed:
             return float(fixed[bare])
         if bare in SAMPLED:  # used as a value: its current value (the emulator's leniency)

@@ -16,8 +16,15 @@ MAX_NODES = 100  # what the emulator's resize accepts
 DEFAULT_SAMPLE_SECONDS = 30.0  # the service takes a sample every 30 seconds
 
 DEALLOCATION = ("requeue", "terminate", "taskcompletion", "retaineddata")
-SAMPLED = ("ActiveTasks", "RunningTasks", "PendingTasks", "SucceededTasks", "FailedTasks", "UsableNodeCount",
-           "PreemptedNodeCount")  # fmt: skip
+SAMPLED = (
+    "ActiveTasks",
+    "RunningTasks",
+    "PendingTasks",
+    "SucceededTasks",
+    "FailedTasks",
+    "UsableNodeCount",
+    "PreemptedNodeCount",
+)
 READ_ONLY = ("CurrentDedicatedNodes", "CurrentLowPriorityNodes", "TaskSlotsPerNode", *SAMPLED)
 SETTABLE = ("TargetDedicatedNodes", "TargetLowPriorityNodes", "NodeDeallocationOption")
 INTERVALS = {
@@ -96,9 +103,28 @@ def _tokens(src: str) -> list[_Tok]:
 
 
 _FUNCTIONS = {
-    "avg", "ceil", "floor", "round", "len", "lg", "ln", "log", "max", "min", "norm", "percentile", "rand",
-    "range", "std", "stop", "sum", "time", "val", "abs", "count",
-}  # fmt: skip
+    "avg",
+    "ceil",
+    "floor",
+    "round",
+    "len",
+    "lg",
+    "ln",
+    "log",
+    "max",
+    "min",
+    "norm",
+    "percentile",
+    "rand",
+    "range",
+    "std",
+    "stop",
+    "sum",
+    "time",
+    "val",
+    "abs",
+    "count",
+}
 
 
 class _Parser:

@@ -60,10 +60,14 @@ class Run:
 def metrics(active: int, running: int, succeeded: int, failed: int, usable_nodes: int) -> dict[str, float]:
     """The SAMPLED metrics from a pool's task and node counts."""
     return {
-        "ActiveTasks": active, "RunningTasks": running, "PendingTasks": active + running,
-        "SucceededTasks": succeeded, "FailedTasks": failed, "UsableNodeCount": usable_nodes,
+        "ActiveTasks": active,
+        "RunningTasks": running,
+        "PendingTasks": active + running,
+        "SucceededTasks": succeeded,
+        "FailedTasks": failed,
+        "UsableNodeCount": usable_nodes,
         "PreemptedNodeCount": 0,
-    }  # fmt: skip
+    }
 
 
 @dataclass
