@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from datetime import timedelta
 from pathlib import Path
 from typing import ClassVar, Literal, Self, TypeVar
@@ -172,6 +173,13 @@ class BatchSettings(AzureConnection):
         problems = []
         if self.dedicated_nodes + self.spot_nodes == 0:
             problems.append("TOPN_DEDICATED_NODES / TOPN_SPOT_NODES: the pool needs at least one node")
+        cores = vm_cores(self.vm_size)
+        if cores and self.task_slots_per_node > min(256, 4 * cores):
+            problems.append(
+                f"{ENV_PREFIX}TASK_SLOTS_PER_NODE: {self.task_slots_per_node} slots on {self.vm_size}, which has "
+                f"{cores} cores: Batch allows at most {min(256, 4 * cores)} (4 a core), so tasks would never run; "
+                f"set at most that, or a larger {ENV_PREFIX}VM_SIZE"
+            )
         if self.use_entra_id and self.job_timeout + self.sas_margin >= DELEGATION_SAS_MAX:
             problems.append(
                 f"{ENV_PREFIX}JOB_TIMEOUT + {ENV_PREFIX}SAS_MARGIN: with Entra ID, access for the nodes is signed by "
@@ -235,6 +243,19 @@ def _entra_key_problems(settings: AzureConnection) -> list[str]:
             "where it is not needed"
         ]
     return []
+
+
+# Azure's size names say their vCPUs (Standard_D2s_v3: 2; Standard_E8-4ds_v5: 4 of 8 active), from version 3
+# on; in older names the number may be a rank (Standard_D4_v2 has 8), so those are not read.
+_VM_CORES = re.compile(r"^standard_[a-z]+(\d+)(?:-(\d+))?[a-z]*(?:_[a-z0-9]+?)*?_v(\d+)$")
+
+
+def vm_cores(vm_size: str) -> int | None:
+    """The vCPUs a VM size's name says, or None for a name this does not read."""
+    found = _VM_CORES.match(vm_size.strip().lower())
+    if found is None or int(found.group(3)) < 3:
+        return None
+    return int(found.group(2) or found.group(1)) or None
 
 
 def _is_base64(value: str) -> bool:

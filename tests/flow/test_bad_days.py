@@ -213,3 +213,17 @@ def test_a_two_minute_429_storm_is_waited_out_and_said(pool: str, emulator: Emul
     _exact(state.result(), texts)
     assert admin(emulator, "GET", "/_emulator/throttle")[1]["throttled"] > 0, "no request was throttled"
     assert _logged(state, "Azure Batch is throttling (429")
+
+
+def test_tasks_that_could_never_run_on_the_pool_are_refused_before_anything_is_made(
+    settings_env: pytest.MonkeyPatch, emulator: Emulator, texts: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pool_id = f"never-{uuid.uuid4().hex[:8]}"
+    settings_env.setenv("TOPN_POOL_ID", pool_id)
+    settings_env.setenv("TOPN_TASK_SLOTS_PER_NODE", "9")  # standard_d2s_v3 has 2 cores: Batch allows 8 slots
+    assert main(["run", str(texts)]) == 2
+    said = [line for line in capsys.readouterr().err.splitlines() if line.startswith("topn:")]
+    assert len(said) == 1 and "TOPN_TASK_SLOTS_PER_NODE: 9 slots on standard_d2s_v3, which has 2 cores" in said[0]
+    assert "at most 8" in said[0] and "TOPN_VM_SIZE" in said[0]
+    with pytest.raises(ResourceNotFoundError):
+        BatchClient(emulator.endpoint, emulator.credential()).get_pool(pool_id)
