@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from email.utils import parsedate_to_datetime
@@ -32,29 +33,60 @@ class ListedBlob:
         return parsedate_to_datetime(self.modified)
 
 
+# A prefix with folders is listed one folder per request, this many at once: Storage lists a page in one
+# go, so a 10,000-blob prefix of ten folders takes one request's time instead of two in a row. Beyond
+# MAX_FOLDERS folders, one request per folder costs more than it saves: the prefix is listed whole.
+FOLDERS_AT_ONCE, MAX_FOLDERS = 16, 64
+
+
 def list_blobs(container: ContainerClient, prefix: str = "") -> Iterator[ListedBlob]:
     """The blobs under `prefix`, in name order, 5,000 a request. Raises ResourceNotFoundError when the
     container does not exist, HttpResponseError for any other refusal."""
     marker = ""
     while True:
         page = _page(container, prefix, marker)
-        for blob in page.iter("Blob"):
-            props = blob.find("Properties")
-            if props is None:
-                raise ServiceResponseError("a List Blobs answer without a blob's properties")
-            yield ListedBlob(
-                blob.findtext("Name", ""),
-                int(props.findtext("Content-Length", "0")),
-                props.findtext("Etag", "").strip('"'),
-                props.findtext("Last-Modified", ""),
-            )
+        yield from _blobs(page)
         marker = page.findtext("NextMarker") or ""
         if not marker:
             return
 
 
-def _page(container: ContainerClient, prefix: str, marker: str) -> ET.Element:
+def list_tree(container: ContainerClient, prefix: str = "") -> list[ListedBlob]:
+    """Every blob under `prefix`, as list_blobs gives them, its folders (up to MAX_FOLDERS) listed at once."""
+    top: list[ListedBlob] = []
+    folders: list[str] = []
+    marker = ""
+    while True:
+        page = _page(container, prefix, marker, delimiter="/")
+        top += _blobs(page)
+        folders += [p.findtext("Name", "") for p in page.iter("BlobPrefix")]
+        marker = page.findtext("NextMarker") or ""
+        if not marker:
+            break
+    if len(folders) > MAX_FOLDERS:
+        return list(list_blobs(container, prefix))
+    with ThreadPoolExecutor(FOLDERS_AT_ONCE) as pool:
+        below = pool.map(lambda folder: list(list_blobs(container, folder)), folders)
+        return sorted([*top, *(blob for listed in below for blob in listed)], key=lambda b: b.name)
+
+
+def _blobs(page: ET.Element) -> Iterator[ListedBlob]:
+    for blob in page.iter("Blob"):
+        props = blob.find("Properties")
+        if props is None:
+            raise ServiceResponseError("a List Blobs answer without a blob's properties")
+        yield ListedBlob(
+            blob.findtext("Name", ""),
+            int(props.findtext("Content-Length", "0")),
+            props.findtext("Etag", "").strip('"'),
+            props.findtext("Last-Modified", ""),
+        )
+
+
+def _page(container: ContainerClient, prefix: str, marker: str, delimiter: str = "") -> ET.Element:
     params = {"restype": "container", "comp": "list", "prefix": prefix}
+    if delimiter:
+        params["delimiter"] = delimiter
     if marker:
         params["marker"] = marker
     request = HttpRequest(

@@ -21,7 +21,7 @@ from tasks.inputs import InputBlob, upload_blob_name
 from tasks.layout import PARTS, RESULTS, key_of, part_keys, result_folder
 from tasks.lineage import PREFIX as LINEAGES
 from tasks.lineage import Catalog, catalog_blob
-from tasks.listing import list_blobs
+from tasks.listing import list_blobs, list_tree
 from tasks.naming import named
 from tasks.policy import task_options
 from tasks.settings import BatchSettings
@@ -145,13 +145,14 @@ def upload_named(settings: BatchSettings, paths: list[str], prefix: str) -> list
 
 @task(name="list-inputs", task_run_name=named("list-inputs {container}/{prefix}"), **STORAGE_TASK)
 def list_inputs(settings: BatchSettings, container: str, prefix: str) -> list[InputBlob]:
-    """The blobs already in storage under a prefix (List Blobs, read lean: tasks/listing.py): what scheduled runs count.
+    """The blobs already in storage under a prefix (List Blobs, read lean, its folders at once: tasks/listing.py):
+    what scheduled runs count.
     None (or no container) is not an error: the flow then says there was nothing to count."""
-    client = blob_service(settings).get_container_client(container)
+    client = blob_service(settings, CONNECTIONS).get_container_client(container)
     try:
         inputs = [
             InputBlob(b.name, container, b.name, b.size, b.etag)
-            for b in list_blobs(client, prefix)
+            for b in list_tree(client, prefix)
             if not b.name.endswith("/")
         ]
     except ResourceNotFoundError:  # nothing was ever uploaded: nothing to count
