@@ -63,6 +63,8 @@ def list_tree(container: ContainerClient, prefix: str = "") -> list[ListedBlob]:
         marker = page.findtext("NextMarker") or ""
         if not marker:
             break
+    if len(folders) == 1 and not top:  # one folder alone (incoming/2026/): its folders are the ones to split on
+        return list_tree(container, folders[0])
     if len(folders) > MAX_FOLDERS:
         return list(list_blobs(container, prefix))
     with ThreadPoolExecutor(FOLDERS_AT_ONCE) as pool:

@@ -36,6 +36,9 @@ def test_a_prefix_is_listed_whole_whatever_its_folders(container, folders: int, 
     names += ["in/f000/deep/er/y.txt"] if folders else []
     for name in names:
         container.upload_blob(name, name.encode() * 3)
-    for prefix in ("in/", "in", "", "in/f000/", "nothing/"):
+    names += ["only/one/a.txt", "only/one/b/c.txt", "only/one/d/e.txt"]  # one folder alone: split below it
+    for name in names[-3:]:
+        container.upload_blob(name, name.encode())
+    for prefix in ("in/", "in", "", "in/f000/", "nothing/", "only/"):
         assert _names(listing.list_tree(container, prefix)) == _names_by_the_sdk(container, prefix), prefix
     assert _names(listing.list_blobs(container, "in/")) == _names_by_the_sdk(container, "in/")
