@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import json
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 from azure.batch import BatchClient
 from azure.batch import models as m
-from batch_emulator import wire
-from batch_emulator.auth import sign, string_to_sign
 from batch_emulator.server import Emulator
 
-from tests.emulator.conftest import make_job, vm_config
+from tests.emulator.conftest import admin, make_job, vm_config
 from tests.stack import wait_for
 
 WRONG_KEY = "d3Jvbmcga2V5IGZvciB0ZXN0cw=="
@@ -21,21 +16,7 @@ WRONG_KEY = "d3Jvbmcga2V5IGZvciB0ZXN0cw=="
 
 def preempt(emu: Emulator, pool_id: str, body: dict | None = None, key: str | None = None) -> tuple[int, dict]:
     """POST /_emulator/pools/{pool_id}/preempt, signed with `key` (the account's by default; "" unsigned)."""
-    path = f"/_emulator/pools/{pool_id}/preempt"
-    data = json.dumps(body).encode() if body is not None else b""
-    headers = {"ocp-date": wire.rfc1123(wire.now()), "Content-Type": "application/json"}
-    if data:
-        headers["Content-Length"] = str(len(data))
-    key = emu.key if key is None else key
-    if key:
-        signature = sign(key, string_to_sign("POST", path, "", headers, emu.account))
-        headers["Authorization"] = f"SharedKey {emu.account}:{signature}"
-    request = urllib.request.Request(emu.endpoint + path, data=data or None, method="POST", headers=headers)
-    try:
-        with urllib.request.urlopen(request) as response:
-            return response.status, json.load(response)
-    except urllib.error.HTTPError as e:
-        return e.code, json.load(e)
+    return admin(emu, "POST", f"/_emulator/pools/{pool_id}/preempt", body, key)
 
 
 def spot_pool(client: BatchClient, pool_id: str, dedicated: int = 0, spot: int = 2) -> None:
