@@ -142,6 +142,8 @@ def batch_map(
     catalog = storage.read_catalog(settings, line)
     for _ in range(MOVED_ROUNDS):
         done = _run(settings, spec, apps, inputs, catalog, (source, line), packing, run_id, delete_job)
+        if not done.read:  # nothing ran: nothing read could have moved
+            break
         moved = storage.moved_blobs(settings, [inputs[i] for i in sorted(done.read)], [i.blob for i in inputs])
         if not moved:
             break

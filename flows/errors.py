@@ -12,6 +12,7 @@ from azure.core.exceptions import (
 
 from tasks import entra
 from tasks.preflight import unreachable
+from tasks.quotas import code_of
 from tasks.sas import redact
 from tasks.settings import TopnSettings
 
@@ -25,7 +26,7 @@ def explain(error: BaseException, settings: TopnSettings | None) -> str | None:
     if settings and settings.use_entra_id and (said := _entra(error, settings)):
         return redact(said)
     if isinstance(error, HttpResponseError):
-        code = getattr(getattr(error, "error", None), "code", None) or ""
+        code = code_of(error)
         first = (str(error.message or error).splitlines() or [""])[0]
         return redact(f"Azure answered {error.status_code} {code}: {first}")
     return None

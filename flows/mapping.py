@@ -26,7 +26,7 @@ from tasks.application import AppFiles
 from tasks.inputs import InputBlob, content_hash, describe
 from tasks.layout import log_outputs, output_file, part_blob
 from tasks.packing import PackSpec
-from tasks.settings import BatchSettings
+from tasks.settings import BATCH_ID, BatchSettings
 
 APP_NAME = "topn-map-app"  # its folder on the nodes, and its entry in the pool's metadata
 INSTALLER = Path(__file__).with_name("install-map-app.sh")
@@ -38,7 +38,7 @@ class MapSettings(BatchSettings):
     """batch-map's settings: the Batch settings, with pools of its own, and how many inputs a task takes."""
 
     pool_ids: ClassVar[dict[str, str]] = {"keep": "topn-map", "autoscale": "topn-map-autoscale"}
-    pool_id: str = Field("topn-map", pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    pool_id: str = Field("topn-map", pattern=BATCH_ID)
     map_files_per_task: int = Field(10, ge=1, le=1_000, description="inputs one batch-map task takes, at most")
     map_bytes_per_task: ByteSize = Field(ByteSize(1 << 30), ge=1, description="bytes one batch-map task takes")
 

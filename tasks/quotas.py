@@ -40,8 +40,10 @@ def create_job(client: BatchClient, options: m.BatchJobCreateOptions) -> None:
         except HttpResponseError as e:
             if code_of(e) != JOB_QUOTA:
                 raise
-            jobs = _active_jobs(client)
-            if time.monotonic() - started >= policy.JOB_QUOTA_WAIT:
+            timed_out = time.monotonic() - started >= policy.JOB_QUOTA_WAIT
+            if timed_out or not said:  # the jobs that hold the quota are listed only to be named
+                jobs = _active_jobs(client)
+            if timed_out:
                 raise QuotaReached(
                     f"the Batch account's active job quota is reached ({len(jobs)} active: {_named(jobs)}), and no "
                     f"job ended within {_duration(policy.JOB_QUOTA_WAIT)}: delete the jobs no longer needed (topn's "
