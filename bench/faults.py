@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 
 from batch_emulator.server import Emulator  # noqa: E402
 
-import flows  # noqa: E402, F401 - telemetry off before Prefect loads
+import topn.flows  # noqa: E402, F401 - telemetry off before Prefect loads
 from tests.faults import FaultProxy  # noqa: E402
 from tests.stack import start_azurite, stop  # noqa: E402
 
@@ -50,7 +50,7 @@ def main() -> None:
                                "TOPN_DEDICATED_NODES": "2", "TOPN_TASK_SLOTS_PER_NODE": "4"})  # fmt: skip
             from prefect import flow_engine
 
-            from flows.topn import topn
+            from topn.flows.topn import topn
 
             # Prefect's heartbeat thread makes each run wait up to 1 s as it ends: a whole-second noise on
             # runs of a few seconds that would hide what retries cost. Off here, and only here.

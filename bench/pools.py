@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 
 from batch_emulator.server import Emulator  # noqa: E402
 
-import flows  # noqa: E402, F401 - telemetry off before Prefect loads
+import topn.flows  # noqa: E402, F401 - telemetry off before Prefect loads
 from tests.stack import start_azurite, stop  # noqa: E402
 
 SAMPLE = ROOT / "data" / "sample"
@@ -76,7 +76,7 @@ def main() -> None:
                        "TOPN_AUTOSCALE_IDLE": "PT2S"})  # fmt: skip
     from azure.batch import BatchClient
 
-    from flows.topn import topn
+    from topn.flows.topn import topn
 
     client = BatchClient(emulator.endpoint, emulator.credential())
     rows = []

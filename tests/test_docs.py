@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from tasks.policy import table
+from topn.tasks.policy import table
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), ROOT / "emulator" / "README.md"]
@@ -16,7 +16,7 @@ def test_the_retry_table_is_the_retry_policy() -> None:
     text = (ROOT / "docs" / "resilience.md").read_text()
     found = re.search(r"<!-- retry-table:[^>]*-->\n(.*?)\n<!-- /retry-table -->", text, re.S)
     assert found, "docs/resilience.md lost its retry-table markers"
-    regenerate = "regenerate it: python -c 'from tasks.policy import table; print(table())'"
+    regenerate = "regenerate it: python -c 'from topn.tasks.policy import table; print(table())'"
     assert found.group(1).strip() == table(), regenerate
 
 

@@ -1,8 +1,8 @@
 """The house's rules, read from the imports of every module (module-level and inside functions):
-- layers import downwards only: deployments -> flows -> tasks; the task application (taskapp/) and the
-  emulator (emulator/) stand apart and import none of them, nor each other;
-- the plugin (tasks/, flows/, deployments/) never imports the emulator: it runs against Azure without it.
-  The one exception is flows/local_stack.py, which starts the local stack on a laptop;
+- layers import downwards only: topn.cli -> topn.deployments -> topn.flows -> topn.tasks; the task application
+  (taskapp/) and the emulator (emulator/) stand apart and import none of them, nor each other;
+- the plugin (topn/) never imports the emulator: it runs against Azure without it. The one exception is
+  topn/flows/local_stack.py, which starts the local stack on a laptop;
 - no import cycle among the modules of the plugin, of the emulator, or of the task application."""
 
 from __future__ import annotations
@@ -13,26 +13,37 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = {  # import name -> its folder
-    "deployments": ROOT / "deployments",
-    "flows": ROOT / "flows",
-    "tasks": ROOT / "tasks",
+PACKAGES = {  # import name -> its folder (or file)
+    "topn.cli": ROOT / "topn" / "cli.py",
+    "topn.deployments": ROOT / "topn" / "deployments",
+    "topn.flows": ROOT / "topn" / "flows",
+    "topn.tasks": ROOT / "topn" / "tasks",
     "topn_taskapp": ROOT / "taskapp" / "src" / "topn_taskapp",
     "batch_emulator": ROOT / "emulator" / "src" / "batch_emulator",
 }
 MAY_IMPORT = {  # what each package may import of the others
-    "deployments": {"flows", "tasks"},
-    "flows": {"tasks"},
-    "tasks": set(),
+    "topn.cli": {"topn", "topn.deployments", "topn.flows", "topn.tasks"},
+    "topn.deployments": {"topn.flows", "topn.tasks"},
+    "topn.flows": {"topn.tasks"},
+    "topn.tasks": set(),
     "topn_taskapp": set(),
     "batch_emulator": set(),
 }
-RUNS_THE_EMULATOR = {"flows.local_stack"}
+RUNS_THE_EMULATOR = {"topn.flows.local_stack"}
+
+
+def home(module: str) -> str:
+    """The package of PACKAGES that holds `module` (the `topn` package itself stands alone)."""
+    return next((p for p in PACKAGES if module == p or module.startswith(p + ".")), module)
 
 
 def _modules() -> dict[str, Path]:
     found = {}
+    found["topn"] = ROOT / "topn" / "__init__.py"  # the version only
     for package, folder in PACKAGES.items():
+        if folder.is_file():
+            found[package] = folder
+            continue
         for path in folder.rglob("*.py"):
             parts = path.relative_to(folder).with_suffix("").parts
             name = ".".join((package, *parts)).removesuffix(".__init__")
@@ -74,23 +85,23 @@ GRAPH = {name: _imports(name, path) for name, path in MODULES.items()}
 def test_the_layers_import_downwards_only() -> None:
     wrong = []
     for name, targets in GRAPH.items():
-        home = name.split(".")[0]
+        mine = home(name)
         for target in targets:
-            other = target.split(".")[0]
-            allowed = other == home or other in MAY_IMPORT[home]
+            other = home(target)
+            allowed = other == mine or other in MAY_IMPORT[mine]
             if not allowed and not (other == "batch_emulator" and name in RUNS_THE_EMULATOR):
                 wrong.append(f"{name} imports {target}")
     assert not wrong, wrong
 
 
 def test_the_plugin_never_imports_the_emulator() -> None:
-    plugin = [n for n in GRAPH if n.split(".")[0] in ("tasks", "flows", "deployments") and n not in RUNS_THE_EMULATOR]
+    plugin = [n for n in GRAPH if n.startswith("topn.") and n not in RUNS_THE_EMULATOR]
     assert not [f"{n} imports {t}" for n in plugin for t in GRAPH[n] if t.startswith("batch_emulator")]
 
 
 @pytest.mark.parametrize("package", sorted(PACKAGES))
 def test_no_import_cycle(package: str) -> None:
-    inside = {n: {t for t in ts if t.split(".")[0] == package} for n, ts in GRAPH.items() if n.split(".")[0] == package}
+    inside = {n: {t for t in ts if home(t) == package} for n, ts in GRAPH.items() if home(n) == package}
     state: dict[str, int] = {}  # 1: being visited, 2: done
     path: list[str] = []
 
@@ -114,7 +125,7 @@ def test_no_import_cycle(package: str) -> None:
 def test_the_development_account_is_the_emulators() -> None:
     import batch_emulator
 
-    from tasks import settings
+    from topn.tasks import settings
 
     assert (settings.DEV_ACCOUNT_NAME, settings.DEV_ACCOUNT_KEY) == (
         batch_emulator.DEV_ACCOUNT_NAME,

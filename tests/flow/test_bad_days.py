@@ -18,14 +18,14 @@ from batch_emulator.server import Emulator
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
 
-from flows.batch_map import batch_map
-from flows.cli import main
-from flows.topn import TopnFailed, topn
-from tasks import policy
-from tasks.quotas import QuotaReached
 from tests.emulator.conftest import admin
 from tests.stack import Azurite, wait_for
 from tests.taskapp.oracle import spec_top
+from topn.cli import main
+from topn.flows.batch_map import batch_map
+from topn.flows.topn import TopnFailed, topn
+from topn.tasks import policy
+from topn.tasks.quotas import QuotaReached
 
 TIME_LIMIT = "PT30M"  # the job's time limit: every run here ends long before it, by its own decision
 

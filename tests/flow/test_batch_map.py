@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from flows.batch_map import batch_map
-from flows.cli import main
-from tasks.monitor import TopnFailed
 from tests.stack import Azurite
+from topn.cli import main
+from topn.flows.batch_map import batch_map
+from topn.tasks.monitor import TopnFailed
 
 HASH = "sha256sum {input} | cut -d ' ' -f 1 > {output}"
 

@@ -15,7 +15,8 @@ from prefect import flow
 from prefect_azure import AzureBlobStorageCredentials
 from pydantic import SecretStr, ValidationError
 
-from tasks.blocks import (
+from tests.stack import AZURITE_ACCOUNT, Azurite
+from topn.tasks.blocks import (
     AzureBatchCredentials,
     _account_from_url,
     load_settings_from_blocks,
@@ -23,9 +24,8 @@ from tasks.blocks import (
     settings_from_blocks,
     storage_settings,
 )
-from tasks.clients import batch_client, blob_service
-from tasks.settings import AZURITE_KEY, SettingsError, TopnSettings, load_settings
-from tests.stack import AZURITE_ACCOUNT, Azurite
+from topn.tasks.clients import batch_client, blob_service
+from topn.tasks.settings import AZURITE_KEY, SettingsError, TopnSettings, load_settings
 
 SECRET = base64.b64encode(b"topn-block-secret-never-shown!!").decode()  # a valid-looking key, easy to spot
 CREDENTIAL_ENV = ("BATCH_ENDPOINT", "BATCH_ACCOUNT_NAME", "BATCH_ACCOUNT_KEY", "STORAGE_ACCOUNT_NAME",
@@ -290,7 +290,7 @@ def test_entra_id_and_keys_do_not_mix(clean: pytest.MonkeyPatch, emulator: Emula
 def test_prefect_block_register_finds_the_block_types(prefect_api: str) -> None:
     prefect = str(Path(sys.executable).with_name("prefect"))
     done = subprocess.run(
-        [prefect, "block", "register", "-m", "tasks.blocks"],
+        [prefect, "block", "register", "-m", "topn.tasks.blocks"],
         capture_output=True,
         text=True,
         timeout=120,

@@ -20,16 +20,16 @@ from azure.core.exceptions import ClientAuthenticationError, HttpResponseError
 from azure.storage.blob import BlobServiceClient
 from batch_emulator import DEV_ACCOUNT_KEY, DEV_ACCOUNT_NAME
 
-from flows.local_stack import azurite_up, ensure_local_stack, stop_local_stack
-from flows.topn import topn
-from tasks.clients import AZURITE_API_VERSION, batch_client
-from tasks.entra import LocalStackCredential
-from tasks.preflight import AccessError
-from tasks.settings import AZURITE_ACCOUNT, AZURITE_KEY, TopnSettings, load_settings
 from tests.conftest import SAMPLE
 from tests.faults import FaultProxy
 from tests.flow.test_pools import sas_expiry, set_topn, sign_start_task_until
 from tests.stack import free_port
+from topn.flows.local_stack import azurite_up, ensure_local_stack, stop_local_stack
+from topn.flows.topn import topn
+from topn.tasks.clients import AZURITE_API_VERSION, batch_client
+from topn.tasks.entra import LocalStackCredential
+from topn.tasks.preflight import AccessError
+from topn.tasks.settings import AZURITE_ACCOUNT, AZURITE_KEY, TopnSettings, load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -194,7 +194,7 @@ def _as_azure_behind_a_proxy(
         monkeypatch.setenv("TOPN_BATCH_ENDPOINT", f"https://127.0.0.1:{batch.port}")
         monkeypatch.setenv("TOPN_STORAGE_ACCOUNT_NAME", AZURITE_ACCOUNT)
         monkeypatch.setenv("TOPN_STORAGE_BLOB_ENDPOINT", f"https://127.0.0.1:{blob.port}/{AZURITE_ACCOUNT}")
-        monkeypatch.setenv("TOPN_ENTRA_CREDENTIAL", "tasks.entra:LocalStackCredential")
+        monkeypatch.setenv("TOPN_ENTRA_CREDENTIAL", "topn.tasks.entra:LocalStackCredential")
         monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(tls[0]))  # Azure-like settings trust the system's CAs
         yield
 
@@ -231,8 +231,8 @@ def test_a_principal_without_the_role_is_told_which_to_grant(
 
 
 def test_entra_settings_mistakes_are_told_before_anything_starts(entra: TopnSettings) -> None:
-    from tasks.entra import credential
-    from tasks.settings import SettingsError
+    from topn.tasks.entra import credential
+    from topn.tasks.settings import SettingsError
 
     with pytest.raises(SettingsError, match="TOPN_STORAGE_ACCOUNT_KEY: not used with TOPN_USE_ENTRA_ID=true"):
         load_settings(storage_account_name="acct", batch_endpoint="https://b", storage_account_key=AZURITE_KEY)
@@ -243,11 +243,11 @@ def test_entra_settings_mistakes_are_told_before_anything_starts(entra: TopnSett
     with pytest.raises(SettingsError, match=r"TOPN_ENTRA_CREDENTIAL=nowhere\.at_all:Cred: cannot load it"):
         credential(load_settings(entra_credential="nowhere.at_all:Cred"))
     with pytest.raises(SettingsError, match="TopnSettings is not a TokenCredential"):
-        credential(load_settings(entra_credential="tasks.settings:load_settings"))
+        credential(load_settings(entra_credential="topn.tasks.settings:load_settings"))
 
 
 def test_the_stack_in_the_other_mode_is_named(entra: TopnSettings) -> None:
-    from flows.local_stack import StackError
+    from topn.flows.local_stack import StackError
 
     keys = entra.model_copy(update={"use_entra_id": False})
     with pytest.raises(StackError, match=r"runs in Entra ID mode \(HTTPS\), and topn is set for Shared Key mode"):
@@ -286,7 +286,7 @@ def test_a_role_missing_for_a_later_step_is_named_too(
 ) -> None:
     """A principal that may read but not write (a Reader role) passes check-access and is refused later:
     the one line the command prints still names the role."""
-    from flows.errors import explain
+    from topn.flows.errors import explain
 
     def forbid(method: str, path: str) -> tuple[int, str, str] | None:
         if (method, path.rstrip("/")) != refused:
@@ -306,7 +306,7 @@ def test_the_development_certificate_is_for_loopback_only_and_never_swapped_unde
 ) -> None:
     from cryptography import x509
 
-    from flows.local_stack import StackError, ensure_local_stack
+    from topn.flows.local_stack import StackError, ensure_local_stack
 
     cert, key = entra.local_tls
     assert key.stat().st_mode & 0o777 == 0o600

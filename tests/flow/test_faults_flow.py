@@ -11,10 +11,10 @@ from collections.abc import Iterator
 import pytest
 from batch_emulator.server import Emulator
 
-from flows.topn import topn
 from tests.conftest import SAMPLE
 from tests.faults import FaultProxy
 from tests.stack import Azurite
+from topn.flows.topn import topn
 
 SAMPLE_TOP = [("the", 12495), ("and", 6396), ("of", 5858), ("to", 4678), ("a", 4111)]
 

@@ -11,12 +11,12 @@ from batch_emulator.server import Emulator
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, LogFilter, LogFilterFlowRunId
 
-from flows import wordcount
-from flows.topn import TopnFailed, topn
-from tasks.preflight import AccessError
 from tests.conftest import SAMPLE
 from tests.stack import Azurite, wait_for
 from tests.taskapp.oracle import spec_counts
+from topn.flows import wordcount
+from topn.flows.topn import TopnFailed, topn
+from topn.tasks.preflight import AccessError
 
 FACT_SHEET = "sample/nasa-moon/180556main_ETM.Moon.ABCs.Fact.Sheet.txt"
 DICKENS = "sample/books/a-tale-of-two-cities.txt"
@@ -164,7 +164,7 @@ def _logs(state) -> list:
 def test_a_failing_start_task_fails_the_flow(settings_env, tmp_path: Path, emulator: Emulator) -> None:
     broken = tmp_path / "install-taskapp.sh"
     broken.write_text("echo 'python3 is missing on this image' >&2\nexit 1\n")
-    settings_env.setattr("flows.taskapp.INSTALLER", broken)
+    settings_env.setattr("topn.flows.taskapp.INSTALLER", broken)
     settings_env.setenv("TOPN_POOL_ID", "broken-start")
     (tmp_path / "in.txt").write_text("some words")
     with pytest.raises(TopnFailed) as e:
@@ -236,7 +236,7 @@ def test_artifacts_are_published(stack_env: dict) -> None:
 
 
 def test_logs_hold_no_keys_or_signatures(stack_env: dict, caplog: pytest.LogCaptureFixture, tmp_path: Path) -> None:
-    from tasks.settings import AZURITE_KEY, load_settings
+    from topn.tasks.settings import AZURITE_KEY, load_settings
 
     (tmp_path / "a.txt").write_text("alpha beta")
     with caplog.at_level("DEBUG"):

@@ -13,13 +13,13 @@ from datetime import timedelta
 import pytest
 from batch_emulator.server import Emulator
 
-from flows.topn import topn
-from tasks import layout, lineage, storage
-from tasks.inputs import InputBlob
-from tasks.settings import load_settings
 from tests.faults import FaultProxy
 from tests.stack import Azurite
 from tests.taskapp.oracle import spec_counts
+from topn.flows.topn import topn
+from topn.tasks import layout, lineage, storage
+from topn.tasks.inputs import InputBlob
+from topn.tasks.settings import load_settings
 
 WORDS = ("alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta", "iota", "kappa", "lambda", "mu")
 FILES_PER_TASK = 10

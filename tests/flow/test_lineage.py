@@ -7,10 +7,10 @@ import random
 
 import pytest
 
-from flows import wordcount
-from tasks import lineage
-from tasks.inputs import InputBlob
-from tasks.packing import Packing, PackSpec
+from topn.flows import wordcount
+from topn.tasks import lineage
+from topn.tasks.inputs import InputBlob
+from topn.tasks.packing import Packing, PackSpec
 
 PACKING = Packing(files_per_task=10, bytes_per_task=10_000, fan_in=4)
 

@@ -6,8 +6,8 @@ import uuid
 
 import pytest
 
-from tasks import listing
 from tests.stack import Azurite
+from topn.tasks import listing
 
 
 @pytest.fixture

@@ -7,9 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from flows.local_stack import stop_local_stack
-from tasks.settings import TopnSettings
 from tests.stack import ROOT, alive, free_port, spawn, stop, wait_for
+from topn.flows.local_stack import stop_local_stack
+from topn.tasks.settings import TopnSettings
 
 BIN = Path(sys.executable).parent
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from flows import wordcount
-from flows.topn import TopnFailed, topn
 from tests.conftest import SAMPLE
+from topn.flows import wordcount
+from topn.flows.topn import TopnFailed, topn
 
 
 def rows(result) -> list[tuple]:

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from flows import wordcount
-from tasks import layout, lineage
-from tasks.batch import MAX_REQUEST_BYTES, chunks
-from tasks.inputs import InputBlob, local_name
-from tasks.packing import Packing, PackSpec, pack
+from topn.flows import wordcount
+from topn.tasks import layout, lineage
+from topn.tasks.batch import MAX_REQUEST_BYTES, chunks
+from topn.tasks.inputs import InputBlob, local_name
+from topn.tasks.packing import Packing, PackSpec, pack
 
 
 def blob(name: str, version: str = "v1", size: int = 10) -> InputBlob:
@@ -164,7 +164,7 @@ def test_100000_files_plan_into_requests_batch_accepts() -> None:
 
 
 def test_task_specs_are_added_in_groups_each_merge_after_what_it_waits_for() -> None:
-    from flows.topn import _groups
+    from topn.flows.topn import _groups
 
     _, run = packed(250, Packing(files_per_task=10, bytes_per_task=1000, fan_in=5))
     todo = run.todo(set())
@@ -180,7 +180,7 @@ def test_task_specs_are_added_in_groups_each_merge_after_what_it_waits_for() -> 
 
 
 def test_a_result_keeps_the_first_rows_and_counts_every_file() -> None:
-    from flows.result import file_results
+    from topn.flows.result import file_results
 
     def line(key: str, words: int) -> bytes:
         return json.dumps({"key": key, "file": "x", "bytes": 1, "words": words, "distinct": 1, "top": [["w", words]],

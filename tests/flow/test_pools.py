@@ -15,14 +15,14 @@ from batch_emulator.server import Emulator
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
-from flows.topn import topn
-from tasks.clients import blob_service
-from tasks.sas import SasIssuer
-from tasks.settings import TopnSettings, load_settings
 from tests.conftest import SAMPLE
 from tests.flow.test_processes import corpus
 from tests.stack import wait_for
 from tests.taskapp.oracle import spec_top
+from topn.flows.topn import topn
+from topn.tasks.clients import blob_service
+from topn.tasks.sas import SasIssuer
+from topn.tasks.settings import TopnSettings, load_settings
 
 
 def set_topn(env: pytest.MonkeyPatch, **values: str) -> None:

@@ -15,8 +15,8 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.exceptions import PrefectHTTPStatusError
 
-from flows.topn import topn
 from tests.conftest import ROOT
+from topn.flows.topn import topn
 
 BIN = Path(sys.executable).parent
 
@@ -58,7 +58,7 @@ def test_an_empty_prefix_is_a_run_with_nothing_to_count(stack_env: dict) -> None
     assert note.type == "markdown" and "Nothing to count" in note.data and "topn upload" in note.data
     with get_client(sync_client=True) as client:
         steps = {t.name for t in client.read_task_runs(flow_run_filter=run)}
-    assert not {"build-taskapp", "upload-app"} & {name.split(" ")[0] for name in steps}, steps  # found first
+    assert not {"taskapp-files", "upload-app"} & {name.split(" ")[0] for name in steps}, steps  # found first
 
 
 def test_conflicting_arguments_fail_at_once_with_one_line() -> None:
@@ -115,9 +115,9 @@ def test_a_run_configured_only_through_blocks(stack_env: dict, azurite, emulator
 
     from prefect_azure import AzureBlobStorageCredentials
 
-    from tasks.blocks import AzureBatchCredentials
-    from tasks.settings import AZURITE_KEY
     from tests.conftest import SAMPLE
+    from topn.tasks.blocks import AzureBatchCredentials
+    from topn.tasks.settings import AZURITE_KEY
 
     assert not [k for k in os.environ if k.startswith(("TOPN_BATCH_", "TOPN_STORAGE_"))]  # no credentials there
     AzureBatchCredentials(endpoint=emulator.endpoint, account_name=emulator.account,

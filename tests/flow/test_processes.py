@@ -129,8 +129,14 @@ def test_deployment_runs_on_a_real_prefect_server(
     assert upload.returncode == 0 and "uploaded 11 files" in upload.stdout, upload.stderr
     container = azurite.client().get_container_client("topn-input")
     serve_log = open(tmp_path / "serve.log", "w")  # noqa: SIM115 - for the serve process's lifetime
-    serve = spawn([sys.executable, "-m", "deployments.serve"], cwd=ROOT, stdout=serve_log, stderr=subprocess.STDOUT,
-                  text=True, env={**env, "PREFECT_RUNNER_POLL_FREQUENCY": "1"})  # fmt: skip
+    serve = spawn(
+        [sys.executable, "-m", "topn.deployments.serve"],
+        cwd=ROOT,
+        stdout=serve_log,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**env, "PREFECT_RUNNER_POLL_FREQUENCY": "1"},
+    )
     try:
 
         def deployed() -> bool:

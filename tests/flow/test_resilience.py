@@ -9,12 +9,12 @@ from azure.batch import BatchClient
 from azure.batch import models as m
 from batch_emulator.server import Emulator
 
-from flows.topn import TopnFailed, topn
-from tasks.batch import PoolConflict, RunConflict
 from tests.emulator.conftest import vm_config
 from tests.flow.test_flow import poison
 from tests.stack import wait_for
 from tests.taskapp.oracle import spec_top
+from topn.flows.topn import TopnFailed, topn
+from topn.tasks.batch import PoolConflict, RunConflict
 
 
 def test_a_pool_topn_did_not_create_is_left_untouched(settings_env, tmp_path: Path, emulator: Emulator) -> None:

@@ -6,12 +6,12 @@ import pytest
 from azure.core.exceptions import ClientAuthenticationError, HttpResponseError, ServiceRequestError
 from prefect.states import Failed
 
-from flows.errors import explain
-from tasks.inputs import local_name
-from tasks.naming import _names
-from tasks.policy import is_transient, retry_transient
-from tasks.sas import redact
-from tasks.settings import SettingsError, load_settings
+from topn.flows.errors import explain
+from topn.tasks.inputs import local_name
+from topn.tasks.naming import _names
+from topn.tasks.policy import is_transient, retry_transient
+from topn.tasks.sas import redact
+from topn.tasks.settings import SettingsError, load_settings
 
 
 class _Response:
@@ -117,7 +117,7 @@ def test_an_unreachable_azure_names_the_settings() -> None:
 def test_which_task_failures_are_run_again_in_place(category: str, code: str, ours: bool) -> None:
     from azure.batch import models as m
 
-    from tasks.monitor import _not_its_own
+    from topn.tasks.monitor import _not_its_own
 
     assert _not_its_own(m.BatchTaskFailureInfo(category=category, code=code)) is ours
 

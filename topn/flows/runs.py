@@ -10,8 +10,8 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import deployment as current_deployment
 from pydantic import WithJsonSchema
 
-from tasks import batch, monitor
-from tasks.settings import AzureConnection, BatchSettings, S, load_settings
+from topn.tasks import batch, monitor
+from topn.tasks.settings import AzureConnection, BatchSettings, S, load_settings
 
 RUN_ID = r"^[A-Za-z0-9_-]{1,64}$"  # a Batch job id
 
@@ -25,7 +25,7 @@ def blank(**schema: object) -> WithJsonSchema:
 def settings(kind: type[S], batch_credentials: str | None, storage_credentials: str | None) -> S:
     """The TOPN_* settings of `kind`, with credentials from the named blocks instead, if any."""
     if batch_credentials or storage_credentials:
-        from tasks.blocks import load_settings_from_blocks
+        from topn.tasks.blocks import load_settings_from_blocks
 
         return load_settings_from_blocks(batch_credentials, storage_credentials, kind)
     return load_settings(kind)

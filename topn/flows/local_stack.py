@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import importlib.util
 import json
 import os
 import secrets
+import shutil
 import signal
 import socket
 import ssl
@@ -23,11 +25,10 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from flows.dev_tls import certificate_due, make_certificate
-from tasks.settings import AZURITE_ACCOUNT, TopnSettings
+from topn.tasks.settings import AZURITE_ACCOUNT, TopnSettings
 
-ROOT = Path(__file__).resolve().parent.parent
-AZURITE = ROOT / "node_modules" / ".bin" / "azurite-blob"
+CHECKOUT_AZURITE = Path(__file__).resolve().parents[2] / "node_modules" / ".bin" / "azurite-blob"
+NEEDS_LOCAL = "the local stack needs topn's `local` extra: pip install 'topn[local]' (in a checkout: ./dev)"
 
 
 class StackError(RuntimeError):
@@ -175,15 +176,15 @@ def ensure_local_stack(settings: TopnSettings) -> list[str]:
     TOPN_USE_ENTRA_ID both serve HTTPS with the development certificate and take Entra ID tokens only."""
     home = settings.local_dir.resolve()
     started = []
+    if importlib.util.find_spec("batch_emulator") is None:
+        raise StackError(NEEDS_LOCAL)
     if settings.use_entra_id:
         _ensure_certificate(settings)
     if not azurite_up(settings):
-        if not AZURITE.exists():
-            raise StackError(f"Azurite is not installed at {AZURITE}: run ./dev demo (or npm ci) first")
         _spawn(
             "azurite",
             [
-                str(AZURITE),
+                _azurite(),
                 "--blobHost",
                 "127.0.0.1",
                 "--blobPort",
@@ -222,9 +223,22 @@ def ensure_local_stack(settings: TopnSettings) -> list[str]:
     return started
 
 
+def _azurite() -> str:
+    """Azurite's blob service: the checkout's (npm ci), else the one on PATH (npm install -g azurite)."""
+    found = str(CHECKOUT_AZURITE) if CHECKOUT_AZURITE.exists() else shutil.which("azurite-blob")
+    if not found:
+        raise StackError(
+            "Azurite (the Storage emulator) is not installed: npm install -g azurite@3.37.0, or put azurite-blob on "
+            "PATH (in a checkout: ./dev)"
+        )
+    return found
+
+
 def _ensure_certificate(settings: TopnSettings) -> None:
     """Makes the development certificate when it is missing or ends within a month, but never under
     services that serve the old one (clients would stop trusting them)."""
+    from topn.flows.dev_tls import certificate_due, make_certificate  # the `local` extra's cryptography
+
     cert, key = settings.local_tls
     if not certificate_due(cert, key):
         return

@@ -15,7 +15,7 @@ from azure.storage.blob import (
     generate_container_sas,
 )
 
-from tasks.settings import DELEGATION_SAS_MAX, AzureConnection
+from topn.tasks.settings import DELEGATION_SAS_MAX, AzureConnection
 
 _SIGNATURE = re.compile(r"(?i)(sig=)[^&\s'\"]+")
 

@@ -11,10 +11,10 @@ from urllib.parse import urlsplit
 from azure.core.exceptions import ClientAuthenticationError, HttpResponseError, ServiceRequestError
 from prefect import task
 
-from tasks import entra
-from tasks.clients import batch_client, blob_service
-from tasks.policy import task_options
-from tasks.settings import AzureConnection
+from topn.tasks import entra
+from topn.tasks.clients import batch_client, blob_service
+from topn.tasks.policy import task_options
+from topn.tasks.settings import AzureConnection
 
 
 class AccessError(RuntimeError):

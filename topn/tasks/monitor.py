@@ -16,14 +16,22 @@ from prefect.artifacts import create_progress_artifact, create_table_artifact, u
 from prefect.client.orchestration import get_client
 from prefect.runtime import flow_run
 
-from tasks import batch, pool_health
-from tasks.clients import batch_client
-from tasks.failures import TopnFailed
-from tasks.layout import logs_blob
-from tasks.naming import named
-from tasks.policy import MAX_RECOVERIES, OUTAGE_LIMIT, POLL_BACKOFF, POLL_FIRST, POLL_MAX, RECOVERABLE, is_transient
-from tasks.sas import redact
-from tasks.settings import BatchSettings
+from topn.tasks import batch, pool_health
+from topn.tasks.clients import batch_client
+from topn.tasks.failures import TopnFailed
+from topn.tasks.layout import logs_blob
+from topn.tasks.naming import named
+from topn.tasks.policy import (
+    MAX_RECOVERIES,
+    OUTAGE_LIMIT,
+    POLL_BACKOFF,
+    POLL_FIRST,
+    POLL_MAX,
+    RECOVERABLE,
+    is_transient,
+)
+from topn.tasks.sas import redact
+from topn.tasks.settings import BatchSettings
 
 ETA_SHARE = 0.1
 STDERR_TAIL = 2048

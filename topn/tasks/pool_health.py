@@ -20,8 +20,8 @@ from azure.batch import BatchClient
 from azure.batch import models as m
 from prefect import get_run_logger
 
-from tasks import policy
-from tasks.settings import BatchSettings
+from topn.tasks import policy
+from topn.tasks.settings import BatchSettings
 
 _POOL_FIELDS = [
     "id",

@@ -18,7 +18,7 @@ from typing import ClassVar, Literal, Self, TypeVar
 from pydantic import ByteSize, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from tasks.policy import BATCH_TASK_RETRIES
+from topn.tasks.policy import BATCH_TASK_RETRIES
 
 ENV_PREFIX = "TOPN_"
 # The local stack's well-known development accounts, public as Azurite's is: the Batch emulator's (checked

@@ -20,11 +20,11 @@ from dataclasses import dataclass, field
 
 from azure.batch import models as m
 
-from tasks.inputs import InputBlob, describe
-from tasks.inputs import content_hash as _hash
-from tasks.layout import RESULTS, blob_url, depends_on, log_outputs, output_file, part_blob, part_keys
-from tasks.lineage import Catalog
-from tasks.packing import Packing, PackSpec
+from topn.tasks.inputs import InputBlob, describe
+from topn.tasks.inputs import content_hash as _hash
+from topn.tasks.layout import RESULTS, blob_url, depends_on, log_outputs, output_file, part_blob, part_keys
+from topn.tasks.lineage import Catalog
+from topn.tasks.packing import Packing, PackSpec
 
 MERGE_ID = "merge"
 COUNT, COMBINE, MERGE, ROOT = "count", "combine", "merge", "root"

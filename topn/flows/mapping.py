@@ -22,11 +22,11 @@ from typing import ClassVar
 from azure.batch import models as m
 from pydantic import ByteSize, Field
 
-from tasks.application import AppFiles
-from tasks.inputs import InputBlob, content_hash, describe
-from tasks.layout import log_outputs, output_file, part_blob
-from tasks.packing import PackSpec
-from tasks.settings import BATCH_ID, BatchSettings
+from topn.tasks.application import AppFiles
+from topn.tasks.inputs import InputBlob, content_hash, describe
+from topn.tasks.layout import log_outputs, output_file, part_blob
+from topn.tasks.packing import PackSpec
+from topn.tasks.settings import BATCH_ID, BatchSettings
 
 APP_NAME = "topn-map-app"  # its folder on the nodes, and its entry in the pool's metadata
 INSTALLER = Path(__file__).with_name("install-map-app.sh")

@@ -16,9 +16,9 @@ from azure.core.pipeline.transport._bigger_block_size_http_adapters import Bigge
 from azure.storage.blob import BlobServiceClient, ExponentialRetry
 from urllib3.util.retry import Retry
 
-from tasks import entra
-from tasks.policy import FIRST_BACKOFF, HTTP_RETRIES, MAX_BACKOFF, THROTTLE_BUDGET, backoff
-from tasks.settings import AzureConnection
+from topn.tasks import entra
+from topn.tasks.policy import FIRST_BACKOFF, HTTP_RETRIES, MAX_BACKOFF, THROTTLE_BUDGET, backoff
+from topn.tasks.settings import AzureConnection
 
 _THROTTLED_SAID: dict[str, float] = {}
 THROTTLED_SAID_EVERY = 30.0  # seconds between two "throttling" lines for one service

@@ -23,14 +23,14 @@ from azure.core.exceptions import (
 )
 from prefect import get_run_logger, task
 
-from tasks import quotas
-from tasks.application import AppBlobs
-from tasks.clients import batch_client
-from tasks.marks import FLOW_RUN_KEY, INPUTS_KEY, LEGACY_VERSION_KEY, OWNER, OWNER_KEY
-from tasks.naming import named
-from tasks.policy import START_TASK_RETRIES, task_options
-from tasks.sas import SasIssuer
-from tasks.settings import BatchSettings
+from topn.tasks import quotas
+from topn.tasks.application import AppBlobs
+from topn.tasks.clients import batch_client
+from topn.tasks.marks import FLOW_RUN_KEY, INPUTS_KEY, LEGACY_VERSION_KEY, OWNER, OWNER_KEY
+from topn.tasks.naming import named
+from topn.tasks.policy import START_TASK_RETRIES, task_options
+from topn.tasks.sas import SasIssuer
+from topn.tasks.settings import BatchSettings
 
 BATCH_TASK = task_options("azure-batch")  # every step here calls Batch
 

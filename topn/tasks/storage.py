@@ -14,17 +14,17 @@ from pathlib import Path
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from prefect import get_run_logger, task
 
-from tasks import clients
-from tasks.application import AppBlobs, AppFiles
-from tasks.clients import blob_service
-from tasks.inputs import InputBlob, upload_blob_name
-from tasks.layout import PARTS, RESULTS, key_of, part_keys, result_folder
-from tasks.lineage import PREFIX as LINEAGES
-from tasks.lineage import Catalog, catalog_blob
-from tasks.listing import list_blobs, list_tree
-from tasks.naming import named
-from tasks.policy import task_options
-from tasks.settings import BatchSettings
+from topn.tasks import clients
+from topn.tasks.application import AppBlobs, AppFiles
+from topn.tasks.clients import blob_service
+from topn.tasks.inputs import InputBlob, upload_blob_name
+from topn.tasks.layout import PARTS, RESULTS, key_of, part_keys, result_folder
+from topn.tasks.lineage import PREFIX as LINEAGES
+from topn.tasks.lineage import Catalog, catalog_blob
+from topn.tasks.listing import list_blobs, list_tree
+from topn.tasks.naming import named
+from topn.tasks.policy import task_options
+from topn.tasks.settings import BatchSettings
 
 STORAGE_TASK = task_options("azure-storage")  # every step here calls Storage
 

@@ -16,19 +16,19 @@ from prefect.client.orchestration import get_client
 from prefect.runtime import flow_run as current_run
 from pydantic import ByteSize, Field
 
-from flows import runs, wordcount
-from flows.crashes import ensure_crash_detection
-from flows.result import RunStats, TopnResult, file_results
-from flows.runs import RUN_ID, blank
-from flows.taskapp import build_taskapp
-from tasks import batch, lineage, monitor, preflight, storage
-from tasks.application import AppBlobs
-from tasks.clients import blob_service
-from tasks.inputs import InputBlob, describe
-from tasks.monitor import TopnFailed
-from tasks.packing import Packing
-from tasks.sas import SasIssuer
-from tasks.settings import TopnSettings
+from topn.flows import runs, wordcount
+from topn.flows.crashes import ensure_crash_detection
+from topn.flows.result import RunStats, TopnResult, file_results
+from topn.flows.runs import RUN_ID, blank
+from topn.flows.taskapp import taskapp_files
+from topn.tasks import batch, lineage, monitor, preflight, storage
+from topn.tasks.application import AppBlobs
+from topn.tasks.clients import blob_service
+from topn.tasks.inputs import InputBlob, describe
+from topn.tasks.monitor import TopnFailed
+from topn.tasks.packing import Packing
+from topn.tasks.sas import SasIssuer
+from topn.tasks.settings import TopnSettings
 
 
 class _OwnFailureWithoutTraceback(logging.Filter):
@@ -151,7 +151,7 @@ def topn(
         inputs = _ordered(storage.list_inputs(settings, settings.input_container, blob_prefix))
         if not inputs:
             return _nothing_to_count(settings, blob_prefix, started)
-    app_future = storage.upload_app.submit(settings, build_taskapp(settings.local_dir / "cache"))
+    app_future = storage.upload_app.submit(settings, taskapp_files())
     if paths:
         inputs = _ordered(storage.upload_inputs(settings, paths))
     app = app_future.result()
@@ -538,4 +538,4 @@ def _clean_up(
         storage.remove_stale_outputs(settings, set(run.catalog.keys), forget=line)
 
 
-DEFAULT_SAMPLE = str(Path(__file__).resolve().parent.parent / "data" / "sample")
+DEFAULT_SAMPLE = str(Path(__file__).resolve().parents[2] / "data" / "sample")  # in a checkout only

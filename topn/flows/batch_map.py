@@ -17,15 +17,15 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.runtime import flow_run as current_run
 from pydantic import BaseModel, Field
 
-from flows import mapping, runs
-from flows.runs import RUN_ID, blank
-from tasks import batch, lineage, monitor, preflight, storage
-from tasks.application import AppBlobs, nothing_installed
-from tasks.clients import blob_service
-from tasks.inputs import InputBlob, describe
-from tasks.monitor import TopnFailed
-from tasks.packing import Packing
-from tasks.sas import SasIssuer
+from topn.flows import mapping, runs
+from topn.flows.runs import RUN_ID, blank
+from topn.tasks import batch, lineage, monitor, preflight, storage
+from topn.tasks.application import AppBlobs, nothing_installed
+from topn.tasks.clients import blob_service
+from topn.tasks.inputs import InputBlob, describe
+from topn.tasks.monitor import TopnFailed
+from topn.tasks.packing import Packing
+from topn.tasks.sas import SasIssuer
 
 MOVED_ROUNDS = 3  # plans made anew when listed blobs changed while their tasks read them
 OUTPUT_ROWS_SHOWN = 1_000

@@ -26,8 +26,8 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 
-from tasks.inputs import InputBlob
-from tasks.packing import Packing, PackSpec, pack
+from topn.tasks.inputs import InputBlob
+from topn.tasks.packing import Packing, PackSpec, pack
 
 FORMAT = "topn-lineage/1"
 PREFIX = "lineages/"

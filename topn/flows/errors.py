@@ -10,11 +10,11 @@ from azure.core.exceptions import (
     ServiceResponseError,
 )
 
-from tasks import entra
-from tasks.preflight import unreachable
-from tasks.quotas import code_of
-from tasks.sas import redact
-from tasks.settings import TopnSettings
+from topn.tasks import entra
+from topn.tasks.preflight import unreachable
+from topn.tasks.quotas import code_of
+from topn.tasks.sas import redact
+from topn.tasks.settings import TopnSettings
 
 
 def explain(error: BaseException, settings: TopnSettings | None) -> str | None:

@@ -15,7 +15,7 @@ from typing import Any
 from azure.core.credentials import AccessToken, TokenCredential
 from azure.core.exceptions import ClientAuthenticationError, HttpResponseError
 
-from tasks.settings import ENV_PREFIX, AzureConnection, SettingsError
+from topn.tasks.settings import ENV_PREFIX, AzureConnection, SettingsError
 
 BATCH_AUDIENCE = "https://batch.core.windows.net/"
 STORAGE_AUDIENCE = "https://storage.azure.com"

@@ -23,7 +23,7 @@ from prefect_azure import AzureBlobStorageCredentials
 from pydantic import ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings
 
-from tasks.settings import (
+from topn.tasks.settings import (
     AZURITE_ACCOUNT,
     AZURITE_KEY,
     ENV_PREFIX,
@@ -210,7 +210,7 @@ def _load(kind: type[B], name: str) -> B:
     raise SettingsError(
         f"no {what} (block type {kind.get_block_type_slug()!r}) on the Prefect server: register the block "
         f"types with `{REGISTER}`, then create it in the Prefect UI (Blocks, +) or in Python with "
-        f"`from tasks.blocks import {kind.__name__}; {example}`"
+        f"`from topn.tasks.blocks import {kind.__name__}; {example}`"
     )
 
 

@@ -8,9 +8,11 @@ import logging
 import re
 import shlex
 import sys
+from pathlib import Path
 
-from tasks.sas import redact
-from tasks.settings import SettingsError, TopnSettings, load_settings
+from topn import __version__
+from topn.tasks.sas import redact
+from topn.tasks.settings import SettingsError, TopnSettings, load_settings
 
 DEFAULT_PREFIX = "incoming/"  # what the deployment topn/default counts
 
@@ -23,10 +25,11 @@ def _batch_id(value: str) -> str:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="topn", description="Top N words across files, with Azure Batch and Prefect.")
+    parser.add_argument("--version", action="version", version=f"topn {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser(
         "run",
-        help="count words in files or folders (default: the bundled sample corpus)",
+        help="count words in files or folders (in a checkout, default: its sample corpus)",
         description="Count words in files or folders with the topn flow. Prefect: the server PREFECT_API_URL names, "
         "else the one `topn server start` keeps on 127.0.0.1 (TOPN_LOCAL_PREFECT_PORT), started in the background "
         "the first time (TOPN_TEMPORARY_PREFECT_SERVER=true: a temporary server for this run alone instead).",
@@ -73,7 +76,23 @@ def _parser() -> argparse.ArgumentParser:
     )
     server = commands.add_parser("server", help="a Prefect server in the background that every topn run uses")
     server.add_argument("action", choices=["start", "stop", "status"])
+    _deploy_parser(commands)
     return parser
+
+
+def _deploy_parser(commands: argparse._SubParsersAction) -> None:
+    deploy = commands.add_parser(
+        "deploy",
+        help="register the deployment topn/default on a Prefect work pool whose workers have topn installed",
+        description="Register topn/default (daily, the blobs under incoming/) on a work pool; its entrypoint is the "
+        "installed module topn.flows.topn, so workers need topn installed and nothing else (docs/deployment.md).",
+    )
+    deploy.add_argument("--work-pool", required=True, help="the Prefect work pool, e.g. one of type process")
+    deploy.add_argument("--cron", help="when it runs (default TOPN_SCHEDULE, else '0 6 * * *', UTC)")
+    deploy.add_argument("--batch-credentials", metavar="BLOCK", help='an "Azure Batch Credentials" block to use')
+    deploy.add_argument(
+        "--storage-credentials", metavar="BLOCK", help='a prefect-azure "Azure Blob Storage Credentials" block'
+    )
 
 
 def _map_parser(commands: argparse._SubParsersAction) -> None:
@@ -132,13 +151,15 @@ def _quiet_tracebacks_in_terminal() -> None:
 
 
 def _run(args: argparse.Namespace, settings: TopnSettings) -> int:
-    from flows.local_stack import ensure_local_stack
-    from flows.topn import DEFAULT_SAMPLE, topn
-    from tasks.storage import expand_paths
+    from topn.flows.local_stack import ensure_local_stack
+    from topn.flows.topn import DEFAULT_SAMPLE, topn
+    from topn.tasks.storage import expand_paths
 
     _quiet_tracebacks_in_terminal()
 
     paths = args.paths or ([] if args.prefix is not None else [DEFAULT_SAMPLE])
+    if paths == [DEFAULT_SAMPLE] and not Path(DEFAULT_SAMPLE).is_dir():
+        raise ValueError("name the files or folders to count (topn run PATH ...), or --prefix PREFIX for blobs")
     expand_paths(paths)  # a missing path fails here, before any service starts
     if settings.local:
         ensure_local_stack(settings)
@@ -160,8 +181,8 @@ def _run(args: argparse.Namespace, settings: TopnSettings) -> int:
 
 
 def _map(args: argparse.Namespace, settings: TopnSettings) -> int:
-    from flows.batch_map import batch_map
-    from flows.local_stack import ensure_local_stack
+    from topn.flows.batch_map import batch_map
+    from topn.flows.local_stack import ensure_local_stack
 
     _quiet_tracebacks_in_terminal()
     if args.files_per_task is not None and not 1 <= args.files_per_task <= 1_000:
@@ -190,7 +211,7 @@ def _prefect_server(settings: TopnSettings) -> contextlib.AbstractContextManager
     every run stays in its UI; with TOPN_TEMPORARY_PREFECT_SERVER, Prefect's temporary server for this run."""
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from flows.local_stack import ensure_prefect_server, prefect_url
+    from topn.flows.local_stack import ensure_prefect_server, prefect_url
 
     if PREFECT_API_URL.value() or settings.temporary_prefect_server:
         return contextlib.nullcontext()
@@ -204,8 +225,8 @@ def _prefect_server(settings: TopnSettings) -> contextlib.AbstractContextManager
 
 
 def _upload(args: argparse.Namespace, settings: TopnSettings) -> int:
-    from flows.local_stack import ensure_local_stack
-    from tasks.storage import expand_paths, upload_named
+    from topn.flows.local_stack import ensure_local_stack
+    from topn.tasks.storage import expand_paths, upload_named
 
     expand_paths(args.paths)  # a missing path fails here, before any service starts
     if settings.local:
@@ -218,8 +239,28 @@ def _upload(args: argparse.Namespace, settings: TopnSettings) -> int:
     return 0
 
 
+def _deploy(args: argparse.Namespace, settings: TopnSettings) -> int:
+    from prefect.exceptions import ObjectNotFound
+
+    from topn.deployments.default import CRON
+    from topn.deployments.deploy import deploy
+
+    try:
+        deploy(args.work_pool, args.cron or CRON, args.batch_credentials, args.storage_credentials)
+    except ObjectNotFound:
+        raise ValueError(
+            f"there is no work pool {args.work_pool!r} on this Prefect server: create it "
+            f"(prefect work-pool create {shlex.quote(args.work_pool)} --type process) or name another"
+        ) from None
+    print(
+        f"deployed topn/default on work pool {args.work_pool!r}: start a worker where topn is installed "
+        f"(prefect worker start --pool {shlex.quote(args.work_pool)}), then: prefect deployment run topn/default"
+    )
+    return 0
+
+
 def _server(args: argparse.Namespace, settings: TopnSettings) -> int:
-    from flows.local_stack import ensure_prefect_server, prefect_up, prefect_url, stop_prefect_server
+    from topn.flows.local_stack import ensure_prefect_server, prefect_up, prefect_url, stop_prefect_server
 
     if args.action == "start":
         print("started a Prefect server" if ensure_prefect_server(settings) else "a Prefect server is running already")
@@ -234,7 +275,7 @@ def _server(args: argparse.Namespace, settings: TopnSettings) -> int:
 
 
 def _stack(args: argparse.Namespace, settings: TopnSettings) -> int:
-    from flows.local_stack import azurite_up, emulator_up, ensure_local_stack, stop_local_stack
+    from topn.flows.local_stack import azurite_up, emulator_up, ensure_local_stack, stop_local_stack
 
     if args.entra:
         settings = settings.model_copy(update={"use_entra_id": True})
@@ -283,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = None
     try:
         settings = load_settings()
-        commands = {"run": _run, "map": _map, "upload": _upload, "stack": _stack, "server": _server}
+        commands = {"run": _run, "map": _map, "upload": _upload, "stack": _stack, "server": _server, "deploy": _deploy}
         return commands[args.command](args, settings)
     except SettingsError as e:
         print(f"topn: {e}", file=sys.stderr)
@@ -292,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
         print("topn: interrupted", file=sys.stderr)
         return 130
     except Exception as e:  # the flow failed: one clear message, no traceback, never a secret
-        from flows.errors import explain
+        from topn.flows.errors import explain
 
         message = str(e) if isinstance(e, _expected_errors()) else explain(e, settings)
         if message is None:
@@ -304,12 +345,12 @@ def main(argv: list[str] | None = None) -> int:
 def _expected_errors() -> tuple[type[BaseException], ...]:
     from prefect.exceptions import ParameterTypeError
 
-    from flows.local_stack import StackError
-    from flows.topn import TopnFailed
-    from tasks.batch import PoolConflict, RunConflict
-    from tasks.preflight import AccessError
-    from tasks.quotas import QuotaReached
-    from tasks.storage import InputError
+    from topn.flows.local_stack import StackError
+    from topn.flows.topn import TopnFailed
+    from topn.tasks.batch import PoolConflict, RunConflict
+    from topn.tasks.preflight import AccessError
+    from topn.tasks.quotas import QuotaReached
+    from topn.tasks.storage import InputError
 
     return (
         TopnFailed,

@@ -14,9 +14,9 @@ from azure.batch import models as m
 from azure.core.exceptions import HttpResponseError
 from prefect import get_run_logger
 
-from tasks import policy
-from tasks.failures import TopnFailed
-from tasks.marks import FLOW_RUN_KEY, OWNER_KEY
+from topn.tasks import policy
+from topn.tasks.failures import TopnFailed
+from topn.tasks.marks import FLOW_RUN_KEY, OWNER_KEY
 
 JOB_QUOTA, POOL_QUOTA = "ActiveJobAndScheduleQuotaReached", "PoolQuotaReached"
 
