@@ -88,6 +88,7 @@ def _deploy_parser(commands: argparse._SubParsersAction) -> None:
         "installed module topn.flows.topn, so workers need topn installed and nothing else (docs/deployment.md).",
     )
     deploy.add_argument("--work-pool", required=True, help="the Prefect work pool, e.g. one of type process")
+    deploy.add_argument("--name", default="default", help="the deployment's name (default: default, so topn/default)")
     deploy.add_argument("--cron", help="when it runs (default TOPN_SCHEDULE, else '0 6 * * *', UTC)")
     deploy.add_argument("--batch-credentials", metavar="BLOCK", help='an "Azure Batch Credentials" block to use')
     deploy.add_argument(
@@ -246,15 +247,15 @@ def _deploy(args: argparse.Namespace, settings: TopnSettings) -> int:
     from topn.deployments.deploy import deploy
 
     try:
-        deploy(args.work_pool, args.cron or CRON, args.batch_credentials, args.storage_credentials)
+        deploy(args.work_pool, args.name, args.cron or CRON, args.batch_credentials, args.storage_credentials)
     except ObjectNotFound:
         raise ValueError(
             f"there is no work pool {args.work_pool!r} on this Prefect server: create it "
             f"(prefect work-pool create {shlex.quote(args.work_pool)} --type process) or name another"
         ) from None
     print(
-        f"deployed topn/default on work pool {args.work_pool!r}: start a worker where topn is installed "
-        f"(prefect worker start --pool {shlex.quote(args.work_pool)}), then: prefect deployment run topn/default"
+        f"deployed topn/{args.name} on work pool {args.work_pool!r}: start a worker where topn is installed "
+        f"(prefect worker start --pool {shlex.quote(args.work_pool)}), then: prefect deployment run topn/{args.name}"
     )
     return 0
 

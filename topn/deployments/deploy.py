@@ -8,17 +8,18 @@ from topn.deployments import default
 
 def deploy(
     work_pool: str,
+    name: str = default.NAME,
     cron: str = default.CRON,
     batch_credentials: str | None = None,
     storage_credentials: str | None = None,
 ) -> str:
-    """Creates or updates topn/default on `work_pool`; returns its id."""
+    """Creates or updates topn/<name> (topn/default) on `work_pool`; returns its id."""
     from topn.flows.topn import topn  # first: topn.flows turns telemetry off before Prefect loads
 
     from prefect.deployments.runner import EntrypointType  # isort: skip
 
     deployment_id = topn.deploy(
-        name=default.NAME,
+        name=name,
         work_pool_name=work_pool,
         cron=cron,
         parameters=default.parameters(batch_credentials, storage_credentials),

@@ -176,10 +176,11 @@ def ensure_local_stack(settings: TopnSettings) -> list[str]:
     TOPN_USE_ENTRA_ID both serve HTTPS with the development certificate and take Entra ID tokens only."""
     home = settings.local_dir.resolve()
     started = []
-    if importlib.util.find_spec("batch_emulator") is None:
-        raise StackError(NEEDS_LOCAL)
     if settings.use_entra_id:
         _ensure_certificate(settings)
+    emulator_down = not emulator_up(settings)
+    if emulator_down and importlib.util.find_spec("batch_emulator") is None:
+        raise StackError(NEEDS_LOCAL)  # a stack started elsewhere (a checkout's) serves without it
     if not azurite_up(settings):
         _spawn(
             "azurite",
@@ -200,7 +201,7 @@ def ensure_local_stack(settings: TopnSettings) -> list[str]:
             _azurite_env(settings),
         )
         started.append("azurite")
-    if not emulator_up(settings):
+    if emulator_down:
         _spawn(
             "batch-emulator",
             [
