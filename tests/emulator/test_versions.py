@@ -213,6 +213,7 @@ def test_an_old_version_is_renamed_into_the_current_one_and_back(emulator: Emula
     assert old["startTask"]["resourceFiles"] == source
     assert old["startTask"]["waitForSuccess"] is False  # the default before 2019-08-01.10.0
     assert call(emulator, "GET", f"/pools/{uid}", None, SDK4, **{"$select": "id,maxTasksPerNode"})[1] == {
+        "odata.metadata": f"{emulator.endpoint}/$metadata#pools/@Element",
         "id": uid,
         "maxTasksPerNode": 2,
     }

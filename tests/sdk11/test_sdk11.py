@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 
 import azure.batch.models as m
 import pytest
@@ -170,3 +171,31 @@ def test_bad_key_is_refused(emu: Emulator) -> None:
     with pytest.raises(m.BatchErrorException) as e:
         list(wrong.pool.list())
     assert e.value.error.code == "AuthenticationFailed" and e.value.response.status_code == 403
+
+
+def test_replace_job_pool_properties_and_token_settings(client: BatchServiceClient) -> None:
+    """What SDK 11 sends that Azure answers (issue 23): PUT /jobs/{id}, POST /pools/{id}/updateproperties (with the
+    certificateReferences 2021-06-01 requires), task authenticationTokenSettings, add-collection locations."""
+    pool(client, "p11r", 1)
+    client.job.add(m.JobAddParameter(id="j11r", pool_info=m.PoolInformation(pool_id="p11r"), priority=9))
+    job = client.job.get("j11r")
+    replacement = m.JobUpdateParameter(pool_info=m.PoolInformation(pool_id="p11r"), priority=3)
+    stale = m.JobUpdateOptions(if_unmodified_since=job.creation_time - timedelta(hours=1))
+    with pytest.raises(m.BatchErrorException) as e:
+        client.job.update("j11r", replacement, job_update_options=stale)
+    assert (e.value.response.status_code, e.value.error.code) == (412, "ConditionNotMet")
+    client.job.update("j11r", replacement, job_update_options=m.JobUpdateOptions(if_match=job.e_tag))
+    assert client.job.get("j11r").priority == 3
+
+    client.pool.update_properties("p11r", m.PoolUpdatePropertiesParameter(
+        certificate_references=[], application_package_references=[],
+        metadata=[m.MetadataItem(name="b", value="2")]))  # fmt: skip
+    got = client.pool.get("p11r")
+    assert (got.start_task, got.certificate_references, got.metadata[0].value) == (None, [], "2")
+
+    token = m.AuthenticationTokenSettings(access=[m.AccessScope.job])
+    result = client.task.add_collection("j11r", [m.TaskAddParameter(
+        id="t1", command_line="/bin/true", authentication_token_settings=token)])  # fmt: skip
+    assert result.value[0].location.endswith("/jobs/j11r/tasks/t1")
+    task = wait(lambda: (t := client.task.get("j11r", "t1")).state == m.TaskState.completed and t, 120)
+    assert task.authentication_token_settings.access == [m.AccessScope.job]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 
 import azure.batch.models as m
 import pytest
@@ -115,3 +116,42 @@ def test_bad_key_is_refused(emu: Emulator) -> None:
     with pytest.raises(m.BatchErrorException) as e:
         list(wrong.pool.list())
     assert e.value.error.code == "AuthenticationFailed" and e.value.response.status_code == 403
+
+
+def test_replace_job_pool_properties_and_token_settings(client: BatchServiceClient) -> None:
+    """What SDK 14 sends that Azure answers (issue 23): PUT /jobs/{id}, POST /pools/{id}/updateproperties, task
+    authenticationTokenSettings, add-collection locations."""
+    pool(client, "p14r", 1)
+    client.job.add(m.JobAddParameter(id="j14r", pool_info=m.PoolInformation(pool_id="p14r"), priority=9,
+                                     metadata=[m.MetadataItem(name="a", value="1")]))  # fmt: skip
+    job = client.job.get("j14r")
+    replacement = m.JobUpdateParameter(pool_info=m.PoolInformation(pool_id="p14r"), priority=3)
+    stale = m.JobUpdateOptions(if_unmodified_since=job.creation_time - timedelta(hours=1))
+    with pytest.raises(m.BatchErrorException) as e:
+        client.job.update("j14r", replacement, job_update_options=stale)
+    assert (e.value.response.status_code, e.value.error.code) == (412, "ConditionNotMet")
+    headers = client.job.update("j14r", replacement, raw=True).headers
+    job = client.job.get("j14r")
+    assert (job.priority, job.metadata, headers["ETag"]) == (3, None, job.e_tag)
+    assert headers["DataServiceId"].endswith("/jobs/j14r")
+
+    client.pool.update_properties("p14r", m.PoolUpdatePropertiesParameter(
+        certificate_references=[], application_package_references=[],
+        metadata=[m.MetadataItem(name="b", value="2")], target_node_communication_mode="simplified",
+        start_task=m.StartTask(command_line="/bin/sh -c 'echo new'")))  # fmt: skip
+    got = client.pool.get("p14r")
+    assert (got.start_task.command_line, got.certificate_references) == ("/bin/sh -c 'echo new'", [])
+    assert ([(i.name, i.value) for i in got.metadata], got.target_node_communication_mode) == (
+        [("b", "2")],
+        "simplified",
+    )
+
+    token = m.AuthenticationTokenSettings(access=[m.AccessScope.job])
+    result = client.task.add_collection("j14r", [m.TaskAddParameter(
+        id="t1", command_line="/bin/sh -c 'test -n \"$AZ_BATCH_AUTHENTICATION_TOKEN\"'",
+        authentication_token_settings=token)])  # fmt: skip
+    assert result.value[0].location.endswith("/jobs/j14r/tasks/t1")
+    task = wait(lambda: (t := client.task.get("j14r", "t1")).state == m.TaskState.completed and t, 120)
+    assert (task.execution_info.exit_code, task.authentication_token_settings.access) == (0, [m.AccessScope.job])
+    node = client.compute_node.get("p14r", task.node_info.node_id)
+    assert [(r.task_id, r.task_state) for r in node.recent_tasks] == [("t1", m.TaskState.completed)]

@@ -40,7 +40,7 @@ def _entry(root: Path, p: Path, url: str) -> dict:
             "creationTime": wire.rfc3339(datetime.fromtimestamp(stat.st_ctime, UTC)),
             "lastModified": wire.rfc3339(datetime.fromtimestamp(stat.st_mtime, UTC)),
             "contentLength": str(stat.st_size),
-            "contentType": mimetypes.guess_type(p.name)[0] or "application/octet-stream",
+            "contentType": content_type(p),
             "fileMode": f"0{stat.st_mode:o}",
         }
     return entry
@@ -54,8 +54,13 @@ def headers(target: Path, stat: os.stat_result, url: str) -> dict[str, str]:
         "ocp-batch-file-isdirectory": str(target.is_dir()).lower(),
         "ocp-batch-file-mode": f"0{stat.st_mode:o}",
         "ocp-batch-file-url": url,
-        "Content-Type": "application/octet-stream",
+        "Content-Type": content_type(target),
     }
+
+
+def content_type(path: Path) -> str:
+    """What the service tells of a file's type: by its extension (`text/plain` for stdout.txt), else bytes."""
+    return mimetypes.guess_type(path.name)[0] or "application/octet-stream"
 
 
 def byte_range(header: str | None, size: int) -> tuple[int, int]:

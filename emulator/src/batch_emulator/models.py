@@ -93,6 +93,15 @@ class Node(Entity):
     ip: str = "10.0.0.4"
     errors: list[dict] = field(default_factory=list)  # its BatchNodeErrors (an unusable node's, unusable.py)
     boot_serial: int = 0  # grows on every (re)boot and interruption: a timer or start task of an older one is stale
+    recent: list[Task] = field(default_factory=list)  # the last RECENT_TASKS tasks it ran, oldest first
+
+    RECENT_TASKS: ClassVar[int] = 10
+
+    def ran(self, task: Task) -> None:
+        """The task starts here: it is one of the node's recentTasks."""
+        if task in self.recent:
+            self.recent.remove(task)
+        self.recent = [*self.recent, task][-self.RECENT_TASKS :]
 
     @property
     def free_slots(self) -> int:
@@ -135,6 +144,8 @@ class Node(Entity):
             out["startTaskInfo"] = self.start_task_info
         if self.errors:
             out["errors"] = self.errors
+        if recent := [t.info(base) for t in self.recent if t.state != "deleted"]:
+            out["recentTasks"] = recent
         return out
 
 
@@ -170,6 +181,8 @@ class Pool(Entity):
     def to_wire(self, base: str) -> dict:
         spec = self.spec
         out = self._common(base + self.path)
+        for key in ("previousState", "previousStateTransitionTime"):  # not in the pool's schema
+            out.pop(key, None)
         out.update(
             {
                 "allocationState": self.allocation_state,
@@ -196,6 +209,7 @@ class Pool(Entity):
             "autoScaleFormula",
             "autoScaleEvaluationInterval",
             "targetNodeCommunicationMode",
+            "certificateReferences",
         ):
             if spec.get(key) is not None:
                 out[key] = spec[key]
@@ -334,6 +348,7 @@ class Task(Entity):
             "environmentSettings",
             "dependsOn",
             "exitConditions",
+            "authenticationTokenSettings",
         ):
             if spec.get(key) is not None:
                 out[key] = spec[key]
@@ -349,6 +364,16 @@ class Task(Entity):
                 "taskRootDirectoryUrl": f"{node_url}/files/{quote(directory, safe='')}",
             }
         return out
+
+    def info(self, base: str) -> dict:
+        """The task as a node's recentTasks shows it (a TaskInformation)."""
+        return {
+            "taskUrl": base + self.path,
+            "jobId": self.job.id,
+            "taskId": self.id,
+            "taskState": self.state,
+            "executionInfo": self._execution_info(),
+        }
 
     def _execution_info(self) -> dict:
         info: dict = {"retryCount": self.retry_count, "requeueCount": self.requeue_count}

@@ -12,12 +12,14 @@ from pathlib import Path
 from urllib.parse import quote, urlencode
 
 from batch_emulator import files, odata, wire
+from batch_emulator.conditions import Conditions
 from batch_emulator.errors import BatchError
 from batch_emulator.models import View
 from batch_emulator.service import BatchService
 
 JSON_TYPE = "application/json;odata=minimalmetadata"
 MAX_PAGE = 1000
+ENTITY_SETS = {"nodecounts": "poolnodecounts"}  # a list's entity set in odata.metadata, where not its kind
 
 
 @dataclass
@@ -33,6 +35,11 @@ class Request:
     @property
     def base_url(self) -> str:
         return self.origin + self.prefix
+
+    @property
+    def conditions(self) -> Conditions:
+        """Its If-Match, If-None-Match, If-Modified-Since and If-Unmodified-Since."""
+        return Conditions.from_headers(self.headers)
 
     def json(self) -> dict:
         if not self.body:
@@ -57,8 +64,15 @@ def entity_headers(view: View) -> dict[str, str]:
     return {"ETag": view.etag, "Last-Modified": wire.rfc1123(view.modified)}
 
 
+def metadata(req: Request, entity_set: str, element: bool = False) -> str:
+    """A success body's `odata.metadata`, as the service writes it: `{base}/$metadata#pools/@Element` for one
+    entity, `{base}/$metadata#pools` for a list."""
+    return f"{req.base_url}/$metadata#{entity_set}" + ("/@Element" if element else "")
+
+
 def created(req: Request, view: View) -> Response:
-    return Response(201, headers={**entity_headers(view), "DataServiceId": req.base_url + view.path})
+    url = req.base_url + view.path
+    return Response(201, headers={**entity_headers(view), "DataServiceId": url, "Location": url})
 
 
 def updated(req: Request, view: View, status: int = 200) -> Response:
@@ -66,7 +80,9 @@ def updated(req: Request, view: View, status: int = 200) -> Response:
 
 
 def one(req: Request, view: View) -> Response:
-    return Response(200, odata.select(view.body, req.query.get("$select")), entity_headers(view))
+    entity_set = view.path.rsplit("/", 2)[-2]  # /jobs/j1/tasks/t1 -> tasks
+    body = {"odata.metadata": metadata(req, entity_set, True), **odata.select(view.body, req.query.get("$select"))}
+    return Response(200, body, entity_headers(view))
 
 
 def page(req: Request, wires: list[dict], kind: str) -> Response:
@@ -88,7 +104,10 @@ def page(req: Request, wires: list[dict], kind: str) -> Response:
         keep = odata.parse_filter(req.query["$filter"], kind)
         wires = [w for w in wires if keep(w)]
     chosen = wires[skip : skip + size]
-    body: dict = {"value": [odata.select(w, req.query.get("$select")) for w in chosen]}
+    body: dict = {
+        "odata.metadata": metadata(req, ENTITY_SETS.get(kind, kind)),
+        "value": [odata.select(w, req.query.get("$select")) for w in chosen],
+    }
     if skip + size < len(wires):
         params = {k: v for k, v in req.query.items() if k != "$skiptoken"} | {"$skiptoken": str(skip + size)}
         path = req.raw_path.split("?", 1)[0]
@@ -108,36 +127,37 @@ def list_pools(svc: BatchService, req: Request) -> Response:
 
 
 def get_pool(svc: BatchService, req: Request, pool_id: str) -> Response:
-    return one(req, svc.pool_view(pool_id, req.base_url))
+    return one(req, svc.pool_view(pool_id, req.base_url, req.conditions))
 
 
 def pool_exists(svc: BatchService, req: Request, pool_id: str) -> Response:
-    view = svc.find_pool(pool_id)
+    view = svc.find_pool(pool_id, req.conditions)
     return Response(200, b"", entity_headers(view)) if view else Response(404, b"")
 
 
 def update_pool(svc: BatchService, req: Request, pool_id: str) -> Response:
-    return updated(req, svc.update_pool(pool_id, req.json()))
+    return updated(req, svc.update_pool(pool_id, req.json(), req.conditions))
+
+
+def replace_pool_properties(svc: BatchService, req: Request, pool_id: str) -> Response:
+    return updated(req, svc.replace_pool_properties(pool_id, req.json(), req.conditions), status=204)
 
 
 def delete_pool(svc: BatchService, req: Request, pool_id: str) -> Response:
-    svc.delete_pool(pool_id)
+    svc.delete_pool(pool_id, req.conditions)
     return Response(202)
 
 
 def resize_pool(svc: BatchService, req: Request, pool_id: str) -> Response:
-    svc.resize_pool(pool_id, req.json())
-    return Response(202, headers={"DataServiceId": f"{req.base_url}/pools/{quote(pool_id)}"})
+    return updated(req, svc.resize_pool(pool_id, req.json(), req.conditions), status=202)
 
 
 def stop_resize_pool(svc: BatchService, req: Request, pool_id: str) -> Response:
-    svc.stop_resize(pool_id)
-    return Response(202, headers={"DataServiceId": f"{req.base_url}/pools/{quote(pool_id)}"})
+    return updated(req, svc.stop_resize(pool_id, req.conditions), status=202)
 
 
 def remove_nodes(svc: BatchService, req: Request, pool_id: str) -> Response:
-    svc.remove_nodes(pool_id, req.json())
-    return Response(202, headers={"DataServiceId": f"{req.base_url}/pools/{quote(pool_id)}"})
+    return updated(req, svc.remove_nodes(pool_id, req.json(), req.conditions), status=202)
 
 
 def enable_autoscale(svc: BatchService, req: Request, pool_id: str) -> Response:
@@ -150,7 +170,8 @@ def disable_autoscale(svc: BatchService, req: Request, pool_id: str) -> Response
 
 def evaluate_autoscale(svc: BatchService, req: Request, pool_id: str) -> Response:
     run = svc.evaluate_autoscale(pool_id, req.json())
-    return Response(200, run, {"DataServiceId": f"{req.base_url}/pools/{quote(pool_id)}"})
+    body = {"odata.metadata": metadata(req, "Microsoft.Azure.Batch.Protocol.Entities.AutoScaleRun"), **run}
+    return Response(200, body, {"DataServiceId": f"{req.base_url}/pools/{quote(pool_id)}"})
 
 
 def list_nodes(svc: BatchService, req: Request, pool_id: str) -> Response:
@@ -189,25 +210,29 @@ def list_jobs(svc: BatchService, req: Request) -> Response:
 
 
 def get_job(svc: BatchService, req: Request, job_id: str) -> Response:
-    return one(req, svc.job_view(job_id, req.base_url))
+    return one(req, svc.job_view(job_id, req.base_url, req.conditions))
 
 
 def update_job(svc: BatchService, req: Request, job_id: str) -> Response:
-    return updated(req, svc.update_job(job_id, req.json()))
+    return updated(req, svc.update_job(job_id, req.json(), req.conditions))
+
+
+def replace_job(svc: BatchService, req: Request, job_id: str) -> Response:
+    return updated(req, svc.replace_job(job_id, req.json(), req.conditions))
 
 
 def terminate_job(svc: BatchService, req: Request, job_id: str) -> Response:
-    svc.terminate_job(job_id, req.json().get("terminateReason"))
+    svc.terminate_job(job_id, req.json().get("terminateReason"), req.conditions)
     return Response(202, headers={"DataServiceId": f"{req.base_url}/jobs/{quote(job_id)}"})
 
 
 def delete_job(svc: BatchService, req: Request, job_id: str) -> Response:
-    svc.delete_job(job_id)
+    svc.delete_job(job_id, req.conditions)
     return Response(202)
 
 
 def task_counts(svc: BatchService, req: Request, job_id: str) -> Response:
-    return Response(200, svc.task_counts(job_id))
+    return Response(200, {"odata.metadata": metadata(req, "taskcounts", True), **svc.task_counts(job_id)})
 
 
 # ---- tasks ---------------------------------------------------------------------------------------
@@ -218,7 +243,8 @@ def create_task(svc: BatchService, req: Request, job_id: str) -> Response:
 
 
 def add_task_collection(svc: BatchService, req: Request, job_id: str) -> Response:
-    return Response(200, {"value": svc.add_tasks(job_id, req.json().get("value"))})
+    results = svc.add_tasks(job_id, req.json().get("value"), req.base_url)
+    return Response(200, {"odata.metadata": metadata(req, "taskaddresult"), "value": results})
 
 
 def list_tasks(svc: BatchService, req: Request, job_id: str) -> Response:

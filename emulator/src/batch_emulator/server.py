@@ -144,6 +144,8 @@ class Emulator:
                 return handler(self.service, req, *(unquote(i) for i in ids))
             return self._older(req, version, handler, name, ids)
         except BatchError as e:  # a refused bearer token also carries its WWW-Authenticate challenge
+            if e.status == 304:  # a conditional read of what has not changed: no body
+                return responses.Response(304, b"")
             return responses.Response(e.status, e.body(req.base_url), dict(getattr(e, "headers", {})))
 
     def _older(
@@ -228,6 +230,7 @@ class _Handler(BaseHTTPRequestHandler):
         for name, value in res.headers.items():
             self.send_header(name, value)
         self.send_header("request-id", str(uuid.uuid4()))
+        self.send_header("DataServiceVersion", "3.0")
         if "Content-Length" not in res.headers:
             self.send_header("Content-Length", str(len(payload)))
         self.end_headers()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 
-from batch_emulator.errors import BatchError, invalid
+from batch_emulator.errors import BatchError, invalid, missing
 from batch_emulator.fields import (
     boolean,
     canonical,
@@ -28,6 +28,12 @@ from batch_emulator.fields import (
 )
 
 UPLOAD_CONDITIONS = {"tasksuccess", "taskfailure", "taskcompletion"}
+# An Azure Compute Gallery image, or its version: the only virtualMachineImageId the service takes.
+GALLERY_IMAGE_ID = re.compile(
+    r"/subscriptions/[^/]+/resourceGroups/[^/]+/providers/Microsoft\.Compute/galleries/[^/]+/images/[^/]+"
+    r"(?:/versions/[^/]+)?",
+    re.IGNORECASE,
+)
 
 
 def resource_files(body: dict, path: str = "") -> list[dict]:
@@ -82,6 +88,22 @@ def user_identity(body: dict, path: str) -> None:
     choice(auto, "elevationLevel", {"nonadmin", "admin"}, "nonadmin", path + "userIdentity.autoUser.")
 
 
+def image_reference(image: dict) -> None:
+    """A Marketplace image (publisher, offer, sku) or an Azure Compute Gallery image's ARM id."""
+    where = "virtualMachineConfiguration.imageReference."
+    image_id = image.get("virtualMachineImageId")
+    if not image_id:
+        require(image, "offer", where)
+    elif not isinstance(image_id, str) or not GALLERY_IMAGE_ID.fullmatch(image_id):
+        raise invalid(
+            where + "virtualMachineImageId",
+            image_id,
+            "It must be an Azure Compute Gallery image id: /subscriptions/{subscriptionId}/resourceGroups/"
+            "{resourceGroup}/providers/Microsoft.Compute/galleries/{galleryName}/images/{imageDefinitionName}"
+            "[/versions/{versionId}].",
+        )
+
+
 def pool(body: dict) -> None:
     ident(body)
     require(body, "vmSize")
@@ -96,11 +118,7 @@ def pool(body: dict) -> None:
         ),
     )
     vmc = require(body, "virtualMachineConfiguration")
-    require(
-        require(vmc, "imageReference", "virtualMachineConfiguration."),
-        "offer" if not vmc["imageReference"].get("virtualMachineImageId") else "virtualMachineImageId",
-        "virtualMachineConfiguration.imageReference.",
-    )
+    image_reference(require(vmc, "imageReference", "virtualMachineConfiguration."))
     require(vmc, "nodeAgentSKUId", "virtualMachineConfiguration.")
     refuse(vmc, ("containerConfiguration",), "virtualMachineConfiguration.")
     integer(body, "targetDedicatedNodes", 0, 100, 0)
@@ -155,6 +173,28 @@ def pool_update(body: dict) -> dict:
     metadata(changes)
     if "targetNodeCommunicationMode" in changes:
         choice(changes, "targetNodeCommunicationMode", {"default", "classic", "simplified"}, "default")
+    return changes
+
+
+def pool_replace(body: dict) -> dict:
+    """POST /pools/{id}/updateproperties: every updatable property, replaced. `metadata` and
+    `applicationPackageReferences` are required (an empty list clears them), `certificateReferences` too before
+    api-version 2024-07-01.20.0 (the emulator takes it as empty when omitted); a start task not given is removed
+    (None), a targetNodeCommunicationMode not given is `default`. What the pool shows of certificates is then
+    `certificateReferences: []`, as on Azure."""
+    for prop in ("applicationPackageReferences", "metadata"):
+        if body.get(prop) is None:
+            raise missing(prop)
+    changes = {
+        "startTask": None,
+        "targetNodeCommunicationMode": "default",
+        **{k: v for k, v in body.items() if v is not None},
+    }
+    changes = pool_update(changes)
+    changes.setdefault("startTask", None)
+    changes["metadata"] = changes.get("metadata") or None  # an empty list: none shown
+    changes["certificateReferences"] = []
+    changes.pop("applicationPackageReferences", None)
     return changes
 
 
@@ -231,10 +271,10 @@ def task(body: dict, uses_dependencies: bool) -> None:
             "multiInstanceSettings",
             "containerSettings",
             "applicationPackageReferences",
-            "authenticationTokenSettings",
             "affinityInfo",
         ),
     )
+    token_settings(body)
     resource_files(body)
     output_files(body)
     environment(body, "environmentSettings")
@@ -262,6 +302,19 @@ def task(body: dict, uses_dependencies: bool) -> None:
             if start < 0 or end < start or end - start >= 100_000:
                 raise invalid(where + "end", end, "A range needs 0 <= start <= end and at most 100000 ids.")
     exit_conditions(body.get("exitConditions") or {})
+
+
+def token_settings(body: dict) -> None:
+    """authenticationTokenSettings: `access` lists what the task's token may do; the service knows only `job`."""
+    settings = body.get("authenticationTokenSettings")
+    if settings is None:
+        return
+    if not isinstance(settings, dict):
+        raise invalid("authenticationTokenSettings", settings, "It must be an object.")
+    for i, access in enumerate(listed(settings, "access", "authenticationTokenSettings.")):
+        if not isinstance(access, str) or access.lower() != "job":
+            raise invalid(f"authenticationTokenSettings.access[{i}]", access, "The only access scope is job.")
+    settings["access"] = [a.lower() for a in settings.get("access") or []]
 
 
 def exit_conditions(body: dict) -> None:

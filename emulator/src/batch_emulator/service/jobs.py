@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 
 from batch_emulator import fields, validation, wire
+from batch_emulator.conditions import ANY, Conditions
 from batch_emulator.errors import BatchError, being_deleted, invalid, not_found
 from batch_emulator.models import Job, View
 from batch_emulator.service.state import ServiceState, ensure_new
@@ -19,6 +20,15 @@ UPDATABLE = {
     "metadata",
     "allowTaskPreemption",
     "onTaskFailure",
+}
+# What replace_job (PUT) resets when it is not given: the service's defaults (None: removed).
+REPLACED = {
+    "priority": None,
+    "maxParallelTasks": None,
+    "allowTaskPreemption": None,
+    "constraints": None,
+    "metadata": None,
+    "onAllTasksComplete": None,
 }
 # Jobs in these states refuse what changes them (409, with the service's code).
 _ENDED = {"completed": "JobCompleted", "terminating": "JobBeingTerminated", "deleting": "JobBeingDeleted"}
@@ -59,35 +69,48 @@ class JobOps(ServiceState):
             raise BatchError(409, _ENDED[job.state], f"The specified job is {job.state}.", JobId=job.id)
         return job
 
-    def update_job(self, job_id: str, body: dict) -> View:
+    def update_job(self, job_id: str, body: dict, when: Conditions = ANY) -> View:
         """PATCH: replaces only the properties given."""
         validation.job_update(body)
         if refused := set(body) - UPDATABLE:
             raise fields.unsupported(sorted(refused)[0])
+        return self._change_job(job_id, {k: v for k, v in body.items() if v is not None}, when)
+
+    def replace_job(self, job_id: str, body: dict, when: Conditions = ANY) -> View:
+        """PUT: replaces every updatable property; one not given is reset to the service's default (constraints
+        and metadata removed, priority 0, ...). `poolInfo` is required."""
+        validation.job_update(body)
+        if refused := set(body) - UPDATABLE - {"onTaskFailure"}:
+            raise fields.unsupported(sorted(refused)[0])
+        fields.require(body, "poolInfo")
+        return self._change_job(job_id, {**REPLACED, **body}, when)
+
+    def _change_job(self, job_id: str, changes: dict, when: Conditions) -> View:
         with self.lock:
             job = self.active_job(job_id)
-            if body.get("poolInfo", {}).get("poolId") not in (None, job.pool_id):
+            when.check(job.etag, job.modified)
+            if changes.get("poolInfo", {}).get("poolId") not in (None, job.pool_id):
                 raise BatchError(409, "JobNotDisabled", "A job's pool can only change while the job is disabled.")
-            if (
-                job.option("onAllTasksComplete", "noaction") == "terminatejob"
-                and body.get("onAllTasksComplete", "terminatejob").lower() == "noaction"
-            ):
-                raise invalid("onAllTasksComplete", body["onAllTasksComplete"], "It cannot change back to noaction.")
-            job.spec = {**job.spec, **body}
+            _check_completion(job, changes)
+            spec = {**job.spec, **changes}
+            job.spec = {k: v for k, v in spec.items() if v is not None}
             job.touch()
             self.check_all_complete(job)
             self.schedule()
             return job.view()
 
-    def terminate_job(self, job_id: str, reason: str | None) -> None:
+    def terminate_job(self, job_id: str, reason: str | None, when: Conditions = ANY) -> None:
         with self.lock:
-            self.terminate(self.active_job(job_id), reason or "UserTerminate")
+            job = self.active_job(job_id)
+            when.check(job.etag, job.modified)
+            self.terminate(job, reason or "UserTerminate")
 
-    def delete_job(self, job_id: str) -> None:
+    def delete_job(self, job_id: str, when: Conditions = ANY) -> None:
         with self.lock:
             job = self.job(job_id)
             if job.state == "deleting":
                 raise being_deleted("Job", job.id)
+            when.check(job.etag, job.modified)
             job.set_state("deleting")
             runs = [t.run for t in job.tasks.values() if t.run]
         for run in runs:
@@ -109,9 +132,11 @@ class JobOps(ServiceState):
         with self.lock:
             return [job.to_wire(base) for job in self.jobs.values()]
 
-    def job_view(self, job_id: str, base: str) -> View:
+    def job_view(self, job_id: str, base: str, when: Conditions = ANY) -> View:
         with self.lock:
-            return self.job(job_id).view(base)
+            job = self.job(job_id)
+            when.check(job.etag, job.modified, read=True)
+            return job.view(base)
 
     # ---- ending ----------------------------------------------------------------------------------
 
@@ -152,3 +177,11 @@ class JobOps(ServiceState):
                 if job.state == "active" and limit < wire.INFINITE:
                     self.later((job.created + limit - wire.now()).total_seconds(), self._deadline, job)
                 self.check_all_complete(job)
+
+
+def _check_completion(job: Job, changes: dict) -> None:
+    """A job's onAllTasksComplete cannot change back from terminatejob to noaction (None: the default)."""
+    if "onAllTasksComplete" not in changes or job.option("onAllTasksComplete", "noaction") != "terminatejob":
+        return
+    if (changes["onAllTasksComplete"] or "noaction").lower() == "noaction":
+        raise invalid("onAllTasksComplete", changes["onAllTasksComplete"], "It cannot change back to noaction.")

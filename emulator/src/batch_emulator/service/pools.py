@@ -5,11 +5,17 @@ from __future__ import annotations
 import shutil
 
 from batch_emulator import fields, formula, validation, wire
+from batch_emulator.conditions import ANY, Conditions
 from batch_emulator.errors import BatchError, being_deleted, invalid, missing, not_found
 from batch_emulator.models import Node, Pool, View
 from batch_emulator.service.state import ServiceState, ensure_new
 
 MAX_NODES_REMOVED = 100  # per removenodes request, as the service documents
+STOPPING_SECONDS = 1.0  # at most, from stopping to steady
+RESIZE_STOPPED = {
+    "code": "ResizeStopped",
+    "message": "Desired number of dedicated nodes could not be allocated as the resize operation was stopped by user",
+}
 
 
 class PoolOps(ServiceState):
@@ -53,15 +59,16 @@ class PoolOps(ServiceState):
         the lock."""
         return list(self.pools.values())
 
-    def delete_pool(self, pool_id: str) -> None:
+    def delete_pool(self, pool_id: str, when: Conditions = ANY) -> None:
         with self.lock:
             pool = self.active_pool(pool_id)
+            when.check(pool.etag, pool.modified)
             pool.set_state("deleting")
             pool.spec = {**pool.spec, "targetDedicatedNodes": 0, "targetLowPriorityNodes": 0}
             nodes, pool.nodes = pool.nodes, []
         self.background(self._reclaim_pool, pool, nodes)
 
-    def resize_pool(self, pool_id: str, body: dict) -> None:
+    def resize_pool(self, pool_id: str, body: dict, when: Conditions = ANY) -> View:
         spec = {
             "targetDedicatedNodes": body.get("targetDedicatedNodes", 0),
             "targetLowPriorityNodes": body.get("targetLowPriorityNodes", 0),
@@ -72,22 +79,33 @@ class PoolOps(ServiceState):
         deallocation = fields.choice(body, "nodeDeallocationOption", set(formula.DEALLOCATION), "requeue")
         with self.lock:
             pool = self.active_pool(pool_id)
+            when.check(pool.etag, pool.modified)
             self._check_resizable(pool)
             pool.spec = {**pool.spec, **spec}
             self.resize(pool, deallocation)
+            return pool.view()
 
-    def update_pool(self, pool_id: str, body: dict) -> View:
+    def update_pool(self, pool_id: str, body: dict, when: Conditions = ANY) -> View:
         """PATCH: replaces only the properties given. A new start task runs on the nodes that join from now on
         (and on every node after a restart, a reboot); the nodes in the pool keep the one they ran, as on Azure.
         The view is the pool as updated, not as autoscale may change it next."""
-        changes = validation.pool_update(body)
+        return self._change_pool(pool_id, validation.pool_update(body), when)
+
+    def replace_pool_properties(self, pool_id: str, body: dict, when: Conditions = ANY) -> View:
+        """POST /pools/{id}/updateproperties: replaces all the updatable properties; those not given are removed
+        (the start task) or reset (targetNodeCommunicationMode `default`), as on Azure. Nodes as `update_pool`."""
+        return self._change_pool(pool_id, validation.pool_replace(body), when)
+
+    def _change_pool(self, pool_id: str, changes: dict, when: Conditions) -> View:
         with self.lock:
             pool = self.active_pool(pool_id)
-            pool.spec = {**pool.spec, **changes}  # a new dict: a booting node reads either the old or the new
+            when.check(pool.etag, pool.modified)
+            spec = {**pool.spec, **changes}  # a new dict: a booting node reads either the old or the new
+            pool.spec = {k: v for k, v in spec.items() if v is not None}
             pool.touch()
             return pool.view()
 
-    def remove_nodes(self, pool_id: str, body: dict) -> None:
+    def remove_nodes(self, pool_id: str, body: dict, when: Conditions = ANY) -> View:
         """POST /pools/{poolId}/removenodes: the nodes named leave (their tasks as `nodeDeallocationOption` says,
         whatever their state: an unusable or pre-empted node too) and the pool's targets drop by as many, as the
         service does. Only on a steady pool without autoscale; at most 100 nodes per request."""
@@ -102,6 +120,7 @@ class PoolOps(ServiceState):
         deallocation = fields.choice(body, "nodeDeallocationOption", set(formula.DEALLOCATION), "requeue")
         with self.lock:
             pool = self.active_pool(pool_id)
+            when.check(pool.etag, pool.modified)
             self._check_resizable(pool)
             nodes = list(dict.fromkeys(self.node(pool.id, node_id) for node_id in node_ids))
             dedicated = sum(n.dedicated for n in nodes)
@@ -117,6 +136,7 @@ class PoolOps(ServiceState):
                 if node.state != "leavingpool":
                     self._shrink(node, deallocation)
             self.later(self.boot_seconds / 2, self._allocated, pool)
+            return pool.view()
 
     def _check_resizable(self, pool: Pool) -> None:
         if pool.spec.get("enableAutoScale"):
@@ -125,9 +145,23 @@ class PoolOps(ServiceState):
         if pool.allocation_state != "steady":
             raise BatchError(409, "PoolBeingResized", "The pool is already being resized.", PoolId=pool.id)
 
-    def stop_resize(self, pool_id: str) -> None:
+    def stop_resize(self, pool_id: str, when: Conditions = ANY) -> View:
+        """Stops a resize where it is: the nodes not allocated yet (still `creating`) are not added, the pool goes
+        `stopping`, then `steady` with the resize error ResizeStopped; its targets stay as they were asked."""
         with self.lock:
-            self.set_allocation(self.active_pool(pool_id), "steady")
+            pool = self.active_pool(pool_id)
+            when.check(pool.etag, pool.modified)
+            if pool.allocation_state != "resizing":
+                self.set_allocation(pool, "steady")
+                return pool.view()
+            unallocated = [n for n in pool.nodes if n.state == "creating"]
+            for node in unallocated:
+                self.remove_node(node)
+            if unallocated:
+                pool.resize_errors.append(dict(RESIZE_STOPPED))
+            self.set_allocation(pool, "stopping")
+            self.later(min(self.boot_seconds / 2, STOPPING_SECONDS), self._allocated, pool)
+            return pool.view()
 
     # ---- reads: views made under the lock --------------------------------------------------------
 
@@ -136,14 +170,18 @@ class PoolOps(ServiceState):
         with self.lock:
             return [pool.to_wire(base) for pool in self.pools.values()]
 
-    def pool_view(self, pool_id: str, base: str) -> View:
+    def pool_view(self, pool_id: str, base: str, when: Conditions = ANY) -> View:
         with self.lock:
-            return self.pool(pool_id).view(base)
+            pool = self.pool(pool_id)
+            when.check(pool.etag, pool.modified, read=True)
+            return pool.view(base)
 
-    def find_pool(self, pool_id: str) -> View | None:
+    def find_pool(self, pool_id: str, when: Conditions = ANY) -> View | None:
         """The pool's view without its JSON, None if there is none (a HEAD answers 404 without a body)."""
         with self.lock:
             pool = self.pools.get(pool_id.lower())
+            if pool:
+                when.check(pool.etag, pool.modified, read=True)
             return pool.view() if pool else None
 
     # ---- allocation ------------------------------------------------------------------------------

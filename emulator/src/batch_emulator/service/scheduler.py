@@ -54,26 +54,32 @@ class Scheduler(ServiceState):
         task.start_time, task.end_time, task.exit_code, task.failure_info = wire.now(), None, None, None
         task.set_state("running")
         node.running[task] = task.slots
+        node.ran(task)
         node.occupancy_changed()
         task_dir = task.directory()
-        job = task.job
-        settings = {
-            **self.node_env(node),
-            "AZ_BATCH_JOB_ID": job.id,
-            "AZ_BATCH_TASK_ID": task.id,
-            **fields.environment(job.spec, "commonEnvironmentSettings"),
-            **fields.environment(task.spec, "environmentSettings"),
-        }
         task.run = TaskRun(
             task.spec["commandLine"],
             task_dir,
-            environment(node.root, task_dir, settings),
+            environment(node.root, task_dir, self._task_settings(task, node)),
             task.spec.get("resourceFiles") or [],
             task.spec.get("outputFiles") or [],
             self.processes,
             task.wall_clock,
         )
         self.background(self._execute, task, node, task.run)
+
+    def _task_settings(self, task: Task, node: Node) -> dict[str, str]:
+        """The task's AZ_BATCH_* variables, its job's common environment and its own. A task with
+        authenticationTokenSettings gets AZ_BATCH_AUTHENTICATION_TOKEN (opaque: see the README)."""
+        job = task.job
+        settings = {**self.node_env(node), "AZ_BATCH_JOB_ID": job.id, "AZ_BATCH_TASK_ID": task.id}
+        if task.spec.get("authenticationTokenSettings"):
+            settings["AZ_BATCH_AUTHENTICATION_TOKEN"] = f"emulator-task-token.{job.id}.{task.id}"
+        return {
+            **settings,
+            **fields.environment(job.spec, "commonEnvironmentSettings"),
+            **fields.environment(task.spec, "environmentSettings"),
+        }
 
     def _execute(self, task: Task, node: Node, run: TaskRun) -> None:
         outcome = run.run()  # in a node thread, outside the lock

@@ -25,19 +25,20 @@ class TaskOps(ServiceState):
             self.schedule()
             return task.view()
 
-    def add_tasks(self, job_id: str, bodies: list) -> list[dict]:
-        """Add task collection: one result per task, success or clienterror (docs/batch-wire.md 3.5)."""
+    def add_tasks(self, job_id: str, bodies: list, base: str = "") -> list[dict]:
+        """Add task collection: one result per task, success (with the task's `location`, its URL under the
+        client's `base` URL) or clienterror (docs/batch-wire.md 3.5)."""
         if not isinstance(bodies, list) or not bodies:
             raise missing("value")
         if len(bodies) > MAX_TASKS_PER_COLLECTION:
             raise invalid("value", len(bodies), f"A collection holds at most {MAX_TASKS_PER_COLLECTION} tasks.")
         with self.lock:
             job = self.active_job(job_id)
-            results = [self._add_one(job, body) for body in bodies]
+            results = [self._add_one(job, body, base) for body in bodies]
             self.schedule()
         return results
 
-    def _add_one(self, job: Job, body: object) -> dict:
+    def _add_one(self, job: Job, body: object, base: str) -> dict:
         """One task of a collection, as its result: a refused one does not stop the others."""
         task_id = body.get("id") if isinstance(body, dict) else None
         try:
@@ -46,7 +47,13 @@ class TaskOps(ServiceState):
             task = self._add(job, body)
         except BatchError as e:
             return {"status": "clienterror", "taskId": task_id or "", "error": e.as_task_result()}
-        return {"status": "success", "taskId": task.id, "eTag": task.etag, "lastModified": wire.rfc3339(task.modified)}
+        return {
+            "status": "success",
+            "taskId": task.id,
+            "eTag": task.etag,
+            "lastModified": wire.rfc3339(task.modified),
+            "location": base + task.path,
+        }
 
     def _add(self, job: Job, body: dict) -> Task:
         validation.task(body, bool(job.spec.get("usesTaskDependencies")))
