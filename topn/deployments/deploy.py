@@ -29,5 +29,6 @@ def deploy(
         build=False,
         push=False,
         print_next_steps=False,
+        ignore_warnings=True,  # Prefect suggests .serve() for process pools: this is the installed path
     )
     return str(deployment_id)
