@@ -155,3 +155,22 @@ def test_replace_job_pool_properties_and_token_settings(client: BatchServiceClie
     assert (task.execution_info.exit_code, task.authentication_token_settings.access) == (0, [m.AccessScope.job])
     node = client.compute_node.get("p14r", task.node_info.node_id)
     assert [(r.task_id, r.task_state) for r in node.recent_tasks] == [("t1", m.TaskState.completed)]
+
+
+def test_job_manager_preparation_and_release(client: BatchServiceClient) -> None:
+    """What Airflow's operator sends through SDK 14: a job with its manager, preparation and release tasks."""
+    pool(client, "p14j", 1)
+    client.job.add(m.JobAddParameter(
+        id="j14j", pool_info=m.PoolInformation(pool_id="p14j"),
+        job_manager_task=m.JobManagerTask(id="jm", command_line="/bin/sh -c 'echo managing'"),
+        job_preparation_task=m.JobPreparationTask(command_line="/bin/sh -c 'echo prep'"),
+        job_release_task=m.JobReleaseTask(command_line="/bin/sh -c 'echo release'")))  # fmt: skip
+    job = wait(lambda: (j := client.job.get("j14j")).state == m.JobState.completed and j, 120)
+    assert job.execution_info.terminate_reason == "JMComplete"
+    (status,) = client.job.list_preparation_and_release_task_status("j14j")
+    prep, release = status.job_preparation_task_execution_info, status.job_release_task_execution_info
+    assert (prep.result, release.result) == (m.TaskExecutionResult.success, m.TaskExecutionResult.success)
+    out = b"".join(
+        client.file.get_from_compute_node("p14j", status.node_id, f"{release.task_root_directory}/stdout.txt")
+    )
+    assert out == b"release\n"

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import collections
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -166,9 +168,10 @@ class Pool(Entity):
     def fill_type(self) -> str:
         return ((self.spec.get("taskSchedulingPolicy") or {}).get("nodeFillType") or "spread").lower()
 
-    def pick_node(self, slots: int) -> Node | None:
-        """A node with `slots` free, spreading tasks or packing them as the pool's policy says."""
-        fits = [n for n in self.nodes if n.free_slots >= slots]
+    def pick_node(self, slots: int, allowed: Callable[[Node], bool] = lambda n: True) -> Node | None:
+        """A node with `slots` free (among those `allowed`), spreading tasks or packing them as the pool's policy
+        says."""
+        fits = [n for n in self.nodes if n.free_slots >= slots and allowed(n)]
         if not fits:
             return None
         pick = min if self.fill_type == "pack" else max
@@ -229,6 +232,14 @@ class Job(Entity):
     open_tasks: int = 0  # tasks not completed
     end_time: datetime | None = None
     terminate_reason: str | None = None
+    node_tasks: dict[Node, NodeJobTasks] = field(default_factory=dict)  # where its preparation task ran
+
+    def special(self, name: str) -> dict:
+        """Its jobManagerTask, jobPreparationTask or jobReleaseTask ({}: none)."""
+        return self.spec.get(name) or {}
+
+    def is_manager(self, task: Task) -> bool:
+        return task.id.lower() == str(self.special("jobManagerTask").get("id", "")).lower()
 
     @property
     def priority(self) -> int:
@@ -242,7 +253,7 @@ class Job(Entity):
         return (self.spec.get("constraints") or {}).get("maxTaskRetryCount") or 0
 
     def running_count(self) -> int:
-        return sum(1 for t in self.tasks.values() if t.state == "running")
+        return sum(1 for t in self.tasks.values() if t.state in ("running", "preparing"))
 
     @property
     def path(self) -> str:
@@ -272,7 +283,14 @@ class Job(Entity):
             out["executionInfo"]["endTime"] = wire.rfc3339(self.end_time)
         if self.terminate_reason:
             out["executionInfo"]["terminateReason"] = self.terminate_reason
-        for key in ("displayName", "metadata", "commonEnvironmentSettings"):
+        for key in (
+            "displayName",
+            "metadata",
+            "commonEnvironmentSettings",
+            "jobManagerTask",
+            "jobPreparationTask",
+            "jobReleaseTask",
+        ):
             if spec.get(key) is not None:
                 out[key] = spec[key]
         return out
@@ -391,3 +409,35 @@ class Task(Entity):
         if self.failure_info:
             info["failureInfo"] = self.failure_info
         return info
+
+
+@dataclass(eq=False)
+class NodeJobTasks:
+    """A job's preparation and release tasks on one node: their execution info (JobPreparationTaskExecution-
+    Information, JobReleaseTaskExecutionInformation), the attempts running now, and when the preparation ended."""
+
+    node: Node
+    directory: str  # the preparation task's folder, under the node's: workitems/<job>/job-1/<id>
+    prep: dict = field(default_factory=dict)
+    release: dict | None = None
+    release_directory: str = ""
+    prep_run: TaskRun | None = None
+    release_run: TaskRun | None = None
+    done: threading.Event = field(default_factory=threading.Event)  # set once the preparation has ended
+
+    @property
+    def prepared(self) -> str | None:
+        """The preparation's result (success, failure) once it completed; None while it runs."""
+        return self.prep.get("result")
+
+    def to_wire(self, base: str) -> dict:
+        node_url = base + self.node.path
+        out = {"poolId": self.node.pool.id, "nodeId": self.node.id, "nodeUrl": node_url}
+        for key, info, directory in (
+            ("jobPreparationTaskExecutionInfo", self.prep, self.directory),
+            ("jobReleaseTaskExecutionInfo", self.release, self.release_directory),
+        ):
+            if info:
+                url = f"{node_url}/files/{quote(directory, safe='')}"
+                out[key] = {**info, "taskRootDirectory": directory, "taskRootDirectoryUrl": url}
+        return out

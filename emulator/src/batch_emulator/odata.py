@@ -58,6 +58,7 @@ FILTERABLE = {
     "jobschedules": {"id", "state", "stateTransitionTime", "creationTime", "lastModified"},
     "certificates": {"state", "stateTransitionTime"},
     "applications": set(),  # the service takes no $filter here
+    "jobpreparationandreleasetaskstatus": {"nodeId"},
 }
 
 

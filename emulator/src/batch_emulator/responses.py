@@ -231,6 +231,10 @@ def delete_job(svc: BatchService, req: Request, job_id: str) -> Response:
     return Response(202)
 
 
+def list_preparation_and_release_task_status(svc: BatchService, req: Request, job_id: str) -> Response:
+    return page(req, svc.preparation_and_release_status(job_id, req.base_url), "jobpreparationandreleasetaskstatus")
+
+
 def task_counts(svc: BatchService, req: Request, job_id: str) -> Response:
     return Response(200, {"odata.metadata": metadata(req, "taskcounts", True), **svc.task_counts(job_id)})
 

@@ -43,6 +43,12 @@ ROUTES: list[tuple[str, str, Callable, str]] = [
     ("DELETE", f"/jobs/{_ID}", r.delete_job, "delete_job"),
     ("POST", f"/jobs/{_ID}/terminate", r.terminate_job, "terminate_job"),
     ("GET", f"/jobs/{_ID}/taskcounts", r.task_counts, "get_job_task_counts"),
+    (
+        "GET",
+        f"/jobs/{_ID}/jobpreparationandreleasetaskstatus",
+        r.list_preparation_and_release_task_status,
+        "list_job_preparation_and_release_task_status",
+    ),
     ("POST", f"/jobs/{_ID}/tasks", r.create_task, "create_task"),
     ("GET", f"/jobs/{_ID}/tasks", r.list_tasks, "list_tasks"),
     ("POST", f"/jobs/{_ID}/addtaskcollection", r.add_task_collection, "create_task_collection"),

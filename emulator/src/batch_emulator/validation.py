@@ -242,10 +242,86 @@ def job(body: dict) -> None:
     if info.get("autoPoolSpecification"):
         raise unsupported("poolInfo.autoPoolSpecification")
     require(info, "poolId", "poolInfo.")
-    refuse(body, ("jobManagerTask", "jobPreparationTask", "jobReleaseTask", "networkConfiguration"))
+    refuse(body, ("networkConfiguration",))
+    job_manager_task(body)
+    job_preparation_task(body)
+    job_release_task(body)
     job_update(body)
     boolean(body, "usesTaskDependencies", False)
     environment(body, "commonEnvironmentSettings")
+
+
+def _special_task(body: dict, name: str, default_id: str | None) -> dict | None:
+    """What a job's manager, preparation and release tasks share: an id (`default_id` when none is given), a
+    command line, resource files, environment and identity; containers and packages are refused."""
+    spec = body.get(name)
+    if spec is None:
+        return None
+    if not isinstance(spec, dict):
+        raise invalid(name, spec, "It must be an object.")
+    where = name + "."
+    if default_id is not None:
+        spec.setdefault("id", default_id)
+    ident(spec, "id", where)
+    require(spec, "commandLine", where)
+    refuse(spec, ("containerSettings", "applicationPackageReferences"), where)
+    resource_files(spec, where)
+    environment(spec, "environmentSettings", where)
+    user_identity(spec, where)
+    constraints = spec.get("constraints") or {}
+    duration(constraints, "maxWallClockTime", where + "constraints.")
+    duration(constraints, "retentionTime", where + "constraints.")
+    integer(constraints, "maxTaskRetryCount", -1, 100, 0, where + "constraints.")
+    return spec
+
+
+def job_manager_task(body: dict) -> None:
+    """jobManagerTask: a task of the job, started before the others; killJobOnCompletion, runExclusive and
+    allowLowPriorityNode default to true, as on Azure."""
+    spec = _special_task(body, "jobManagerTask", None)
+    if spec is None:
+        return
+    where = "jobManagerTask."
+    output_files({"outputFiles": spec.get("outputFiles")})
+    token_settings(spec)
+    integer(spec, "requiredSlots", 1, 256, 1, where)
+    for prop in ("killJobOnCompletion", "runExclusive", "allowLowPriorityNode"):
+        spec[prop] = boolean(spec, prop, True, where)
+
+
+def job_preparation_task(body: dict) -> None:
+    """jobPreparationTask: id `jobpreparation` unless given; waitForSuccess and rerunOnNodeRebootAfterSuccess
+    default to true."""
+    spec = _special_task(body, "jobPreparationTask", "jobpreparation")
+    if spec is not None:
+        for prop in ("waitForSuccess", "rerunOnNodeRebootAfterSuccess"):
+            spec[prop] = boolean(spec, prop, True, "jobPreparationTask.")
+
+
+RELEASE_LIMIT = timedelta(minutes=15)  # a release task's longest (and default) maxWallClockTime
+
+
+def job_release_task(body: dict) -> None:
+    """jobReleaseTask: id `jobrelease` unless given; only with a preparation task; at most 15 minutes (the
+    default), as on Azure."""
+    spec = _special_task(body, "jobReleaseTask", "jobrelease")
+    if spec is None:
+        return
+    if body.get("jobPreparationTask") is None:
+        raise BatchError(
+            400,
+            "InvalidPropertyValue",
+            "A job release task cannot be specified without also specifying a job preparation task.",
+            PropertyName="jobReleaseTask",
+        )
+    if spec["id"].lower() == body["jobPreparationTask"]["id"].lower():
+        raise invalid("jobReleaseTask.id", spec["id"], "It must differ from the job preparation task's id.")
+    limit = duration(spec, "maxWallClockTime", "jobReleaseTask.")
+    if spec.get("maxWallClockTime") is None:
+        spec["maxWallClockTime"] = canonical(RELEASE_LIMIT)
+    elif limit > RELEASE_LIMIT:
+        raise invalid("jobReleaseTask.maxWallClockTime", spec["maxWallClockTime"], "It must be at most PT15M.")
+    duration(spec, "retentionTime", "jobReleaseTask.")
 
 
 def job_update(body: dict) -> None:

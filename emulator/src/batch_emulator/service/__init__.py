@@ -8,6 +8,7 @@ One backend, `BatchService`, composed of a part per resource, as moto composes i
     nodes.py      nodes: boot and start task, leaving the pool (reclaim), node counts
     autoscale.py  the autoscale loop: samples, periodic evaluation (formula/), resizes
     jobs.py       jobs: create, update, terminate, delete, time limits
+    jobtasks.py   a job's manager, preparation and release tasks
     tasks.py      tasks: add, dependencies, delete, terminate, reactivate, counts
     scheduler.py  ready tasks onto free node slots, outcomes, exit conditions
     runtime.py    node threads and timers; halt, close, wait
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 from batch_emulator.service.autoscale import AutoscaleOps
 from batch_emulator.service.jobs import JobOps
+from batch_emulator.service.jobtasks import JobTaskOps
 from batch_emulator.service.nodes import NodeOps
 from batch_emulator.service.pools import PoolOps
 from batch_emulator.service.runtime import Runtime
@@ -30,7 +32,7 @@ from batch_emulator.service.tasks import TaskOps
 __all__ = ["BatchService"]
 
 
-class BatchService(PoolOps, NodeOps, AutoscaleOps, JobOps, TaskOps, Scheduler, Runtime):
+class BatchService(PoolOps, NodeOps, AutoscaleOps, JobOps, JobTaskOps, TaskOps, Scheduler, Runtime):
     """One Batch account's pools, nodes, jobs and tasks, with nodes as folders under `data_dir`."""
 
     def resume(self) -> None:

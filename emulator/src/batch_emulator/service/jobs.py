@@ -35,7 +35,8 @@ _ENDED = {"completed": "JobCompleted", "terminating": "JobBeingTerminated", "del
 
 
 class JobOps(ServiceState):
-    """Uses tasks.py (queue), scheduler.py (schedule) and runtime.py."""
+    """Uses tasks.py (queue), scheduler.py (schedule), jobtasks.py (the manager, preparation and release tasks)
+    and runtime.py."""
 
     def create_job(self, body: dict) -> View:
         validation.job(body)
@@ -45,6 +46,8 @@ class JobOps(ServiceState):
                 guard.admit_job(self, body)
             job = Job(body["id"], body, "active", pool_id=body["poolInfo"]["poolId"])
             self.jobs[job.id.lower()] = job
+            self.add_job_manager(job)
+            self.schedule()
             limit = fields.duration(body.get("constraints") or {}, "maxWallClockTime")
             if limit < wire.INFINITE:
                 self.later(limit.total_seconds(), self._deadline, job)
@@ -113,12 +116,15 @@ class JobOps(ServiceState):
             when.check(job.etag, job.modified)
             job.set_state("deleting")
             runs = [t.run for t in job.tasks.values() if t.run]
+            self.stop_preparations(job)
         for run in runs:
             run.cancel("deleted")
         self.background(self._reclaim_job, job)
 
     def _reclaim_job(self, job: Job) -> None:
+        """In a node thread: once its tasks have ended and its release tasks have run, the job is gone."""
         self.wait_until(lambda: not any(t.run for t in job.tasks.values()))
+        self.wait_for_release(job)
         with self.lock:
             nodes = {t.last_node for t in job.tasks.values() if t.last_node}
             if self.jobs.get(job.id.lower()) is job:
@@ -152,11 +158,13 @@ class JobOps(ServiceState):
         runs = [t.run for t in job.tasks.values() if t.run]
         for run in runs:
             run.cancel("terminated")
+        self.stop_preparations(job)
         self.maybe_terminated(job)
 
     def maybe_terminated(self, job: Job) -> None:
-        """A terminating job completes when the last of its running tasks has ended."""
-        if job.state == "terminating" and not any(t.run for t in job.tasks.values()):
+        """A terminating job completes when the last of its running tasks has ended and its release tasks have
+        run."""
+        if job.state == "terminating" and not any(t.run for t in job.tasks.values()) and not self.releasing(job):
             job.end_time = wire.now()
             job.set_state("completed")
 

@@ -108,6 +108,7 @@ class NodeOps(ServiceState):
         a recovery): what it showed of errors is gone. Call under the lock."""
         node.boot_serial += 1
         node.errors = []
+        self.forget_preparations(node)
         node.set_state("starting")
         self.later(self.boot_seconds / 2, self._boot, node, node.boot_serial)
 
@@ -122,6 +123,7 @@ class NodeOps(ServiceState):
                 task.run.cancel(outcome)
         if node.start_run:
             node.start_run.cancel("requeue")
+        self.forget_preparations(node)
 
     def _node_starting(self, node: Node, serial: int) -> None:
         with self.lock:
@@ -252,6 +254,7 @@ class NodeOps(ServiceState):
         report back, and removes their folders. Blocks: run it in a node thread."""
         with self.lock:
             runs = [t.run for n in nodes for t in n.running if t.run] + [n.start_run for n in nodes if n.start_run]
+            runs += self.special_runs(nodes)
             for node in nodes:
                 node.set_state("leavingpool")
         for run in runs:

@@ -7,13 +7,14 @@ from __future__ import annotations
 import time
 
 from batch_emulator import fields, wire
-from batch_emulator.models import Node, Task
+from batch_emulator.models import Node, NodeJobTasks, Task
 from batch_emulator.service.state import ServiceState
 from batch_emulator.taskrun import Outcome, TaskRun, environment, failure
 
 
 class Scheduler(ServiceState):
-    """Uses nodes.py (node_env, drained), jobs.py (terminate, maybe_terminated, check_all_complete), runtime.py."""
+    """Uses nodes.py (node_env, drained), jobs.py (terminate, maybe_terminated, check_all_complete), jobtasks.py
+    (slots_for, may_run_on, preparation_for, await_preparation, manager_completed), runtime.py."""
 
     def schedule(self) -> None:
         """Places ready tasks on free node slots, higher job priority first. Call under the lock."""
@@ -35,11 +36,12 @@ class Scheduler(ServiceState):
                 if task.state != "active" or task.pending:
                     job.ready.popleft()
                     continue
-                node = pool.pick_node(task.slots)
+                slots = self.slots_for(task, pool.slots_per_node)
+                node = pool.pick_node(slots, lambda n, t=task: self.may_run_on(t, n))
                 if node is None:
                     break
                 job.ready.popleft()
-                self._start(task, node)
+                self._start(task, node, slots)
                 running += 1
         self.scheduler_seconds += time.thread_time() - began
 
@@ -48,12 +50,13 @@ class Scheduler(ServiceState):
         with self.lock:
             return {"tasksScheduled": self.scheduled, "seconds": round(self.scheduler_seconds, 6)}
 
-    def _start(self, task: Task, node: Node) -> None:
+    def _start(self, task: Task, node: Node, slots: int) -> None:
         self.scheduled += 1
         task.node = task.last_node = node
         task.start_time, task.end_time, task.exit_code, task.failure_info = wire.now(), None, None, None
-        task.set_state("running")
-        node.running[task] = task.slots
+        preparation = self.preparation_for(task, node)
+        task.set_state("preparing" if preparation else "running")
+        node.running[task] = slots
         node.ran(task)
         node.occupancy_changed()
         task_dir = task.directory()
@@ -66,13 +69,16 @@ class Scheduler(ServiceState):
             self.processes,
             task.wall_clock,
         )
-        self.background(self._execute, task, node, task.run)
+        self.background(self._execute, task, node, task.run, preparation)
 
     def _task_settings(self, task: Task, node: Node) -> dict[str, str]:
         """The task's AZ_BATCH_* variables, its job's common environment and its own. A task with
         authenticationTokenSettings gets AZ_BATCH_AUTHENTICATION_TOKEN (opaque: see the README)."""
         job = task.job
         settings = {**self.node_env(node), "AZ_BATCH_JOB_ID": job.id, "AZ_BATCH_TASK_ID": task.id}
+        if prep := job.special("jobPreparationTask"):
+            prep_dir = node.root / "workitems" / job.id / "job-1" / prep["id"]
+            settings.update(AZ_BATCH_JOB_PREP_DIR=str(prep_dir), AZ_BATCH_JOB_PREP_WORKING_DIR=str(prep_dir / "wd"))
         if task.spec.get("authenticationTokenSettings"):
             settings["AZ_BATCH_AUTHENTICATION_TOKEN"] = f"emulator-task-token.{job.id}.{task.id}"
         return {
@@ -81,14 +87,21 @@ class Scheduler(ServiceState):
             **fields.environment(task.spec, "environmentSettings"),
         }
 
-    def _execute(self, task: Task, node: Node, run: TaskRun) -> None:
-        outcome = run.run()  # in a node thread, outside the lock
+    def _execute(self, task: Task, node: Node, run: TaskRun, preparation: NodeJobTasks | None) -> None:
+        """In a node thread, outside the lock: the attempt, once the job's preparation on the node succeeded."""
+        if preparation is not None and not self.await_preparation(preparation, run):
+            outcome = Outcome(run.cancelled or "unprepared", wire.now(), wire.now())
+        else:
+            with self.lock:
+                if task.run is run and task.state == "preparing":
+                    task.set_state("running")
+            outcome = run.run()
         with self.lock:
             self._finish(task, node, run, outcome)
 
     def _finish(self, task: Task, node: Node, run: TaskRun, outcome: Outcome) -> None:
         node.running.pop(task, None)
-        node.tasks_run += 1
+        node.tasks_run += outcome.kind != "unprepared"
         node.tasks_succeeded += outcome.succeeded
         node.occupancy_changed()
         if task.run is run:
@@ -101,7 +114,11 @@ class Scheduler(ServiceState):
     def _apply(self, task: Task, outcome: Outcome) -> None:
         """An attempt's outcome: back to the queue (first, for a requeue), a retry (last), or completed."""
         job = task.job
-        if outcome.kind == "requeue":
+        if outcome.kind == "unprepared":  # the job's preparation failed on that node: another one runs it
+            task.start_time = None
+            task.set_state("active")
+            job.ready.appendleft(task)
+        elif outcome.kind == "requeue":
             task.requeue_count, task.last_requeue_time = task.requeue_count + 1, wire.now()
             task.set_state("active")
             job.ready.appendleft(task)
@@ -132,6 +149,7 @@ class Scheduler(ServiceState):
                     job.ready.append(dependent)
         elif self._ends_job(task) and job.state == "active":
             self.terminate(job, "TaskFailed")
+        self.manager_completed(task)
         self.check_all_complete(job)
 
     def satisfied(self, task: Task) -> bool:
