@@ -238,10 +238,7 @@ def start_task(body: dict) -> None:
 
 def job(body: dict) -> None:
     ident(body)
-    info = require(body, "poolInfo")
-    if info.get("autoPoolSpecification"):
-        raise unsupported("poolInfo.autoPoolSpecification")
-    require(info, "poolId", "poolInfo.")
+    pool_info(require(body, "poolInfo"))
     refuse(body, ("networkConfiguration",))
     job_manager_task(body)
     job_preparation_task(body)
@@ -322,6 +319,44 @@ def job_release_task(body: dict) -> None:
     elif limit > RELEASE_LIMIT:
         raise invalid("jobReleaseTask.maxWallClockTime", spec["maxWallClockTime"], "It must be at most PT15M.")
     duration(spec, "retentionTime", "jobReleaseTask.")
+
+
+def pool_info(info: dict) -> None:
+    """A job's poolInfo: a `poolId`, or an `autoPoolSpecification` (the pool the job brings), not both."""
+    if not isinstance(info, dict):
+        raise invalid("poolInfo", info, "It must be an object.")
+    auto = info.get("autoPoolSpecification")
+    if auto is None:
+        require(info, "poolId", "poolInfo.")
+        return
+    if info.get("poolId"):
+        raise invalid("poolInfo", "poolId", "Give either poolId or autoPoolSpecification, not both.")
+    auto_pool(auto)
+
+
+AUTO_POOL_PREFIX_LENGTH = 20
+
+
+def auto_pool(auto: dict) -> None:
+    """poolInfo.autoPoolSpecification: the pool specification checked as a pool create is; `poolLifetimeOption`
+    `job` (`jobschedule` is for job schedules, which the emulator does not keep); keepAlive false by default."""
+    where = "poolInfo.autoPoolSpecification."
+    if not isinstance(auto, dict):
+        raise invalid(where[:-1], auto, "It must be an object.")
+    require(auto, "poolLifetimeOption", where)
+    if choice(auto, "poolLifetimeOption", {"job", "jobschedule"}, "job", where) == "jobschedule":
+        raise invalid(where + "poolLifetimeOption", auto["poolLifetimeOption"], "jobschedule applies to job schedules.")
+    auto["keepAlive"] = boolean(auto, "keepAlive", False, where)
+    prefix = auto.get("autoPoolIdPrefix")
+    if prefix is not None and (not is_id(prefix) or len(prefix) > AUTO_POOL_PREFIX_LENGTH):
+        raise invalid(where + "autoPoolIdPrefix", prefix, "It has up to 20 letters, digits, hyphens and underscores.")
+    spec = require(auto, "pool", where)
+    if not isinstance(spec, dict):
+        raise invalid(where + "pool", spec, "It must be an object.")
+    checked = {**spec, "id": "autopool"}  # checked as a pool create, its values read as the service reads them
+    pool(checked)
+    del checked["id"]
+    auto["pool"] = checked
 
 
 def job_update(body: dict) -> None:

@@ -9,6 +9,7 @@ One backend, `BatchService`, composed of a part per resource, as moto composes i
     autoscale.py  the autoscale loop: samples, periodic evaluation (formula/), resizes
     jobs.py       jobs: create, update, terminate, delete, time limits
     jobtasks.py   a job's manager, preparation and release tasks
+    autopools.py  the pool a job brings (autoPoolSpecification): created and deleted with it
     tasks.py      tasks: add, dependencies, delete, terminate, reactivate, counts
     scheduler.py  ready tasks onto free node slots, outcomes, exit conditions
     runtime.py    node threads and timers; halt, close, wait
@@ -20,6 +21,7 @@ processes, uploads) runs in a node thread, outside the lock, and reports back un
 
 from __future__ import annotations
 
+from batch_emulator.service.autopools import AutoPoolOps
 from batch_emulator.service.autoscale import AutoscaleOps
 from batch_emulator.service.jobs import JobOps
 from batch_emulator.service.jobtasks import JobTaskOps
@@ -32,7 +34,7 @@ from batch_emulator.service.tasks import TaskOps
 __all__ = ["BatchService"]
 
 
-class BatchService(PoolOps, NodeOps, AutoscaleOps, JobOps, JobTaskOps, TaskOps, Scheduler, Runtime):
+class BatchService(PoolOps, NodeOps, AutoscaleOps, JobOps, AutoPoolOps, JobTaskOps, TaskOps, Scheduler, Runtime):
     """One Batch account's pools, nodes, jobs and tasks, with nodes as folders under `data_dir`."""
 
     def resume(self) -> None:

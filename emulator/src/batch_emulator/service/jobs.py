@@ -35,8 +35,8 @@ _ENDED = {"completed": "JobCompleted", "terminating": "JobBeingTerminated", "del
 
 
 class JobOps(ServiceState):
-    """Uses tasks.py (queue), scheduler.py (schedule), jobtasks.py (the manager, preparation and release tasks)
-    and runtime.py."""
+    """Uses tasks.py (queue), scheduler.py (schedule), jobtasks.py (the manager, preparation and release tasks),
+    autopools.py (the pool a job brings) and runtime.py."""
 
     def create_job(self, body: dict) -> View:
         validation.job(body)
@@ -44,7 +44,7 @@ class JobOps(ServiceState):
             ensure_new(self.jobs, "Job", body["id"])
             for guard in self.guards:
                 guard.admit_job(self, body)
-            job = Job(body["id"], body, "active", pool_id=body["poolInfo"]["poolId"])
+            job = Job(body["id"], body, "active", pool_id=self.create_auto_pool(body))
             self.jobs[job.id.lower()] = job
             self.add_job_manager(job)
             self.schedule()
@@ -92,8 +92,8 @@ class JobOps(ServiceState):
         with self.lock:
             job = self.active_job(job_id)
             when.check(job.etag, job.modified)
-            if changes.get("poolInfo", {}).get("poolId") not in (None, job.pool_id):
-                raise BatchError(409, "JobNotDisabled", "A job's pool can only change while the job is disabled.")
+            if changes.get("poolInfo") is not None:
+                changes = {**changes, "poolInfo": self.auto_pool_change(job, changes["poolInfo"])}
             _check_completion(job, changes)
             spec = {**job.spec, **changes}
             job.spec = {k: v for k, v in spec.items() if v is not None}
@@ -129,6 +129,7 @@ class JobOps(ServiceState):
             nodes = {t.last_node for t in job.tasks.values() if t.last_node}
             if self.jobs.get(job.id.lower()) is job:
                 del self.jobs[job.id.lower()]
+            self.end_auto_pool(job)
         for node in nodes:
             shutil.rmtree(node.root / "workitems" / job.id, ignore_errors=True)
 
@@ -167,6 +168,7 @@ class JobOps(ServiceState):
         if job.state == "terminating" and not any(t.run for t in job.tasks.values()) and not self.releasing(job):
             job.end_time = wire.now()
             job.set_state("completed")
+            self.end_auto_pool(job)
 
     def check_all_complete(self, job: Job) -> None:
         """onAllTasksComplete: terminatejob. As on Azure, a job with no tasks counts as having completed them all."""
