@@ -1,4 +1,5 @@
-"""What a run costs in node time, per pool mode: node-seconds while the run goes and until the pool is idle.
+"""What a run costs in node time, per pool mode: node-seconds while the run goes and until the pool is idle
+(keep, autoscale) or gone (per-job).
 
     ./dev bench pools [--runs 3]
 
@@ -12,6 +13,7 @@ pool still held nodes after the run, and what an idle day costs in each mode.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import statistics
 import sys
@@ -33,10 +35,11 @@ TICK = 0.1
 
 
 class NodeClock:
-    """Integrates the number of nodes a pool holds (any state but gone) over time, in a thread."""
+    """Integrates the number of nodes the pools whose ids start with `prefix` hold (any state but gone) over
+    time, in a thread: one pool, or each run's own (per-job)."""
 
-    def __init__(self, client, pool_id: str) -> None:
-        self.client, self.pool_id = client, pool_id
+    def __init__(self, client, prefix: str) -> None:
+        self.client, self.prefix = client, prefix
         self.node_seconds, self.nodes = 0.0, 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -44,10 +47,12 @@ class NodeClock:
     def _run(self) -> None:
         last = time.monotonic()
         while not self._stop.is_set():
-            try:
-                self.nodes = len(list(self.client.list_nodes(self.pool_id)))
-            except Exception:  # the pool is not there yet
-                self.nodes = 0
+            nodes = 0
+            for pool in self.client.list_pools():
+                if pool.id.startswith(self.prefix):
+                    with contextlib.suppress(Exception):  # the pool went meanwhile
+                        nodes += len(list(self.client.list_nodes(pool.id)))
+            self.nodes = nodes
             now = time.monotonic()
             self.node_seconds += self.nodes * (now - last)
             last = now
@@ -60,6 +65,12 @@ class NodeClock:
     def __exit__(self, *_: object) -> None:
         self._stop.set()
         self._thread.join()
+
+
+def _nodes(client, prefix: str) -> int:
+    with NodeClock(client, prefix) as clock:
+        time.sleep(TICK)
+    return clock.nodes
 
 
 def main() -> None:
@@ -81,18 +92,18 @@ def main() -> None:
     client = BatchClient(emulator.endpoint, emulator.credential())
     rows = []
     try:
-        for mode in ("keep", "autoscale"):
+        for mode in ("keep", "autoscale", "per-job"):
             os.environ["TOPN_POOL_ID"] = f"bench-{mode}"
             topn(paths=[str(SAMPLE)], top=5, run_id=f"warm-{mode}", files_per_task=1, pool_mode=mode)
             spans, tails, seconds = [], [], []
             for run in range(args.runs):
-                while mode == "autoscale" and list(client.list_nodes(f"bench-{mode}")):  # start from zero nodes
+                while mode != "keep" and _nodes(client, f"bench-{mode}"):  # start from zero nodes
                     time.sleep(TICK)
                 with NodeClock(client, f"bench-{mode}") as clock:
                     began = time.monotonic()
                     topn(paths=[str(SAMPLE)], top=5, run_id=f"{mode}-{run}", files_per_task=1, pool_mode=mode)
                     ended = time.monotonic()
-                    while mode == "autoscale" and clock.nodes:  # until the pool is back at zero
+                    while mode != "keep" and clock.nodes:  # until the pool is back at zero, or gone
                         time.sleep(TICK)
                     tails.append(time.monotonic() - ended)
                 spans.append(clock.node_seconds)
@@ -106,7 +117,7 @@ def main() -> None:
     )
     print(f"{'mode':<10} {'run':>7} {'node-s per run':>15} {'nodes kept after':>17} {'idle node-s/day':>16}")
     for mode, run_s, node_s, tail in rows:
-        idle = "172,800 (2 nodes)" if mode == "keep" else "0"
+        idle = "172,800 (2 nodes)" if mode == "keep" else "0"  # per-job: no pool at all between runs
         print(f"{mode:<10} {run_s:>6.1f}s {node_s:>15.1f} {tail:>16.1f}s {idle:>16}")
 
 

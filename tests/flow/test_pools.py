@@ -163,3 +163,27 @@ def test_each_mode_has_a_pool_of_its_own_unless_one_is_named(settings_env: pytes
     settings_env.setenv("TOPN_POOL_ID", "topn")  # a pool named: that one, in the mode asked for
     assert load_settings().with_pool_mode("autoscale").pool_id == "topn"
     client.begin_delete_pool("topn-autoscale", polling_interval=0.1).result()
+
+
+def _job_pools(client: BatchClient, prefix: str) -> list[str]:
+    return [p.id for p in client.list_pools() if p.id.startswith(prefix)]
+
+
+def test_a_per_job_pool_is_the_runs_own_and_goes_with_its_job(
+    settings_env: pytest.MonkeyPatch, emulator: Emulator, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    set_topn(settings_env, pool_mode="per-job", pool_id="per-job-test", task_slots_per_node="2")
+    folder = corpus(tmp_path / "texts", 6, tag="per-job-")
+    client = BatchClient(emulator.endpoint, emulator.credential())
+    assert not _job_pools(client, "per-job-test")
+    result = topn(paths=[str(folder)], top=3, files_per_task=2)
+    assert result.top == [tuple(p) for p in spec_top(folder, 3)] and result.files_counted == 6
+    assert result.stats.pool_id.startswith("per-job-test") and "runs on its own pool" in caplog.text
+    wait_for(lambda: not _job_pools(client, "per-job-test"), timeout=120, what="the job's pool to go with it")
+    # A kept job is ended, so its pool goes too; the sample corpus, exact.
+    kept = topn(paths=[str(SAMPLE)], top=7, files_per_task=3, delete_job=False)  # packs no other test makes
+    assert kept.top == [tuple(p) for p in spec_top(SAMPLE, 7)] and kept.stats.counted == 11
+    assert client.get_job(kept.stats.job_id).state == "completed"
+    assert client.get_job(kept.stats.job_id).pool_info.auto_pool_specification.pool_lifetime_option == "job"
+    wait_for(lambda: not _job_pools(client, "per-job-test"), timeout=120, what="the kept job's pool to go")
+    client.begin_delete_job(kept.stats.job_id, polling_interval=1).result()

@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, get_args
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
@@ -26,6 +26,7 @@ from topn.tasks.inputs import InputBlob, describe
 from topn.tasks.monitor import TopnFailed
 from topn.tasks.packing import Packing
 from topn.tasks.sas import SasIssuer
+from topn.tasks.settings import PoolMode
 
 MOVED_ROUNDS = 3  # plans made anew when listed blobs changed while their tasks read them
 OUTPUT_ROWS_SHOWN = 1_000
@@ -88,7 +89,7 @@ def batch_map(
     run_id: Annotated[str | None, Field(pattern=RUN_ID), blank(type="string", pattern=RUN_ID)] = None,
     delete_job: bool = True,
     delete_pool: bool = False,
-    pool_mode: Annotated[Literal["keep", "autoscale"] | None, blank(type="string", enum=["keep", "autoscale"])] = None,
+    pool_mode: Annotated[PoolMode | None, blank(type="string", enum=list(get_args(PoolMode)))] = None,
     batch_credentials: Annotated[str | None, blank(type="string")] = None,
     storage_credentials: Annotated[str | None, blank(type="string")] = None,
 ) -> MapResult:
@@ -109,7 +110,8 @@ def batch_map(
         run_id: A Batch job id to use: a clean start that runs every input again.
         delete_job: Delete the Batch job when the run ends.
         delete_pool: Delete the pool when the run ends.
-        pool_mode: keep (a fixed pool kept between runs) or autoscale (nodes only while runs need them).
+        pool_mode: keep (a fixed pool kept between runs), autoscale (nodes only while runs need them) or
+            per-job (a pool of the run's own, gone with its job).
         batch_credentials: Name of an "Azure Batch Credentials" block to use instead of TOPN_* credentials.
         storage_credentials: Name of an "Azure Blob Storage Credentials" block to use instead.
     """
@@ -219,8 +221,9 @@ def _run(
         )
     expiry = datetime.now(UTC) + settings.job_timeout + settings.sas_margin
     sas = SasIssuer(settings, blob_service(settings), expiry)
-    pool_id = batch.ensure_pool(settings, apps, sas, expiry)
-    state = batch.prepare_job(settings, job_id, pool_id, str(current_run.get_id() or ""), job_id)
+    pool_id, state = batch.pool_and_job(
+        settings, apps, sas, expiry, (job_id, str(current_run.get_id() or ""), job_id, None)
+    )
     if state != batch.JobState.DONE:
         output_url = sas.container(settings.output_container, "cw")
         version = apps.version if apps.blobs else None

@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, get_args
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
@@ -28,7 +28,7 @@ from topn.tasks.inputs import InputBlob, describe
 from topn.tasks.monitor import TopnFailed
 from topn.tasks.packing import Packing
 from topn.tasks.sas import SasIssuer
-from topn.tasks.settings import TopnSettings
+from topn.tasks.settings import PoolMode, TopnSettings
 
 
 class _OwnFailureWithoutTraceback(logging.Filter):
@@ -112,7 +112,7 @@ def topn(
     bytes_per_task: Annotated[ByteSize | None, blank(type="string", pattern=BYTE_SIZE)] = None,
     batch_credentials: Annotated[str | None, blank(type="string")] = None,
     storage_credentials: Annotated[str | None, blank(type="string")] = None,
-    pool_mode: Annotated[Literal["keep", "autoscale"] | None, blank(type="string", enum=["keep", "autoscale"])] = None,
+    pool_mode: Annotated[PoolMode | None, blank(type="string", enum=list(get_args(PoolMode)))] = None,
 ) -> TopnResult:
     """Counts words across files with Azure Batch: the global top N and every file's own counts. Give either
     local paths to upload or a blob prefix already in the input container (what scheduled runs do).
@@ -132,8 +132,8 @@ def topn(
             default).
         batch_credentials: Name of an "Azure Batch Credentials" block to use instead of TOPN_* credentials.
         storage_credentials: Name of an "Azure Blob Storage Credentials" block to use instead.
-        pool_mode: keep (a fixed pool kept between runs) or autoscale (nodes only while runs need them);
-            TOPN_POOL_MODE by default.
+        pool_mode: keep (a fixed pool kept between runs), autoscale (nodes only while runs need them) or
+            per-job (a pool of the run's own, gone with its job); TOPN_POOL_MODE by default.
     """
     if bool(paths) == (blob_prefix is not None):
         raise ValueError("give either paths to upload or a blob_prefix already in the input container, not both")
@@ -312,9 +312,8 @@ def _count(
         )
     pool_id, state, added, watch = settings.pool_id, batch.JobState.DONE, 0, None
     if todo:
-        pool_id = batch.ensure_pool(settings, app, sas, expiry)
-        flow_run = str(current_run.get_id() or "")
-        state = batch.prepare_job(settings, job_id, pool_id, flow_run, run_plan.root.key, wordcount.MERGE_ID)
+        job = (job_id, str(current_run.get_id() or ""), run_plan.root.key, wordcount.MERGE_ID)
+        pool_id, state = batch.pool_and_job(settings, app, sas, expiry, job)
     if state == batch.JobState.CREATED and run_id is not None:  # an explicit id: logs of another run's failures
         storage.delete_blobs(
             settings,

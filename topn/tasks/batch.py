@@ -10,6 +10,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from azure.batch import models as m
@@ -28,7 +29,7 @@ from topn.tasks.application import AppBlobs
 from topn.tasks.clients import batch_client
 from topn.tasks.marks import FLOW_RUN_KEY, INPUTS_KEY, LEGACY_VERSION_KEY, OWNER, OWNER_KEY
 from topn.tasks.naming import named
-from topn.tasks.policy import START_TASK_RETRIES, task_options
+from topn.tasks.policy import AUTO_POOL_WAIT, START_TASK_RETRIES, task_options
 from topn.tasks.sas import SasIssuer
 from topn.tasks.settings import BatchSettings
 
@@ -208,25 +209,7 @@ def ensure_pool(settings: BatchSettings, app: AppBlobs, sas: SasIssuer, needed_u
             )
         log.info("replacing pool %s: %s", pool.id, why)
         client.begin_delete_pool(pool.id, polling_interval=POLL).result()
-    starter = SasIssuer.for_lifetime(sas, START_TASK_SAS_LIFETIME)
-    options = m.BatchPoolCreateOptions(
-        id=settings.pool_id,
-        vm_size=settings.vm_size,
-        virtual_machine_configuration=m.VirtualMachineConfiguration(
-            image_reference=m.BatchVmImageReference(
-                publisher=settings.image_publisher, offer=settings.image_offer, sku=settings.image_sku, version="latest"
-            ),
-            node_agent_sku_id=settings.node_agent_sku_id,
-        ),
-        **_size(settings),
-        task_slots_per_node=settings.task_slots_per_node,
-        task_scheduling_policy=m.BatchTaskSchedulingPolicy(node_fill_type="spread"),
-        start_task=_start_task(settings, app, starter),
-        metadata=[
-            m.BatchMetadataItem(name=app.name, value=app.version),
-            m.BatchMetadataItem(name=OWNER_KEY, value=OWNER),
-        ],
-    )
+    options = m.BatchPoolCreateOptions(id=settings.pool_id, **_pool_fields(settings, app, sas))
     try:
         _create_pool(client, options)
         log.info(
@@ -242,14 +225,82 @@ def ensure_pool(settings: BatchSettings, app: AppBlobs, sas: SasIssuer, needed_u
     return settings.pool_id
 
 
+def _pool_fields(settings: BatchSettings, app: AppBlobs, sas: SasIssuer) -> dict[str, Any]:
+    """What a pool topn creates is, whether a pool of its own id or a job's auto pool."""
+    starter = SasIssuer.for_lifetime(sas, START_TASK_SAS_LIFETIME)
+    return {
+        "vm_size": settings.vm_size,
+        "virtual_machine_configuration": m.VirtualMachineConfiguration(
+            image_reference=m.BatchVmImageReference(
+                publisher=settings.image_publisher, offer=settings.image_offer, sku=settings.image_sku, version="latest"
+            ),
+            node_agent_sku_id=settings.node_agent_sku_id,
+        ),
+        **_size(settings),
+        "task_slots_per_node": settings.task_slots_per_node,
+        "task_scheduling_policy": m.BatchTaskSchedulingPolicy(node_fill_type="spread"),
+        "start_task": _start_task(settings, app, starter),
+        "metadata": [
+            m.BatchMetadataItem(name=app.name, value=app.version),
+            m.BatchMetadataItem(name=OWNER_KEY, value=OWNER),
+        ],
+    }
+
+
+def auto_pool(settings: BatchSettings, app: AppBlobs, sas: SasIssuer) -> m.BatchAutoPoolSpecification:
+    """A pool of the job's own (pool mode per-job): Batch creates it with the job and deletes it when the job
+    ends or is deleted; its id starts with the settings' pool id (at most 20 characters of it)."""
+    return m.BatchAutoPoolSpecification(
+        auto_pool_id_prefix=settings.pool_id[:20],
+        pool_lifetime_option=m.BatchPoolLifetimeOption.JOB,
+        keep_alive=False,
+        pool=m.BatchPoolSpecification(**_pool_fields(settings, app, sas)),
+    )
+
+
+def pool_and_job(
+    settings: BatchSettings,
+    app: AppBlobs,
+    sas: SasIssuer,
+    needed_until: datetime,
+    job: tuple[str, str, str, str | None],
+) -> tuple[str, JobState]:
+    """The pool the run's job runs on and the job's state: the settings' pool (ensure_pool) then the job
+    (prepare_job); per-job, the job with its own pool, whose id Batch then gives (job_pool). `job` is
+    prepare_job's job id, flow run id, inputs and final task."""
+    if settings.pool_mode != "per-job":
+        pool_id = ensure_pool(settings, app, sas, needed_until)
+        return pool_id, prepare_job(settings, job[0], pool_id, *job[1:])
+    state = prepare_job(settings, job[0], auto_pool(settings, app, sas), *job[1:])
+    return job_pool(settings, job[0]), state
+
+
+@task(name="job-pool", task_run_name=named("job-pool {job_id}"), **BATCH_TASK)
+def job_pool(settings: BatchSettings, job_id: str) -> str:
+    """The id of the pool Batch made for the job (get_job: its execution info), once it has one."""
+    client = batch_client(settings)
+    deadline = time.monotonic() + AUTO_POOL_WAIT
+    while (pool_id := client.get_job(job_id).execution_info.pool_id) is None:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"job {job_id} has no pool {AUTO_POOL_WAIT:.0f} s after it was created")
+        time.sleep(POLL)
+    get_run_logger().info("job %s runs on its own pool %s, deleted with the job", job_id, pool_id)
+    return pool_id
+
+
 @task(name="prepare-job", task_run_name=named("prepare-job {job_id}"), **BATCH_TASK)
 def prepare_job(
-    settings: BatchSettings, job_id: str, pool_id: str, flow_run_id: str, inputs: str, final_task: str | None = None
+    settings: BatchSettings,
+    job_id: str,
+    pool: str | m.BatchAutoPoolSpecification,
+    flow_run_id: str,
+    inputs: str,
+    final_task: str | None = None,
 ) -> JobState:
-    """Creates the run's job (create_job), or picks up the one an earlier attempt of the same run left:
-    running → resumed; finished well (its `final_task`, the one that runs last, succeeded) → reused; failed or
-    stopped → deleted and created anew. A job of the same id made for other inputs (an explicit run id used
-    again) is never taken for this run's."""
+    """Creates the run's job (create_job) on `pool` (a pool id, or a pool of its own), or picks up the one an
+    earlier attempt of the same run left: running → resumed; finished well (its `final_task`, the one that
+    runs last, succeeded) → reused; failed or stopped → deleted and created anew. A job of the same id made
+    for other inputs (an explicit run id used again) is never taken for this run's."""
     client, log = batch_client(settings), get_run_logger()
     try:
         job = client.get_job(job_id)
@@ -277,7 +328,11 @@ def prepare_job(
         client,
         m.BatchJobCreateOptions(
             id=job_id,
-            pool_info=m.BatchPoolInfo(pool_id=pool_id),
+            pool_info=(
+                m.BatchPoolInfo(pool_id=pool)
+                if isinstance(pool, str)
+                else m.BatchPoolInfo(auto_pool_specification=pool)
+            ),
             uses_task_dependencies=True,
             constraints=m.BatchJobConstraints(
                 max_wall_clock_time=settings.job_timeout, max_task_retry_count=settings.max_task_retries
@@ -290,7 +345,7 @@ def prepare_job(
             ],
         ),
     )
-    log.info("created job %s on pool %s", job_id, pool_id)
+    log.info("created job %s on %s", job_id, f"pool {pool}" if isinstance(pool, str) else "a pool of its own")
     return JobState.CREATED
 
 

@@ -45,6 +45,7 @@ POOL_CHECK_EVERY = 5.0  # seconds between two looks at the pool while tasks wait
 REMOVE_UNUSABLE_AFTER = 60.0  # a node unusable this long is removed (and, in a fixed pool, replaced)
 NO_USABLE_NODE_LIMIT = 300.0  # a pool with no usable node this long ends the run
 JOB_QUOTA_WAIT = 600.0  # how long a run waits for the account's active-job quota to free a place
+AUTO_POOL_WAIT = 300.0  # how long a per-job run waits for Batch to name its job's own pool
 QUOTA_POLL = 10.0  # seconds between two tries meanwhile
 THROTTLE_BUDGET = 900.0  # seconds a Batch request keeps retrying 429 answers, each as Retry-After asks
 RETRY_AFTER_MAX = 60.0  # the longest Retry-After obeyed as asked (throttling); longer ones are cut to this

@@ -28,6 +28,7 @@ DEV_ACCOUNT_KEY = "ZGV2YmF0Y2hhY2NvdW50MS1sb2NhbC1lbXVsYXRvci1rZXktbm90LWEtc2Vjc
 AZURITE_ACCOUNT = "devstoreaccount1"
 AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 CONTAINER_NAME = r"^[a-z0-9]([a-z0-9]|-[a-z0-9]){2,62}$"  # Azure: 3-63 chars, no leading, trailing or double hyphen
+PoolMode = Literal["keep", "autoscale", "per-job"]
 BATCH_ID = r"^[A-Za-z0-9_-]{1,64}$"
 
 
@@ -129,7 +130,7 @@ class BatchSettings(AzureConnection):
     """The connection, plus where a workload's blobs go and how its pool and job are shaped: what the generic
     Batch steps (tasks/) read. A workload's settings derive from it; `pool_ids` are its default pools."""
 
-    pool_ids: ClassVar[dict[str, str]] = {"keep": "topn", "autoscale": "topn-autoscale"}
+    pool_ids: ClassVar[dict[str, str]] = {"keep": "topn", "autoscale": "topn-autoscale", "per-job": "topn-job"}
 
     app_container: str = Field("topn-app", pattern=CONTAINER_NAME)
     input_container: str = Field("topn-input", pattern=CONTAINER_NAME)
@@ -149,8 +150,10 @@ class BatchSettings(AzureConnection):
     sas_margin: timedelta = Field(timedelta(minutes=15), ge=timedelta(0))
     max_task_retries: int = Field(BATCH_TASK_RETRIES, ge=0, le=10)
 
-    pool_mode: Literal["keep", "autoscale"] = Field(
-        "keep", description="keep: a fixed-size pool kept between runs; autoscale: grows with pending tasks, none idle"
+    pool_mode: PoolMode = Field(
+        "keep",
+        description="keep: a fixed-size pool kept between runs; autoscale: grows with pending tasks, none idle; "
+        "per-job: a pool of each run's own (an auto pool), gone with its job",
     )
     autoscale_interval: timedelta = Field(timedelta(minutes=5), gt=timedelta(0), description="formula evaluations")
     autoscale_idle: timedelta = Field(timedelta(minutes=10), ge=timedelta(0), description="idle time before zero nodes")
@@ -159,10 +162,10 @@ class BatchSettings(AzureConnection):
         timedelta(days=7), description="how long outputs no lineage's catalog references are kept before removal"
     )
 
-    def with_pool_mode(self, mode: Literal["keep", "autoscale"]) -> Self:
+    def with_pool_mode(self, mode: PoolMode) -> Self:
         """These settings for a run in `mode`. Unless TOPN_POOL_ID names a pool, each mode has a pool of its
-        own ("topn", "topn-autoscale"): a fixed pool and an autoscaled one never switch one pool back and
-        forth (on Azure each switch drops or allocates nodes, minutes each)."""
+        own ("topn", "topn-autoscale"; per-job pools' ids start "topn-job"): a fixed pool and an autoscaled
+        one never switch one pool back and forth (on Azure each switch drops or allocates nodes, minutes each)."""
         update: dict[str, object] = {"pool_mode": mode}
         if "pool_id" not in self.model_fields_set:
             update["pool_id"] = self.pool_ids[mode]
