@@ -1,6 +1,6 @@
 """What a topn run costs at scale: thousands of small files (plus a few large ones), and one 1 GB file.
 
-    ./dev bench scale [--sizes 1000,10000] [--large 2] [--gb 1] [--no-baseline]
+    ./dev bench scale [--sizes 1000,10000] [--large 2] [--gb 1] [--no-baseline] [--fresh]
 
 Starts its own stack on free ports: Azurite (its access log counts the Blob requests of the flow and of the
 nodes), the Batch emulator as a process of its own (its /_emulator/stats count the Batch requests), one node
@@ -9,6 +9,12 @@ with 4 task slots, and a Prefect server. Each measured run is `topn run FOLDER -
 uploads and counts everything. For each size it runs the defaults (files packed into tasks) and the baseline,
 one file per task (`--files-per-task 1`), and prints both with the ratios, then where the packed run's time
 went (its Prefect task runs). Then one 1 GB file end to end against the task application's own time on it.
+
+With --fresh, as a new user runs it: no Prefect server is running and no pool exists before the first size's
+first run (`topn run` starts its background server and the pool), then a second run of new files; the
+baseline and the warm-up are skipped. Every size is set against the raw client's floor measured in the
+same run: the plain azure-storage-blob client putting 2,000 of the same small files from 16 threads (its
+PUT/s and CPU per PUT), and topn's own upload path on another 2,000 in this process (CPU per PUT).
 """
 
 from __future__ import annotations
@@ -48,16 +54,17 @@ class Run:
     tasks: int
     rss_mb: float
     result: dict
+    cpu: float = 0.0
 
     def row(self) -> str:
         other = self.batch - self.polls
         return (f"{self.label:<22} {self.seconds:>8.1f} {self.files / self.seconds:>8.0f} "
                 f"{self.bytes / self.seconds / 1e6:>7.1f} {self.blob / self.files:>9.2f} {other / self.files:>9.3f} "
-                f"{self.polls:>6} {self.tasks:>7} {self.rss_mb:>7.0f}")  # fmt: skip
+                f"{self.polls:>6} {self.tasks:>7} {self.rss_mb:>7.0f} {self.cpu:>6.1f}")  # fmt: skip
 
 
 HEADER = (f"{'run':<22} {'wall s':>8} {'files/s':>8} {'MB/s':>7} {'blob/file':>9} {'batch/file':>9} "
-          f"{'polls':>6} {'tasks':>7} {'RSS MB':>7}")  # fmt: skip
+          f"{'polls':>6} {'tasks':>7} {'RSS MB':>7} {'CPU s':>6}")  # fmt: skip
 
 
 def corpus_text() -> bytes:
@@ -94,8 +101,8 @@ def write_large(path: Path, size: int, tag: str, text: bytes) -> int:
 class Stack:
     """Azurite with an access log, the emulator in its own process, a Prefect server: all on free ports."""
 
-    def __init__(self, work: Path) -> None:
-        self.work = work
+    def __init__(self, work: Path, fresh: bool = False) -> None:
+        self.work, self.fresh = work, fresh
         self.access_log = work / "azurite-access.log"
         self.azurite = start_azurite(access_log=self.access_log)
         self.batch_port, self.prefect_port = free_port(), free_port()
@@ -109,11 +116,17 @@ class Stack:
                     "PREFECT_API_URL": f"http://127.0.0.1:{self.prefect_port}/api", "DO_NOT_TRACK": "1",
                     "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_HOME": str(work / "prefect"),
                     "PREFECT_SERVER_API_PORT": str(self.prefect_port)}  # fmt: skip
-        self.prefect = spawn([str(ROOT / ".venv" / "bin" / "prefect"), "server", "start", "--host", "127.0.0.1",
-                              "--port", str(self.prefect_port)], env=self.env,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+        self.prefect = None
+        if fresh:  # `topn run` starts the server `topn server start` keeps, on this port, the first time
+            del self.env["PREFECT_API_URL"]
+            self.env["TOPN_LOCAL_PREFECT_PORT"] = str(self.prefect_port)
+        else:
+            self.prefect = spawn([str(ROOT / ".venv" / "bin" / "prefect"), "server", "start", "--host", "127.0.0.1",
+                                  "--port", str(self.prefect_port)], env=self.env,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
         wait_for(lambda: self._answers(f"http://127.0.0.1:{self.batch_port}/_emulator/stats"), 120, what="emulator")
-        wait_for(lambda: self._answers(f"http://127.0.0.1:{self.prefect_port}/api/health"), 180, what="Prefect")
+        if not fresh:
+            wait_for(lambda: self._answers(f"http://127.0.0.1:{self.prefect_port}/api/health"), 180, what="Prefect")
 
     @staticmethod
     def _answers(url: str) -> bool:
@@ -150,7 +163,7 @@ class Stack:
         polls = sum(v for k, v in delta.items() if any(p.lower() in k.lower() for p in POLL_OPERATIONS))
         result = json.loads(out)
         return Run(label, files, size, seconds, sum(delta.values()), polls, self.blob_requests() - blob_before,
-                   result["stats"]["tasks_added"], rss, result)  # fmt: skip
+                   result["stats"]["tasks_added"], rss, result, usage.ru_utime + usage.ru_stime)  # fmt: skip
 
     def where_time_went(self) -> list[tuple[str, float]]:
         """The task runs of the latest flow run and their durations, from the Prefect API."""
@@ -165,8 +178,73 @@ class Stack:
         return sorted(spans, key=lambda s: -s[1])[:12]
 
     def close(self) -> None:
+        if self.fresh:
+            subprocess.run([str(ROOT / ".venv" / "bin" / "topn"), "server", "stop"], env=self.env, cwd=self.work,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120)  # fmt: skip
         for process in (self.prefect, self.emulator, self.azurite.process):
-            stop(process)
+            if process is not None:
+                stop(process)
+
+
+@dataclass
+class Floor:
+    """The raw client's rate on small files, and CPU per PUT of it and of topn's upload path."""
+
+    puts_per_s: float
+    raw_cpu_ms: float
+    topn_cpu_ms: float
+
+    def line(self) -> str:
+        return (f"raw client floor: {self.puts_per_s:.0f} PUT/s from 16 threads, {self.raw_cpu_ms:.2f} ms of CPU "
+                f"per PUT; topn's upload path: {self.topn_cpu_ms:.2f} ms of CPU per PUT "
+                f"({self.topn_cpu_ms / self.raw_cpu_ms:.2f}x the raw client's)")  # fmt: skip
+
+
+def measure_floor(stack: Stack, work: Path, text: bytes, n: int = 2_000) -> Floor:
+    """The plain azure-storage-blob client's PUT/s and CPU per PUT on `n` small files from 16 threads, and
+    topn's upload_inputs on `n` others, in this process (CPU per PUT)."""
+    import logging
+    from concurrent.futures import ThreadPoolExecutor
+    from unittest import mock
+
+    from azure.storage.blob import BlobServiceClient
+
+    from topn.tasks import storage
+    from topn.tasks.settings import load_settings
+
+    settings = load_settings()
+    raw, ours = work / "floor-raw", work / "floor-topn"
+    make_files(raw, n, 0, 7, "floor-raw", text)
+    make_files(ours, n, 0, 7, "floor-topn", text)
+    name, key = settings.storage_account
+    container = BlobServiceClient(settings.blob_url, {"account_name": name, "account_key": key}).get_container_client(
+        "floor"
+    )
+    container.create_container()
+    files = sorted(raw.rglob("*.txt"))
+
+    def put(path: Path) -> None:
+        with open(path, "rb") as f:
+            container.upload_blob(path.name, f)
+
+    began, cpu = time.perf_counter(), time.process_time()
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(put, files))
+    seconds, raw_cpu = time.perf_counter() - began, time.process_time() - cpu
+    storage.ensure_containers.fn(settings, [settings.input_container])
+    cpu = time.process_time()
+    with mock.patch.object(storage, "get_run_logger", lambda: logging.getLogger("bench")):
+        storage.upload_inputs.fn(settings, [str(ours)])
+    topn_cpu = time.process_time() - cpu
+    return Floor(n / seconds, raw_cpu * 1000 / n, topn_cpu * 1000 / n)
+
+
+def upload_line(run: Run, spans: list[tuple[str, float]], floor: Floor) -> str:
+    upload = next((seconds for name, seconds in spans if name.startswith("upload-inputs")), None)
+    if upload is None:
+        return "upload-inputs: not among the run's task runs"
+    return (f"upload-inputs {upload:.1f} s for {run.files:,} files ({run.files / upload:.0f} PUT/s): "
+            f"{run.files / floor.puts_per_s / upload:.2f}x the raw client's floor rate")  # fmt: skip
 
 
 def taskapp_seconds(path: Path, jobs: str) -> float:
@@ -184,31 +262,41 @@ def main() -> None:
     parser.add_argument("--large", type=int, default=2, help=f"files of {LARGE_BYTES >> 20} MiB added to each")
     parser.add_argument("--gb", type=float, default=1.0, help="size of the single large file in GB (0: none)")
     parser.add_argument("--no-baseline", action="store_true", help="skip the one-file-per-task runs")
+    parser.add_argument("--fresh", action="store_true", help="no Prefect server nor pool before the first run")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-scale-"))
     text = corpus_text()
-    stack = Stack(work)
+    stack = Stack(work, fresh=args.fresh)
     os.environ.update(stack.env)  # before Prefect loads here: its client talks to the bench's server
+    # Here alone (runs get stack.env): the server the first `topn run` starts, read after it ran.
+    os.environ["PREFECT_API_URL"] = f"http://127.0.0.1:{stack.prefect_port}/api"
     try:
-        stack.run("warm-up (pool, wheel)", SAMPLE, 11, 0)
-        for n in map(int, args.sizes.split(",")):
+        floor = measure_floor(stack, work, text)
+        print(floor.line(), flush=True)
+        if not args.fresh:
+            stack.run("warm-up (pool, wheel)", SAMPLE, 11, 0)
+        for number, n in enumerate(map(int, args.sizes.split(","))):
             runs = []
             modes = [("packed", "runxa", [])]
-            modes += [] if args.no_baseline else [("1 file/task", "runxb", ["--files-per-task", "1"])]
+            if args.fresh and number == 0:
+                modes = [("fresh", "runxa", []), ("second run", "runxc", [])]
+            elif not args.no_baseline and not args.fresh:
+                modes.append(("1 file/task", "runxb", ["--files-per-task", "1"]))
             for label, tag, extra in modes:
                 folder = work / f"files-{n}-{tag}"
                 files, size = make_files(folder, n, args.large, n, tag, text)
                 runs.append(stack.run(f"{n:,} {label}", folder, files, size, *extra))
-                if label == "packed":
-                    spans = stack.where_time_went()
+                spans = stack.where_time_went()
+                uploads = upload_line(runs[-1], spans, floor)
+                where = f"{label} run, Prefect task runs: " + ", ".join(f"{n} {s:.1f}s" for n, s in spans)
+                print(f"{n:,} {label}: {runs[-1].seconds:.1f} s; {uploads}\n{where}", flush=True)
             block = [f"\n{n:,} small files + {args.large} x {LARGE_BYTES >> 20} MiB", HEADER, *(r.row() for r in runs)]
-            if len(runs) == 2:
+            if len(runs) == 2 and not (args.fresh and number == 0):
                 packed, base = runs
                 same = all(packed.result[k] == base.result[k] for k in ("top", "words", "distinct", "files_counted"))
                 block.append(f"{'ratio baseline/packed':<22} {base.seconds / packed.seconds:>7.1f}x "
                              f"blob {base.blob / packed.blob:.1f}x, batch {base.batch / packed.batch:.1f}x, "
                              f"tasks {base.tasks / max(packed.tasks, 1):.0f}x; same result: {same}")  # fmt: skip
-            block.append("packed run, Prefect task runs: " + ", ".join(f"{n} {s:.1f}s" for n, s in spans))
             print("\n".join(block), flush=True)
         if args.gb:
             folder = work / "one-large"
