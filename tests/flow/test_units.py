@@ -125,3 +125,40 @@ def test_which_task_failures_are_run_again_in_place(category: str, code: str, ou
 def test_task_run_names_show_the_first_paths_by_their_last_part() -> None:
     assert _names(["/data/books/"]) == "books"
     assert _names(["/data/books", "notes.txt", "/x/y", "/z"]) == "books, notes.txt, y +1 more"
+
+
+def test_a_bounded_map_keeps_order_and_only_a_few_calls_in_flight() -> None:
+    import threading
+    import time
+
+    from topn.tasks.bounded import bounded_map
+
+    lock, state = threading.Lock(), {"now": 0, "most": 0, "taken": 0}
+
+    def slow(i: int) -> int:
+        with lock:
+            state["now"] += 1
+            state["most"] = max(state["most"], state["now"])
+        time.sleep(0.001)
+        with lock:
+            state["now"] -= 1
+        return i * 2
+
+    def items():
+        for i in range(2_000):
+            state["taken"] = i  # how far the map has read ahead of what it gave back
+            yield i
+
+    out = []
+    for value in bounded_map(slow, items(), workers=4, ahead=16):
+        assert state["taken"] - value // 2 <= 16
+        out.append(value)
+    assert out == [i * 2 for i in range(2_000)] and state["most"] <= 4
+
+    def boom(i: int) -> int:
+        if i == 5:
+            raise ValueError("five")
+        return i
+
+    with pytest.raises(ValueError, match="five"):
+        list(bounded_map(boom, range(100), workers=2))

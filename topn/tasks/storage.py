@@ -16,6 +16,7 @@ from prefect import get_run_logger, task
 
 from topn.tasks import clients
 from topn.tasks.application import AppBlobs, AppFiles
+from topn.tasks.bounded import bounded_map
 from topn.tasks.clients import blob_service
 from topn.tasks.inputs import InputBlob, upload_blob_name
 from topn.tasks.layout import PARTS, RESULTS, key_of, part_keys, result_folder
@@ -114,8 +115,7 @@ def upload_inputs(settings: BatchSettings, paths: list[str]) -> list[InputBlob]:
                 blob.upload_blob(data, length=size, overwrite=False, max_concurrency=BLOCK_CONCURRENCY)
         return InputBlob(name, settings.input_container, blob.blob_name, size, sha)
 
-    with ThreadPoolExecutor(FILE_CONCURRENCY) as pool:
-        inputs = list(pool.map(one, files))
+    inputs = list(bounded_map(one, files, FILE_CONCURRENCY))
     get_run_logger().info(
         "%d input files (%d bytes) in container %s", len(inputs), sum(i.size for i in inputs), settings.input_container
     )
@@ -139,8 +139,7 @@ def upload_named(settings: BatchSettings, paths: list[str], prefix: str) -> list
             )
         return prefix + name
 
-    with ThreadPoolExecutor(FILE_CONCURRENCY) as pool:
-        return list(pool.map(one, files))
+    return list(bounded_map(one, files, FILE_CONCURRENCY))
 
 
 @task(name="list-inputs", task_run_name=named("list-inputs {container}/{prefix}"), **STORAGE_TASK)
@@ -320,8 +319,7 @@ def delete_blobs(settings: BatchSettings, container: str, names: list[str]) -> i
             return 0
         return 1
 
-    with ThreadPoolExecutor(FILE_CONCURRENCY) as pool:
-        return sum(pool.map(one, names))
+    return sum(bounded_map(one, names, FILE_CONCURRENCY))
 
 
 @task(name="list-blobs", task_run_name=named("list-blobs {container}/{prefix}"), **STORAGE_TASK)
