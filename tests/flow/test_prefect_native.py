@@ -155,7 +155,7 @@ def test_the_deployment_form_explains_every_parameter(prefect_api: str) -> None:
     assert "incoming/" in described["blob_prefix"] and "autoscale" in described["pool_mode"]
     # Optional parameters are plain fields (left blank: the default), not a choice of a type or None.
     assert not [name for name, field in schema["properties"].items() if "anyOf" in field or "null" in str(field)]
-    assert schema["properties"]["pool_mode"]["enum"] == ["keep", "autoscale"]
+    assert schema["properties"]["pool_mode"]["enum"] == ["keep", "autoscale", "per-job"]
 
 
 def test_scheduled_runs_say_in_their_names_what_they_found(stack_env: dict, azurite) -> None:
