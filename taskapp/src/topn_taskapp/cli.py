@@ -78,6 +78,16 @@ def _parser() -> argparse.ArgumentParser:
     many.add_argument("--top", type=_top, required=True, metavar="N")
     many.add_argument("--output", type=Path, required=True, metavar="PART")
     many.add_argument("--inputs", type=Path, required=True, metavar="LIST", help="lines of KEY<TAB>PATH")
+    many.add_argument("--members", type=Path, metavar="MEMBERS", help="also write each input's own counts here")
+    many.add_argument("--edit", type=Path, metavar="BASE", help="edit BASE, a pack's part file (see --drop)")
+    many.add_argument("--base-members", type=Path, metavar="BASE_MEMBERS", help="with --edit: BASE's members file")
+    many.add_argument(
+        "--drop",
+        type=Path,
+        metavar="KEYS",
+        help="with --edit: the keys (one a line) of BASE's members that leave it, the i-th input of LIST "
+        "taking the place of the i-th; inputs beyond them go at the end",
+    )
     _add_parallel(many)
     merge = commands.add_parser("merge", help="sum the counts of counts files, part files and folders of them")
     merge.add_argument("--top", type=_top, required=True, metavar="N")

@@ -8,12 +8,14 @@ from pathlib import Path
 from topn_taskapp.countsfile import write_counts
 from topn_taskapp.errors import Failure, UsageError, shown
 from topn_taskapp.inout import open_input, scratch, write_json, writing
-from topn_taskapp.partfile import PartWriter
+from topn_taskapp.partfile import PartWriter, write_member
 from topn_taskapp.wordcount import FileCount, count_stream, top_n
 
 TYPE_CHECKING = False  # typing costs milliseconds to import, paid by every task; annotations only need it here
 if TYPE_CHECKING:
     from argparse import Namespace
+    from collections import Counter
+    from collections.abc import Iterator
     from typing import BinaryIO
 
 
@@ -29,22 +31,39 @@ def run_count(args: Namespace) -> None:
 
 
 def run_count_many(args: Namespace) -> None:
-    """`count-many --top N --output PART --inputs LIST`: one part file for all the inputs LIST names."""
-    inputs = read_list(args.inputs)
-    jobs = _jobs(args)
-    with writing([args.output]) as (out,), scratch(args.output) as spool:
+    """`count-many --top N --output PART --inputs LIST [--members MEMBERS]`: one part file for all the inputs
+    LIST names (and each one's own counts in MEMBERS); with `--edit`, a pack edited (`repack.py`)."""
+    editing = bool(args.edit or args.base_members or args.drop)
+    inputs = read_list(args.inputs, empty=editing)  # an edited pack may only lose members
+    if editing:
+        from topn_taskapp.repack import recount_pack  # imported on use: most tasks count whole packs
+
+        recount_pack(args, inputs, counted(inputs, args))
+        return
+    targets = [args.output] + ([args.members] if args.members else [])
+    with writing(targets) as outs, scratch(args.output) as spool:
         part = PartWriter(spool)
-        for key, path in inputs:
-            label = f"{shown(path)!r} (key {key!r})"
-            with open_input(path, label=label) as stream:
-                result = _count(stream, path, label, jobs, args.split_bytes)
-            part.add_row({"key": key, **_row(path.name, result, top_n(result.counts, args.top))})
-            part.counts.update(result.counts)  # only the sum is kept: memory follows the vocabulary
-        part.write(out)
+        for row, counts in counted(inputs, args):
+            part.add_row(row)
+            part.counts.update(counts)  # only the sum is kept: memory follows the vocabulary
+            if args.members:
+                write_member(outs[1], row, counts)
+        part.write(outs[0])
 
 
-def read_list(path: Path) -> list[tuple[str, Path]]:
-    """The `KEY<TAB>PATH` lines of a LIST file, blank lines skipped; anything else is a usage error."""
+def counted(inputs: list[tuple[str, Path]], args: Namespace) -> Iterator[tuple[dict, Counter[str]]]:
+    """Each input's row (keyed, with its top N) and full counts, one input after another."""
+    jobs = _jobs(args)
+    for key, path in inputs:
+        label = f"{shown(path)!r} (key {key!r})"
+        with open_input(path, label=label) as stream:
+            result = _count(stream, path, label, jobs, args.split_bytes)
+        yield {"key": key, **_row(path.name, result, top_n(result.counts, args.top))}, result.counts
+
+
+def read_list(path: Path, empty: bool = False) -> list[tuple[str, Path]]:
+    """The `KEY<TAB>PATH` lines of a LIST file, blank lines skipped; anything else (or none, unless
+    `empty`) is a usage error."""
     inputs = []
     with open_input(path, "utf-8-sig") as lines:  # -sig: a list saved by a Windows editor may start with a BOM
         try:
@@ -56,7 +75,7 @@ def read_list(path: Path) -> list[tuple[str, Path]]:
                     raise UsageError(f"--inputs {shown(path)!r}, line {number}: expected KEY<TAB>PATH")
         except UnicodeDecodeError:
             raise UsageError(f"--inputs {shown(path)!r}: not UTF-8 text") from None
-    if not inputs:
+    if not inputs and not empty:
         raise UsageError(f"--inputs {shown(path)!r} lists no input")
     return inputs
 

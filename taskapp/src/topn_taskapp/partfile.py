@@ -6,10 +6,14 @@
 
 C is the number of rows not skipped, W the sum of the counts. Every line ends with a newline and the
 header announces every number, so a file cut short anywhere is caught on reading.
+
+A *members file* (`count-many --members`) is one one-file part file after another, one per input in order:
+each input's own full counts, so that a pack can later be edited rather than counted again.
 """
 
 from __future__ import annotations
 
+import io
 import json
 from collections import Counter
 from collections.abc import Iterator
@@ -67,6 +71,37 @@ class PartWriter:
         while chunk := self._spool.read(1 << 20):
             out.write(chunk)
         out.writelines(f"{word}\t{n}\n" for word, n in ranked)
+
+
+def write_member(out: IO[str], row: dict, counts: Counter[str]) -> None:
+    """One input's one-file part file, as a members file holds it (what a pack of that input alone writes)."""
+    part = PartWriter(io.StringIO())
+    part.add_row(row)
+    part.counts.update(counts)
+    part.write(out)
+
+
+def member_blocks(lines: IO[str]) -> Iterator[tuple[str, list[str]]]:
+    """A members file's one-file part files in order: each its row's key and its lines (checked for shape
+    and length only: a member's counts are checked when it is read as a part)."""
+    number = 0
+    while header_line := lines.readline(_HEADER_LIMIT):
+        number += 1
+        header = _header(header_line)
+        if header["files"] != 1 or not header_line.endswith("\n"):
+            raise PartFileError(f"line {number} does not start a one-file part")
+        block = [header_line]
+        for _ in range(1 + header["distinct"]):
+            line = lines.readline()
+            number += 1
+            if not line.endswith("\n"):
+                raise PartFileError(f"truncated at line {number}")
+            block.append(line)
+        try:
+            key = json.loads(block[1])["key"]
+        except (ValueError, KeyError, TypeError):
+            raise PartFileError(f"line {number - header['distinct']} is not a per-file row") from None
+        yield str(key), block
 
 
 class PartReader:
