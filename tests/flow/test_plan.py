@@ -102,7 +102,9 @@ def sources(names: list[str]) -> list[wordcount.Source]:
 def test_file_names_never_reach_a_shell_unquoted(tmp_path: Path) -> None:
     _, run = packed(2)
     nasty = ["$(touch pwned); rm -rf ~ 'x' \"y\".txt", "same.txt"]
-    task = wordcount.count_task(run.counts[0], sources(nasty), "http://out?sig=s", "job", run, 5, "v")
+    task = wordcount.count_task(
+        run.counts[0], sources(nasty), ("http://out?sig=s", "http://out?sig=r"), "job", run, 5, "v"
+    )
     argv = shlex.split(task.command_line)
     assert argv[:2] == ["/bin/sh", "-c"] and not any("touch" in a or "same" in a for a in argv)
     env = {e.name: e.value for e in task.environment_settings}
@@ -153,7 +155,7 @@ def test_100000_files_plan_into_requests_batch_accepts() -> None:
     for step, waits in run.todo(set()):
         if step.kind == wordcount.COUNT:
             srcs = [wordcount.Source(inputs[i], f"{url}&b={i}") for i in step.inputs]
-            tasks.append(wordcount.count_task(step, srcs, url, job, run, 10, "v" * 16))
+            tasks.append(wordcount.count_task(step, srcs, (url, url), job, run, 10, "v" * 16))
         else:
             tasks.append(wordcount.merge_task(step, waits, url, url, job, 10, "v" * 16))
     assert max(len(t.command_line) for t in tasks) < 400  # the same few arguments whatever the number of files

@@ -31,7 +31,7 @@ def test_100000_files_plan_add_and_result(stack_env: dict, emulator: Emulator) -
     for step, waits in plan.todo(set()):
         if step.kind == wordcount.COUNT:
             sources = [wordcount.Source(inputs[i], f"{url}&b={i}") for i in step.inputs]
-            specs.append(wordcount.count_task(step, sources, url, "job", plan, 10, "v" * 16))
+            specs.append(wordcount.count_task(step, sources, (url, url), "job", plan, 10, "v" * 16))
         else:
             specs.append(wordcount.merge_task(step, waits, url, url, "job", 10, "v" * 16))
 

@@ -267,6 +267,16 @@ def _source(settings: TopnSettings, paths: list[str] | None, blob_prefix: str | 
     return f"prefix:{settings.input_container}/{blob_prefix}"
 
 
+@dataclass(frozen=True)
+class _Edits:
+    """What a job's steps are made from besides their inputs: earlier merges (`merges`) and packs (`packs`)
+    to edit, and the combined packs whose members file is joined from their packs' (`joined`)."""
+
+    merges: dict[str, wordcount.Edit]
+    packs: dict[str, wordcount.PackEdit]
+    joined: frozenset[str]
+
+
 def _count(
     settings: TopnSettings,
     sas: SasIssuer,
@@ -288,12 +298,13 @@ def _count(
     # An explicit run id is a clean start: everything is counted anew (refreshing the outputs later runs reuse).
     done = storage.finished_outputs(settings, run_plan.root.key, wordcount.finished) if run_id is None else set()
     edits = wordcount.edits(run_plan, wordcount.earlier_tree(catalog, top, app.version, packing), done)
+    repacks = wordcount.pack_edits(run_plan, inputs, catalog, done, top, app.version)
     todo = run_plan.todo(done, edits)
-    new_catalog = lineage.catalog_of(source, inputs, packs, wordcount.output_keys(run_plan, edits))
+    new_catalog = lineage.catalog_of(source, inputs, packs, wordcount.output_keys(run_plan, edits, repacks))
     if new_catalog != catalog:  # saved before the job: what it makes is referenced while it runs
         storage.write_catalog(settings, line, new_catalog)
     job_id = run_id or f"topn-{run_plan.root.key[:16]}"
-    counted = sum(len(step.inputs) for step, _ in todo if step.kind == wordcount.COUNT)
+    counted = sum(len(_reads(step, repacks)) for step, _ in todo if step.kind == wordcount.COUNT)
     if counted < len(inputs):
         get_run_logger().info(
             "%d of %d files have outputs in storage already: not counting them again",
@@ -310,6 +321,14 @@ def _count(
             reads,
             children,
         )
+    if edited_packs := [(step, e) for step, _ in todo if (e := repacks.get(step.id))]:
+        get_run_logger().info(
+            "%s made from %s last output: counting %d files, not %d",
+            runs.plural(len(edited_packs), "pack"),
+            "their" if len(edited_packs) > 1 else "its",
+            sum(len(e.adds) for _, e in edited_packs),
+            sum(len(step.inputs) for step, _ in edited_packs),
+        )
     pool_id, state, added, watch = settings.pool_id, batch.JobState.DONE, 0, None
     if todo:
         job = (job_id, str(current_run.get_id() or ""), run_plan.root.key, wordcount.MERGE_ID)
@@ -321,7 +340,10 @@ def _count(
             storage.list_blob_names(settings, settings.output_container, f"{job_id}/"),
         )
     if state != batch.JobState.DONE:
-        added, watch = _run_job(settings, sas, inputs, run_plan, todo, edits, job_id, pool_id, top, app.version, expiry)
+        made_from = _Edits(edits, repacks, wordcount.joinable(todo, done))
+        added, watch = _run_job(
+            settings, sas, inputs, run_plan, todo, made_from, job_id, pool_id, top, app.version, expiry
+        )
         if watch.ending != monitor.Ending.SUCCEEDED:
             names = {s.id: describe([inputs[i].name for i in s.inputs]) for s in run_plan.counts}
             kept = "files counted so far are kept: running the same command again counts only the others"
@@ -333,7 +355,7 @@ def _count(
     elif todo and delete_job:
         batch.delete_job(settings, job_id)
     ran = [step for step, _ in todo] if state != batch.JobState.DONE else []
-    read = frozenset(i for step in ran if step.kind == wordcount.COUNT for i in step.inputs)
+    read = frozenset(i for step in ran if step.kind == wordcount.COUNT for i in _reads(step, repacks))
     counts = sum(step.kind == wordcount.COUNT for step in ran)
     return _Counted(
         run_plan,
@@ -378,7 +400,7 @@ def _run_job(
     inputs: list[InputBlob],
     run_plan: wordcount.Plan,
     todo: list,
-    edits: dict[str, wordcount.Edit],
+    edits: _Edits,
     job_id: str,
     pool_id: str,
     top: int,
@@ -489,13 +511,18 @@ def _groups(todo: list, files: int) -> list[list]:
     return groups
 
 
+def _reads(step: wordcount.Step, packs: dict[str, wordcount.PackEdit]) -> tuple[int, ...]:
+    """The inputs a count step downloads and counts: an edited pack's additions only."""
+    return packs[step.id].adds if step.id in packs else step.inputs
+
+
 def _tasks(
     settings: TopnSettings,
     sas: SasIssuer,
     inputs: list[InputBlob],
     run_plan: wordcount.Plan,
     todo: list[tuple[wordcount.Step, list[wordcount.Step]]],
-    edits: dict[str, wordcount.Edit],
+    edits: _Edits,
     job_id: str,
     top: int,
     version: str,
@@ -507,14 +534,14 @@ def _tasks(
     tasks = []
     for step, waits in todo:
         if step.kind == wordcount.COUNT:
-            sources = [
-                wordcount.Source(inputs[i], sas.blob_read(inputs[i].container, inputs[i].blob)) for i in step.inputs
-            ]
-            tasks.append(wordcount.count_task(step, sources, output_url, job_id, run_plan, top, version))
+            repack = edits.packs.get(step.id)
+            reads = _reads(step, edits.packs)
+            sources = [wordcount.Source(inputs[i], sas.blob_read(inputs[i].container, inputs[i].blob)) for i in reads]
+            urls = (output_url, parts_url)
+            tasks.append(wordcount.count_task(step, sources, urls, job_id, run_plan, top, version, repack))
         else:
-            tasks.append(
-                wordcount.merge_task(step, waits, parts_url, output_url, job_id, top, version, edits.get(step.id))
-            )
+            edit, joined = edits.merges.get(step.id), step.id in edits.joined
+            tasks.append(wordcount.merge_task(step, waits, parts_url, output_url, job_id, top, version, edit, joined))
     return tasks
 
 

@@ -22,7 +22,16 @@ from azure.batch import models as m
 
 from topn.tasks.inputs import InputBlob, describe
 from topn.tasks.inputs import content_hash as _hash
-from topn.tasks.layout import RESULTS, blob_url, depends_on, log_outputs, output_file, part_blob, part_keys
+from topn.tasks.layout import (
+    RESULTS,
+    blob_url,
+    depends_on,
+    log_outputs,
+    members_blob,
+    output_file,
+    part_blob,
+    part_keys,
+)
 from topn.tasks.lineage import Catalog
 from topn.tasks.packing import Packing, PackSpec
 
@@ -185,6 +194,80 @@ def _edit(step: Step, prior: Step, done: set[str]) -> Edit | None:
     return None
 
 
+@dataclass(frozen=True)
+class PackEdit:
+    """A pack made from its output in an earlier plan (`base`, with its members file): the members `drops`
+    (row keys) leave it, the inputs `adds` (positions) come, the i-th add in the place of the i-th drop, the
+    adds beyond them at the end (the task application's `count-many --edit`). Only the adds are counted."""
+
+    base: str
+    drops: tuple[str, ...]
+    adds: tuple[int, ...]
+
+
+def pack_edits(
+    plan: Plan, inputs: list[InputBlob], catalog: Catalog, done: set[str], top: int, version: str
+) -> dict[str, PackEdit]:
+    """The count steps to make by editing a pack of the lineage's last plan: one that held members of the
+    step's, whose part and members files are in storage (`done`), when that reads fewer blobs than counting
+    every member (a changed file among 100 is 1 count and 2 reads, not 100)."""
+    where: dict[str, list[int]] = {}
+    for n, members in enumerate(catalog.packs):
+        for member in members:
+            where.setdefault(member, []).append(n)
+    out: dict[str, PackEdit] = {}
+    for step in plan.counts:
+        if step.key in done:
+            continue
+        now = [(inputs[i].row_key, inputs[i].name_key, i) for i in step.inputs]
+        candidates = {n for row, name, _ in now for n in where.get(f"{row}:{name}", ())}
+        for n in sorted(candidates):
+            was = [(m.partition(":")[0], m.rpartition(":")[2]) for m in catalog.packs[n]]
+            base = rows_key([row for row, _ in was], top, version)
+            edit = _pack_edit(base, was, now) if base in done and members_blob(base) in done else None
+            if edit and (step.id not in out or _size(edit) < _size(out[step.id])):
+                out[step.id] = edit
+    return out
+
+
+def _size(edit: PackEdit) -> int:
+    return len(edit.adds) + len(edit.drops)
+
+
+def _pack_edit(base: str, was: list[tuple[str, str]], now: list[tuple[str, str, int]]) -> PackEdit | None:
+    """The members `now` (row key, name key, position) as an edit of the earlier pack `was` (row key, name
+    key): new versions of its names in their places, its other leavers gone, newcomers at the end; None if
+    the step's order is not that, or if counting every member reads as little."""
+    kept = {row for row, _, _ in now} & {row for row, _ in was}
+    leaving = {name: row for row, name in was if row not in kept}
+    replaced: dict[str, int] = {}  # an old row key -> the position of the new version in its place
+    extra: list[int] = []
+    for row, name, i in now:
+        if row in kept:
+            continue
+        if name in leaving and leaving[name] not in replaced:
+            replaced[leaving[name]] = i
+        else:
+            extra.append(i)
+    rows = {i: row for row, _, i in now}
+    order = [rows[replaced[row]] if row in replaced else row for row, _ in was if row in kept or row in replaced]
+    if order + [rows[i] for i in extra] != [row for row, _, _ in now]:
+        return None
+    drops = [*replaced, *(row for row in leaving.values() if row not in replaced)]
+    adds = [*replaced.values(), *extra]
+    return PackEdit(base, tuple(drops), tuple(adds)) if 2 + len(adds) < len(now) else None
+
+
+def joinable(todo: list[tuple[Step, list[Step]]], done: set[str]) -> frozenset[str]:
+    """The combined packs to run whose packs all have members files (in storage, or written by this job's
+    counts): their members file is the join of their packs'."""
+    return frozenset(
+        step.id
+        for step, _ in todo
+        if step.kind == COMBINE and all(c.key not in done or members_blob(c.key) in done for c in step.children)
+    )
+
+
 def _steps(root: Step) -> list[Step]:
     out: list[Step] = []
 
@@ -218,10 +301,11 @@ def earlier_tree(catalog: Catalog, top: int, version: str, packing: Packing) -> 
     return tree_of(keys, top, version, packing)
 
 
-def output_keys(plan: Plan, edits: dict[str, Edit] | None = None) -> set[str]:
-    """Every output key the plan makes or reads (its edited merges' bases and drops: kept while its job may
-    read them): what its lineage's catalog references."""
+def output_keys(plan: Plan, edits: dict[str, Edit] | None = None, packs: dict[str, PackEdit] | None = None) -> set[str]:
+    """Every output key the plan makes or reads (its edited merges' bases and drops, its edited packs' bases:
+    kept while its job may read them): what its lineage's catalog references."""
     read = {key for edit in (edits or {}).values() for key in (edit.base, *edit.drops)}
+    read |= {edit.base for edit in (packs or {}).values()}
     return {step.key for step in plan.steps()} | {root_part_key(plan.root.key)} | read
 
 
@@ -238,47 +322,59 @@ class Source:
 
 
 def count_task(
-    step: Step, sources: list[Source], output_url: str, job: str, plan: Plan, top: int, version: str
+    step: Step,
+    sources: list[Source],
+    urls: tuple[str, str],
+    job: str,
+    plan: Plan,
+    top: int,
+    version: str,
+    edit: PackEdit | None = None,
 ) -> m.BatchTaskCreateOptions:
-    """The task counting a pack of inputs in one process (topn-taskapp count-many); its one output, the part
-    file, goes to the output container under the pack's key. Inputs land in in/<n>/<name> (n: the input's
+    """The task counting a pack of inputs in one process (topn-taskapp count-many); its outputs, the part
+    file and the members file (each member's own counts), go to the output container under the pack's key
+    (`urls`: the output container's write and read SAS URLs). Inputs land in in/<n>/<name> (n: the input's
     place in the pack), so equal names never collide; each row is keyed by the input's identity, so a part
     file means the same in every run. The list travels in an environment variable, never on the command
     line. A file larger than a task's bytes (alone in its task) is counted by as many processes as the node
-    has cores."""
+    has cores. An edited pack (`edit`) reads its earlier part and members files and counts only `sources`,
+    the inputs it adds."""
+    output_url, parts_url = urls
     paths = [(s.blob.row_key, f"in/{n}/{s.blob.local_name}") for n, s in enumerate(sources, 1)]
-    listing = "\n".join(f"{key}\t{path}" for key, path in paths)
-    script = _taskapp(version, "printf '%s\\n' \"$TOPN_INPUTS\" > inputs.tsv && ")
-    command = [
-        "/bin/sh",
-        "-c",
-        script,
-        "topn-count",
-        "count-many",
-        "--top",
-        str(top),
-        "--output",
-        "part",
-        "--inputs",
-        "inputs.tsv",
-        "--jobs",
-        "0",
-        "--split-bytes",
-        str(plan.packing.bytes_per_task),
-    ]
+    env = {"TOPN_INPUTS": "\n".join(f"{key}\t{path}" for key, path in paths)}
+    prelude = "printf '%s\\n' \"$TOPN_INPUTS\" > inputs.tsv && "
+    reads = [m.ResourceFile(http_url=s.url, file_path=path) for s, (_, path) in zip(sources, paths, strict=True)]
+    command = ["count-many", "--top", str(top), "--output", "part", "--members", "members", "--inputs", "inputs.tsv"]
+    command += ["--jobs", "0", "--split-bytes", str(plan.packing.bytes_per_task)]
+    if edit:
+        env["TOPN_DROPS"] = "\n".join(edit.drops)
+        prelude += "printf '%s\\n' \"$TOPN_DROPS\" > drops.txt && "
+        command += ["--edit", "base.part", "--base-members", "base.members", "--drop", "drops.txt"]
+        reads += [
+            m.ResourceFile(http_url=blob_url(parts_url, blob), file_path=path)
+            for path, blob in (("base.part", part_blob(edit.base)), ("base.members", members_blob(edit.base)))
+        ]
     return m.BatchTaskCreateOptions(
         id=step.id,
-        display_name=describe([s.blob.name for s in sources])[:1024],
-        command_line=shlex.join(command),
-        environment_settings=[m.EnvironmentSetting(name="TOPN_INPUTS", value=listing)],
-        resource_files=[
-            m.ResourceFile(http_url=s.url, file_path=path) for s, (_, path) in zip(sources, paths, strict=True)
-        ],
+        display_name=_label(step, sources, edit)[:1024],
+        command_line=shlex.join(["/bin/sh", "-c", _taskapp(version, prelude), "topn-count", *command]),
+        environment_settings=[m.EnvironmentSetting(name=k, value=v) for k, v in env.items()],
+        resource_files=reads,
         output_files=[
             output_file(output_url, "part", part_blob(step.key), "tasksuccess"),
+            output_file(output_url, "members", members_blob(step.key), "tasksuccess"),
             *log_outputs(output_url, job, step.id),
         ],
     )
+
+
+def _label(step: Step, sources: list[Source], edit: PackEdit | None) -> str:
+    """What a count task counts, for the Batch and Prefect views: its files, and for an edit, its pack."""
+    files = describe([s.blob.name for s in sources]) if sources else ""
+    if edit is None:
+        return files
+    gone = f"{len(edit.drops) - len(sources)} gone" if len(edit.drops) > len(sources) else ""
+    return f"{', '.join(filter(None, [files, gone]))} (edit of a pack of {len(step.inputs)})"
 
 
 def _depends_on(waits: list[Step]) -> m.BatchTaskDependencies | None:
@@ -296,12 +392,13 @@ def merge_task(
     top: int,
     version: str,
     edit: Edit | None = None,
+    members: bool = False,
 ) -> m.BatchTaskCreateOptions:
     """A merge of the part files of the steps below it, downloaded as parts/00001.part... in their order. It
     runs when the steps it `waits` for succeeded (the others' outputs are in storage already). The root writes
     the global top N and every file's row, and its part file too; the others, a combined pack included, a
     part file. An edited merge reads an earlier output (base.part), the parts leaving it (drop/) and those
-    coming (parts/)."""
+    coming (parts/). A combined pack with `members` also writes its members file, its packs' joined."""
     if step.kind == ROOT:
         top_blob, files_blob = result_blobs(step.key)
         outputs = ["--output", "top.json", "--files", "files.jsonl", "--part", "part"]
@@ -313,18 +410,24 @@ def merge_task(
     else:
         outputs = ["--part", "part"]
         files = [output_file(output_url, "part", part_blob(step.key), "tasksuccess")]
-    reads = [(f"parts/{n:05}.part", child.key) for n, child in enumerate(edit.adds if edit else step.children, 1)]
+    reads = [
+        (f"parts/{n:05}.part", part_blob(child.key)) for n, child in enumerate(edit.adds if edit else step.children, 1)
+    ]
     if edit:
         outputs += ["--edit", "base.part", *(["--drop", "drop"] if edit.drops else [])]
-        reads += [("base.part", edit.base), *((f"drop/{n:05}.part", key) for n, key in enumerate(edit.drops, 1))]
-    command = ["/bin/sh", "-c", _taskapp(version), "topn-merge", "merge", "--top", str(top), *outputs, "parts"]
+        reads += [("base.part", part_blob(edit.base))]
+        reads += [(f"drop/{n:05}.part", part_blob(key)) for n, key in enumerate(edit.drops, 1)]
+    prelude = ""
+    if step.kind == COMBINE and members:  # a combined pack's members: its packs' members, in order
+        reads += [(f"joined/{n:05}.members", members_blob(c.key)) for n, c in enumerate(step.children, 1)]
+        prelude = "cat joined/*.members > members && "
+        files.append(output_file(output_url, "members", members_blob(step.key), "tasksuccess"))
+    command = ["/bin/sh", "-c", _taskapp(version, prelude), "topn-merge", "merge", "--top", str(top), *outputs, "parts"]
     return m.BatchTaskCreateOptions(
         id=step.id,
         display_name=step.id,
         command_line=shlex.join(command),
-        resource_files=[
-            m.ResourceFile(http_url=blob_url(parts_url, part_blob(key)), file_path=path) for path, key in reads
-        ],
+        resource_files=[m.ResourceFile(http_url=blob_url(parts_url, blob), file_path=path) for path, blob in reads],
         output_files=[*files, *log_outputs(output_url, job, step.id)],
         depends_on=_depends_on(waits),
     )

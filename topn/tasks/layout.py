@@ -1,8 +1,8 @@
 """Where outputs are in the output container, and how a Batch task names what it reads and writes.
 
-Outputs are stored by content key, never by job: a keyed output is one blob `parts/<key>.part`, or a folder
-`results/<key>/`; a job's own folder holds only the logs of its failed tasks. Retention (tasks/storage.py)
-removes keyed outputs that no lineage references.
+Outputs are stored by content key, never by job: a keyed output is one blob `parts/<key>.part` (with, for
+a pack, `parts/<key>.members` beside it), or a folder `results/<key>/`; a job's own folder holds only the
+logs of its failed tasks. Retention (tasks/storage.py) removes keyed outputs that no lineage references.
 """
 
 from __future__ import annotations
@@ -17,6 +17,12 @@ def part_blob(key: str) -> str:
     return f"{PARTS}{key}.part"
 
 
+def members_blob(key: str) -> str:
+    """A pack's members file beside its part file (each member's own counts): what lets a later run edit the
+    pack instead of counting it again."""
+    return f"{PARTS}{key}.members"
+
+
 def result_folder(key: str) -> str:
     return f"{RESULTS}{key}/"
 
@@ -27,8 +33,8 @@ def logs_blob(job: str, task: str) -> str:
 
 def key_of(blob: str) -> str | None:
     """The output key a blob name in the output container holds, if it is an output."""
-    if blob.startswith(PARTS) and blob.endswith(".part"):
-        return blob[len(PARTS) : -len(".part")]
+    if blob.startswith(PARTS) and blob.endswith((".part", ".members")):
+        return blob[len(PARTS) :].rpartition(".")[0]
     if blob.startswith(RESULTS) and blob.count("/") == 2:
         return blob.split("/")[1]
     return None
@@ -36,7 +42,12 @@ def key_of(blob: str) -> str | None:
 
 def part_keys(names: list[str]) -> set[str]:
     """The keys whose part files are among these blob names."""
-    return {key for name in names if name.startswith(PARTS) and (key := key_of(name))}
+    return {key for name in names if name.startswith(PARTS) and name.endswith(".part") and (key := key_of(name))}
+
+
+def members_blobs(names: list[str]) -> set[str]:
+    """The members files among these blob names (by name)."""
+    return {name for name in names if name.startswith(PARTS) and name.endswith(".members")}
 
 
 def blob_url(container_url: str, blob: str) -> str:

@@ -19,7 +19,7 @@ from topn.tasks.application import AppBlobs, AppFiles
 from topn.tasks.bounded import bounded_map
 from topn.tasks.clients import blob_service
 from topn.tasks.inputs import InputBlob, upload_blob_name
-from topn.tasks.layout import PARTS, RESULTS, key_of, part_keys, result_folder
+from topn.tasks.layout import PARTS, RESULTS, key_of, members_blobs, part_keys, result_folder
 from topn.tasks.lineage import PREFIX as LINEAGES
 from topn.tasks.lineage import Catalog, catalog_blob
 from topn.tasks.listing import list_blobs, list_tree
@@ -241,14 +241,16 @@ def finished_outputs(
 ) -> set[str]:
     """The keys of outputs in the output container already, from any earlier run (list_blobs, 5,000 names a
     request): with a `root_key`, its results folder first (one request), and only when that is not
-    `complete` (the workload says what a finished folder holds), every part file."""
+    `complete` (the workload says what a finished folder holds), every part file; and the names of the
+    members files there (`parts/<key>.members`: which packs can be edited)."""
     container = blob_service(settings).get_container_client(settings.output_container)
     try:
         if root_key is not None:
             names = [b.name for b in list_blobs(container, result_folder(root_key))]
             if root_key in complete(names):
                 return {root_key}
-        return part_keys([b.name for b in list_blobs(container, PARTS)])
+        names = [b.name for b in list_blobs(container, PARTS)]
+        return part_keys(names) | members_blobs(names)
     except ResourceNotFoundError:  # no output container yet
         return set()
 
