@@ -257,3 +257,49 @@ def test_a_root_is_edited_from_its_own_part_and_a_grown_tree_from_the_old_root()
     day3 = wordcount.make_plan(grown, packs3, 5, "v", packing)
     edits = wordcount.edits(day3, wordcount.earlier_tree(catalog, 5, "v", packing), done)
     assert set(edits) == {"merge-1-1"} and edits["merge-1-1"].base == root_part
+
+
+def test_a_pack_with_members_changed_or_gone_is_an_edit_of_its_last_output() -> None:
+    """A pack of 10 with one member rewritten and one deleted is made from its last part and members files:
+    the new version in the old one's place, the deleted one dropped; too small a pack, or one whose outputs
+    are not all in storage, is counted whole."""
+    packing = Packing(files_per_task=10)
+    inputs = [blob(f"f{i:03}.txt") for i in range(20)]
+    packs, _ = lineage.arrange(inputs, lineage.Catalog(), packing)
+    day1 = wordcount.make_plan(inputs, packs, 5, "v", packing)
+    catalog = lineage.catalog_of("s", inputs, packs, wordcount.output_keys(day1))
+    done = {s.key for s in day1.steps()} | {layout.members_blob(s.key) for s in day1.counts}
+    inputs2 = [*inputs[:3], blob("f003.txt", "v2"), *inputs[4:7], *inputs[8:]]  # f003 rewritten, f007 gone
+    packs2, _ = lineage.arrange(inputs2, catalog, packing)
+    day2 = wordcount.make_plan(inputs2, packs2, 5, "v", packing)
+    edits = wordcount.pack_edits(day2, inputs2, catalog, done, 5, "v")
+    assert set(edits) == {"1"}, edits
+    edit = edits["1"]
+    assert (edit.base, edit.drops, edit.adds) == (day1.counts[0].key, (inputs[3].row_key, inputs[7].row_key), (3,))
+    task = wordcount.count_task(
+        day2.counts[0], sources(["f003.txt"]), ("https://a/c?sig=w", "https://a/c?sig=r"), "j", day2, 5, "v", edit
+    )
+    assert "--edit base.part --base-members base.members --drop drops.txt" in task.command_line
+    assert sorted(f.file_path for f in task.resource_files) == ["base.members", "base.part", "in/1/f003.txt"]
+    assert {e.name: e.value for e in task.environment_settings}[
+        "TOPN_DROPS"
+    ] == f"{inputs[3].row_key}\n{inputs[7].row_key}"
+    assert [f.destination.container.path for f in task.output_files][:2] == [
+        layout.part_blob(day2.counts[0].key),
+        layout.members_blob(day2.counts[0].key),
+    ]
+    assert edit.base in wordcount.output_keys(day2, {}, edits)  # kept while the job reads it
+    # Without its members file in storage, or as a pack of 3 with 2 changes, it is counted whole.
+    assert wordcount.pack_edits(day2, inputs2, catalog, done - {layout.members_blob(edit.base)}, 5, "v") == {}
+    small = Packing(files_per_task=3)
+    three = inputs[:3]
+    packs3, _ = lineage.arrange(three, lineage.Catalog(), small)
+    plan3 = wordcount.make_plan(three, packs3, 5, "v", small)
+    catalog3 = lineage.catalog_of("s", three, packs3, wordcount.output_keys(plan3))
+    done3 = {s.key for s in plan3.steps()} | {layout.members_blob(s.key) for s in plan3.counts}
+    changed = [blob("f000.txt", "v2"), three[1], blob("f002.txt", "v2")]
+    packs4, _ = lineage.arrange(changed, catalog3, small)
+    assert (
+        wordcount.pack_edits(wordcount.make_plan(changed, packs4, 5, "v", small), changed, catalog3, done3, 5, "v")
+        == {}
+    )
