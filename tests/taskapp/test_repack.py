@@ -57,6 +57,9 @@ def test_an_edited_pack_is_the_count_of_its_new_members(tmp_path: Path, capsys: 
         "only more at the end": ([], [("f", new["f"])], "a b c d e f"),
     }
     files = {**old, **new}
+    members_file = base.with_suffix(".members").read_bytes()
+    alone = b"".join(pack(capsys, tmp_path / f"{k}.part", [(k, old[k])])[0] for k in "abcde")
+    assert members_file == alone  # each member is the part file of that input alone
     for case, (drops, adds, members) in cases.items():
         want = pack(capsys, tmp_path / "fresh.part", [(k, files[k]) for k in members.split()])
         assert repack(capsys, tmp_path, base, drops, adds) == want, case

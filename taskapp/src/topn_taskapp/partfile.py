@@ -13,10 +13,10 @@ each input's own full counts, so that a pack can later be edited rather than cou
 
 from __future__ import annotations
 
-import io
 import json
 from collections import Counter
 from collections.abc import Iterator
+from operator import itemgetter
 
 from topn_taskapp.wordcount import top_n
 
@@ -74,11 +74,19 @@ class PartWriter:
 
 
 def write_member(out: IO[str], row: dict, counts: Counter[str]) -> None:
-    """One input's one-file part file, as a members file holds it (what a pack of that input alone writes)."""
-    part = PartWriter(io.StringIO())
-    part.add_row(row)
-    part.counts.update(counts)
-    part.write(out)
+    """One input's one-file part file, as a members file holds it: what `PartWriter` writes for that input
+    alone, byte for byte, made here without its spool and copies (every count task pays for it)."""
+    ranked = sorted(counts.items())  # by word, then (stable) most frequent first: the part file's order
+    ranked.sort(key=itemgetter(1), reverse=True)
+    header = {
+        "format": FORMAT,
+        "files": 1,
+        "counted": int(row["skipped"] is None),
+        "words": sum(counts.values()),
+        "distinct": len(ranked),
+    }
+    out.write(json.dumps(header) + "\n" + row_line(row))
+    out.write("".join([f"{word}\t{n}\n" for word, n in ranked]))
 
 
 def member_blocks(lines: IO[str]) -> Iterator[tuple[str, list[str]]]:
