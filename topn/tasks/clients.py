@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import logging
 import os
+import ssl
 import time
 from typing import Any
 
+import aiohttp
 import requests
 from azure.batch import BatchClient
 from azure.core.credentials import AzureNamedKeyCredential
 from azure.core.exceptions import HttpResponseError
 from azure.core.pipeline.policies import RetryPolicy
-from azure.core.pipeline.transport import RequestsTransport
+from azure.core.pipeline.transport import AioHttpTransport, RequestsTransport
 from azure.core.pipeline.transport._bigger_block_size_http_adapters import BiggerBlockSizeHTTPAdapter
 from azure.storage.blob import BlobServiceClient, ExponentialRetry
+from azure.storage.blob.aio import BlobServiceClient as AsyncBlobServiceClient
+from azure.storage.blob.aio import ExponentialRetry as AsyncExponentialRetry
 from urllib3.util.retry import Retry
 
 from topn.tasks import entra
@@ -79,7 +83,9 @@ class _ThrottledIsAnError:
         self.inner = inner
 
     def send(self, request: Any) -> Any:
-        response = self.inner.send(request)
+        return self._checked(self.inner.send(request))
+
+    def _checked(self, response: Any) -> Any:
         if response.http_response.status_code in (429, 503):
             _say_throttled("Azure Storage", response.http_response.headers.get("Retry-After"))
         if response.http_response.status_code == 429:
@@ -87,9 +93,31 @@ class _ThrottledIsAnError:
         return response
 
 
+class _AsyncThrottledIsAnError(_ThrottledIsAnError):
+    """`_ThrottledIsAnError` in an async pipeline."""
+
+    async def send(self, request: Any) -> Any:  # type: ignore[override]
+        response = await self.inner.send(request)
+        return self._checked(response)
+
+
+def _storage_backoff(settings: dict[str, Any]) -> float:
+    """Our back-off for Storage, honouring Retry-After."""
+    last = settings["history"][-1] if settings["history"] else None
+    response = last and (last.http_response or getattr(last.error, "response", None))
+    header = response.headers.get("Retry-After") if response is not None else None
+    try:
+        retry_after = float(header) if header else None
+    except ValueError:  # an HTTP date: rare; the exponential back-off is fine
+        retry_after = None
+    return backoff(settings["count"] + 1, retry_after)
+
+
 class StorageRetry(ExponentialRetry):
     """The Storage SDK's retry (its default waits 15 s and more) with our back-off, honouring Retry-After,
     and retrying 429 too."""
+
+    _throttled: type[_ThrottledIsAnError] = _ThrottledIsAnError
 
     def __init__(self) -> None:
         super().__init__(retry_total=HTTP_RETRIES)
@@ -100,17 +128,28 @@ class StorageRetry(ExponentialRetry):
 
     @next.setter
     def next(self, policy: Any) -> None:  # the pipeline links the policies after building them
-        self._next = _ThrottledIsAnError(policy)
+        self._next = self._throttled(policy)
 
     def get_backoff_time(self, settings: dict[str, Any]) -> float:
-        last = settings["history"][-1] if settings["history"] else None
-        response = last and (last.http_response or getattr(last.error, "response", None))
-        header = response.headers.get("Retry-After") if response is not None else None
-        try:
-            retry_after = float(header) if header else None
-        except ValueError:  # an HTTP date: rare; the exponential back-off is fine
-            retry_after = None
-        return backoff(settings["count"] + 1, retry_after)
+        return _storage_backoff(settings)
+
+
+class AsyncStorageRetry(AsyncExponentialRetry):
+    """`StorageRetry` for the async clients."""
+
+    def __init__(self) -> None:
+        super().__init__(retry_total=HTTP_RETRIES)
+
+    @property
+    def next(self) -> Any:
+        return self._next
+
+    @next.setter
+    def next(self, policy: Any) -> None:
+        self._next = _AsyncThrottledIsAnError(policy)
+
+    def get_backoff_time(self, settings: dict[str, Any]) -> float:
+        return _storage_backoff(settings)
 
 
 # Files up to SINGLE_PUT_BYTES go in one PUT (the SDK's default is 64 MiB: a large file would go up on one
@@ -175,3 +214,31 @@ def blob_service(settings: AzureConnection, connections: int = 0) -> BlobService
     return BlobServiceClient(
         settings.blob_url, credential={"account_name": name, "account_key": key}, **extra, **_tls(settings)
     )
+
+
+def async_blob_service(settings: AzureConnection) -> AsyncBlobServiceClient:
+    """An async BlobServiceClient (aiohttp) for many small transfers from one event loop: a third less CPU
+    a request than threads of the sync client. Called in the loop that will use it. Like `blob_service`'s
+    shared one, it reads the environment's proxies and CA bundle once, here: the bundle goes into one TLS
+    context for the session, since azure-core would load the bundle's file anew for every request."""
+    verify = _verify(settings).get("connection_verify")
+    tls = ssl.create_default_context(cafile=verify) if verify else True
+    session = aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(ssl=tls),
+        trust_env=False,
+        cookie_jar=aiohttp.DummyCookieJar(),
+        auto_decompress=False,
+    )
+    extra: dict[str, Any] = {
+        "retry_policy": AsyncStorageRetry(),
+        "transport": AioHttpTransport(session=session, session_owner=True),
+        "proxies": requests.utils.get_environ_proxies(settings.blob_url) or None,
+    }
+    if settings.local:
+        extra["api_version"] = AZURITE_API_VERSION
+    if settings.use_entra_id:
+        credential: Any = entra.AsyncCredential(entra.credential(settings))
+    else:
+        name, key = settings.storage_account
+        credential = {"account_name": name, "account_key": key}
+    return AsyncBlobServiceClient(settings.blob_url, credential=credential, **extra)

@@ -3,6 +3,7 @@ tell the user when Entra ID or a service refuses."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import importlib
 import json
@@ -80,6 +81,26 @@ class _Guarded:
         except Exception as e:  # whatever it raised, the news is the same: no token, and the reason
             message = getattr(e, "message", None) or str(e) or type(e).__name__
             raise NoToken(message=str(message)) from None
+
+
+class AsyncCredential:
+    """A credential for the async clients, from a sync one: its token fetched in a thread (rarely: the
+    clients cache a token until it nears its end), so the event loop never waits on it."""
+
+    def __init__(self, inner: TokenCredential) -> None:
+        self.inner = inner
+
+    async def get_token(self, *scopes: str, **options: Any) -> AccessToken:
+        return await asyncio.to_thread(self.inner.get_token, *scopes, **options)
+
+    async def close(self) -> None:
+        """The sync credential is shared by the process's clients: it stays open."""
+
+    async def __aenter__(self) -> AsyncCredential:
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        return None
 
 
 @cache

@@ -14,7 +14,7 @@ from pathlib import Path
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from prefect import get_run_logger, task
 
-from topn.tasks import clients
+from topn.tasks import clients, puts
 from topn.tasks.application import AppBlobs, AppFiles
 from topn.tasks.bounded import bounded_map
 from topn.tasks.clients import blob_service
@@ -99,23 +99,38 @@ def _sha256(path: Path) -> str:
 
 @task(name="upload-inputs", task_run_name=named("upload-inputs {n_names} ({n:,} path{n_s})", n="paths"), **STORAGE_TASK)
 def upload_inputs(settings: BatchSettings, paths: list[str]) -> list[InputBlob]:
-    """Uploads local files to the input container (upload_blob), FILE_CONCURRENCY at a time; content-addressed,
-    so nothing is ever overwritten and a file already uploaded (by an earlier or interrupted run) is not sent
-    again. A small file costs one request (a PUT that storage refuses if the blob exists); a large one a HEAD,
-    then its blocks in parallel."""
+    """Uploads local files to the input container; content-addressed, so nothing is ever overwritten and a
+    file already uploaded (by an earlier or interrupted run) is not sent again. A small file costs one
+    request (a PUT that storage refuses if the blob exists), put from one event loop (`puts.py`); a large
+    one a HEAD, then its blocks in parallel (upload_blob)."""
     files = expand_paths(paths)
+    sizes = [path.stat().st_size for path, _ in files]
+    shas = [""] * len(files)
+    small = [k for k, size in enumerate(sizes) if size <= clients.SINGLE_PUT_BYTES]
+
+    def named_by_content(i: int, data: bytes) -> str:
+        k = small[i]
+        shas[k], sizes[k] = hashlib.sha256(data).hexdigest(), len(data)
+        return upload_blob_name(files[k][1], shas[k])
+
+    puts.put_files(settings, settings.input_container, [files[k][0] for k in small], named_by_content)
+    large = [k for k, size in enumerate(sizes) if size > clients.SINGLE_PUT_BYTES]
     container = blob_service(settings, CONNECTIONS).get_container_client(settings.input_container)
 
-    def one(item: tuple[Path, str]) -> InputBlob:
-        path, name = item
-        sha, size = _sha256(path), path.stat().st_size
-        blob = container.get_blob_client(upload_blob_name(name, sha))
-        if size <= clients.SINGLE_PUT_BYTES or not blob.exists():
+    def one(k: int) -> None:
+        path, name = files[k]
+        shas[k] = _sha256(path)
+        blob = container.get_blob_client(upload_blob_name(name, shas[k]))
+        if not blob.exists():
             with open(path, "rb") as data, contextlib.suppress(ResourceExistsError):
-                blob.upload_blob(data, length=size, overwrite=False, max_concurrency=BLOCK_CONCURRENCY)
-        return InputBlob(name, settings.input_container, blob.blob_name, size, sha)
+                blob.upload_blob(data, length=sizes[k], overwrite=False, max_concurrency=BLOCK_CONCURRENCY)
 
-    inputs = list(bounded_map(one, files, FILE_CONCURRENCY))
+    for _ in bounded_map(one, large, max(1, FILE_CONCURRENCY // BLOCK_CONCURRENCY)):
+        pass
+    inputs = [
+        InputBlob(name, settings.input_container, upload_blob_name(name, shas[k]), sizes[k], shas[k])
+        for k, (_, name) in enumerate(files)
+    ]
     get_run_logger().info(
         "%d input files (%d bytes) in container %s", len(inputs), sum(i.size for i in inputs), settings.input_container
     )
@@ -130,16 +145,27 @@ def upload_named(settings: BatchSettings, paths: list[str], prefix: str) -> list
     container = blob_service(settings, CONNECTIONS).get_container_client(settings.input_container)
     with contextlib.suppress(ResourceExistsError):
         container.create_container()
+    sizes = [path.stat().st_size for path, _ in files]
+    small = [k for k, size in enumerate(sizes) if size <= clients.SINGLE_PUT_BYTES]
+    puts.put_files(
+        settings,
+        settings.input_container,
+        [files[k][0] for k in small],
+        lambda i, _data: prefix + files[small[i]][1],
+        overwrite=True,
+    )
 
-    def one(item: tuple[Path, str]) -> str:
-        path, name = item
+    def one(k: int) -> None:
+        path, name = files[k]
         with open(path, "rb") as data:
             container.upload_blob(
-                prefix + name, data, length=path.stat().st_size, overwrite=True, max_concurrency=BLOCK_CONCURRENCY
+                prefix + name, data, length=sizes[k], overwrite=True, max_concurrency=BLOCK_CONCURRENCY
             )
-        return prefix + name
 
-    return list(bounded_map(one, files, FILE_CONCURRENCY))
+    large = [k for k, size in enumerate(sizes) if size > clients.SINGLE_PUT_BYTES]
+    for _ in bounded_map(one, large, max(1, FILE_CONCURRENCY // BLOCK_CONCURRENCY)):
+        pass
+    return [prefix + name for _, name in files]
 
 
 @task(name="list-inputs", task_run_name=named("list-inputs {container}/{prefix}"), **STORAGE_TASK)
