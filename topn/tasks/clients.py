@@ -113,14 +113,14 @@ def _storage_backoff(settings: dict[str, Any]) -> float:
     return backoff(settings["count"] + 1, retry_after)
 
 
-class StorageRetry(ExponentialRetry):
+class _OurStorageRetry:
     """The Storage SDK's retry (its default waits 15 s and more) with our back-off, honouring Retry-After,
-    and retrying 429 too."""
+    and retrying 429 too (`_throttled` turns it into an error before the policy sees it)."""
 
     _throttled: type[_ThrottledIsAnError] = _ThrottledIsAnError
 
     def __init__(self) -> None:
-        super().__init__(retry_total=HTTP_RETRIES)
+        super().__init__(retry_total=HTTP_RETRIES)  # type: ignore[call-arg]
 
     @property
     def next(self) -> Any:
@@ -134,22 +134,14 @@ class StorageRetry(ExponentialRetry):
         return _storage_backoff(settings)
 
 
-class AsyncStorageRetry(AsyncExponentialRetry):
-    """`StorageRetry` for the async clients."""
+class StorageRetry(_OurStorageRetry, ExponentialRetry):
+    """Our retry for the sync Storage clients."""
 
-    def __init__(self) -> None:
-        super().__init__(retry_total=HTTP_RETRIES)
 
-    @property
-    def next(self) -> Any:
-        return self._next
+class AsyncStorageRetry(_OurStorageRetry, AsyncExponentialRetry):
+    """Our retry for the async Storage clients."""
 
-    @next.setter
-    def next(self, policy: Any) -> None:
-        self._next = _AsyncThrottledIsAnError(policy)
-
-    def get_backoff_time(self, settings: dict[str, Any]) -> float:
-        return _storage_backoff(settings)
+    _throttled = _AsyncThrottledIsAnError
 
 
 # Files up to SINGLE_PUT_BYTES go in one PUT (the SDK's default is 64 MiB: a large file would go up on one
