@@ -32,7 +32,7 @@ from topn.tasks.layout import (
     part_blob,
     part_keys,
 )
-from topn.tasks.lineage import Catalog
+from topn.tasks.lineage import Catalog, member_keys
 from topn.tasks.packing import Packing, PackSpec
 
 MERGE_ID = "merge"
@@ -222,7 +222,7 @@ def pack_edits(
         now = [(inputs[i].row_key, inputs[i].name_key, i) for i in step.inputs]
         candidates = {n for row, name, _ in now for n in where.get(f"{row}:{name}", ())}
         for n in sorted(candidates):
-            was = [(m.partition(":")[0], m.rpartition(":")[2]) for m in catalog.packs[n]]
+            was = [member_keys(m) for m in catalog.packs[n]]
             base = rows_key([row for row, _ in was], top, version)
             edit = _pack_edit(base, was, now) if base in done and members_blob(base) in done else None
             if edit and (step.id not in out or _size(edit) < _size(out[step.id])):
@@ -297,7 +297,7 @@ def earlier_tree(catalog: Catalog, top: int, version: str, packing: Packing) -> 
     were made of, for this run's merges to be edits of theirs."""
     if not catalog.packs:
         return None
-    keys = [rows_key([m.partition(":")[0] for m in members], top, version) for members in catalog.packs]
+    keys = [rows_key([member_keys(m)[0] for m in members], top, version) for members in catalog.packs]
     return tree_of(keys, top, version, packing)
 
 

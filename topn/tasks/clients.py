@@ -4,20 +4,17 @@ from __future__ import annotations
 
 import logging
 import os
-import ssl
 import time
 from typing import Any
 
-import aiohttp
 import requests
 from azure.batch import BatchClient
 from azure.core.credentials import AzureNamedKeyCredential
 from azure.core.exceptions import HttpResponseError
 from azure.core.pipeline.policies import RetryPolicy
-from azure.core.pipeline.transport import AioHttpTransport, RequestsTransport
+from azure.core.pipeline.transport import RequestsTransport
 from azure.core.pipeline.transport._bigger_block_size_http_adapters import BiggerBlockSizeHTTPAdapter
 from azure.storage.blob import BlobServiceClient, ExponentialRetry
-from azure.storage.blob.aio import BlobServiceClient as AsyncBlobServiceClient
 from azure.storage.blob.aio import ExponentialRetry as AsyncExponentialRetry
 from urllib3.util.retry import Retry
 
@@ -208,11 +205,17 @@ def blob_service(settings: AzureConnection, connections: int = 0) -> BlobService
     )
 
 
-def async_blob_service(settings: AzureConnection) -> AsyncBlobServiceClient:
+def async_blob_service(settings: AzureConnection) -> Any:
     """An async BlobServiceClient (aiohttp) for many small transfers from one event loop: a third less CPU
     a request than threads of the sync client. Called in the loop that will use it. Like `blob_service`'s
     shared one, it reads the environment's proxies and CA bundle once, here: the bundle goes into one TLS
     context for the session, since azure-core would load the bundle's file anew for every request."""
+    import ssl  # here, not at import: aiohttp alone takes 125 ms to import, and only uploads need it
+
+    import aiohttp
+    from azure.core.pipeline.transport import AioHttpTransport
+    from azure.storage.blob.aio import BlobServiceClient as AsyncBlobServiceClient
+
     verify = _verify(settings).get("connection_verify")
     tls = ssl.create_default_context(cafile=verify) if verify else True
     session = aiohttp.ClientSession(

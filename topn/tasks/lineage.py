@@ -48,6 +48,12 @@ def _member(blob: InputBlob) -> str:
     return f"{blob.row_key}:{blob.name_key}"
 
 
+def member_keys(member: str) -> tuple[str, str]:
+    """A catalog member's row key and name key (neither holds a colon)."""
+    row, _, name = member.partition(":")
+    return row, name
+
+
 @dataclass(frozen=True)
 class Catalog:
     """A lineage's last plan: its packs (members as "row key:name key"), and every output key the plan
@@ -109,7 +115,7 @@ def arrange(inputs: list[InputBlob], catalog: Catalog, packing: Packing) -> tupl
         present: list[int] = []
         swapped: list[int] = []  # new versions in their old one's place
         for member in members:
-            name = member.rpartition(":")[2]
+            name = member_keys(member)[1]
             old_names.add(name)
             i = where.get(member)
             if i is None:  # gone, or changed: a new version of the name takes the old one's place

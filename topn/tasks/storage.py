@@ -104,9 +104,8 @@ def upload_inputs(settings: BatchSettings, paths: list[str]) -> list[InputBlob]:
     request (a PUT that storage refuses if the blob exists), put from one event loop (`puts.py`); a large
     one a HEAD, then its blocks in parallel (upload_blob)."""
     files = expand_paths(paths)
-    sizes = [path.stat().st_size for path, _ in files]
+    sizes, small, large = _by_size(files)
     shas = [""] * len(files)
-    small = [k for k, size in enumerate(sizes) if size <= clients.SINGLE_PUT_BYTES]
 
     def named_by_content(i: int, data: bytes) -> str:
         k = small[i]
@@ -114,7 +113,6 @@ def upload_inputs(settings: BatchSettings, paths: list[str]) -> list[InputBlob]:
         return upload_blob_name(files[k][1], shas[k])
 
     puts.put_files(settings, settings.input_container, [files[k][0] for k in small], named_by_content)
-    large = [k for k, size in enumerate(sizes) if size > clients.SINGLE_PUT_BYTES]
     container = blob_service(settings, CONNECTIONS).get_container_client(settings.input_container)
 
     def one(k: int) -> None:
@@ -125,8 +123,7 @@ def upload_inputs(settings: BatchSettings, paths: list[str]) -> list[InputBlob]:
             with open(path, "rb") as data, contextlib.suppress(ResourceExistsError):
                 blob.upload_blob(data, length=sizes[k], overwrite=False, max_concurrency=BLOCK_CONCURRENCY)
 
-    for _ in bounded_map(one, large, max(1, FILE_CONCURRENCY // BLOCK_CONCURRENCY)):
-        pass
+    _each_large(one, large)
     inputs = [
         InputBlob(name, settings.input_container, upload_blob_name(name, shas[k]), sizes[k], shas[k])
         for k, (_, name) in enumerate(files)
@@ -145,8 +142,7 @@ def upload_named(settings: BatchSettings, paths: list[str], prefix: str) -> list
     container = blob_service(settings, CONNECTIONS).get_container_client(settings.input_container)
     with contextlib.suppress(ResourceExistsError):
         container.create_container()
-    sizes = [path.stat().st_size for path, _ in files]
-    small = [k for k, size in enumerate(sizes) if size <= clients.SINGLE_PUT_BYTES]
+    sizes, small, large = _by_size(files)
     puts.put_files(
         settings,
         settings.input_container,
@@ -162,10 +158,21 @@ def upload_named(settings: BatchSettings, paths: list[str], prefix: str) -> list
                 prefix + name, data, length=sizes[k], overwrite=True, max_concurrency=BLOCK_CONCURRENCY
             )
 
-    large = [k for k, size in enumerate(sizes) if size > clients.SINGLE_PUT_BYTES]
+    _each_large(one, large)
+    return [prefix + name for _, name in files]
+
+
+def _by_size(files: list[tuple[Path, str]]) -> tuple[list[int], list[int], list[int]]:
+    """Each file's size, and which are small (one PUT each, from the event loop) and which large (blocks)."""
+    sizes = [path.stat().st_size for path, _ in files]
+    small = [k for k, size in enumerate(sizes) if size <= clients.SINGLE_PUT_BYTES]
+    return sizes, small, [k for k, size in enumerate(sizes) if size > clients.SINGLE_PUT_BYTES]
+
+
+def _each_large(one: Callable[[int], None], large: list[int]) -> None:
+    """`one` for each large file, a few at a time: each sends BLOCK_CONCURRENCY blocks at once."""
     for _ in bounded_map(one, large, max(1, FILE_CONCURRENCY // BLOCK_CONCURRENCY)):
         pass
-    return [prefix + name for _, name in files]
 
 
 @task(name="list-inputs", task_run_name=named("list-inputs {container}/{prefix}"), **STORAGE_TASK)
