@@ -3,6 +3,7 @@ finished, and the task specs (no file name on a command line, no request over Ba
 
 from __future__ import annotations
 
+import io
 import json
 import shlex
 import subprocess
@@ -189,7 +190,8 @@ def test_a_result_keeps_the_first_rows_and_counts_every_file() -> None:
                            "skipped": None}).encode()  # fmt: skip
 
     lines = b"\n".join([line("k3", 3), line("k1", 1), line("k2", 2), line("k2", 9), line("zz", 5)])
-    files, missing = file_results(lines, ["k1", "k2", "k3", "k4"], ["a", "b", "c", "d"], ["1", "1", "2", "2"], keep=2)
+    rows = io.BytesIO(lines + b"\n")  # read line by line from a file, as the flow does
+    files, missing = file_results(rows, ["k1", "k2", "k3", "k4"], ["a", "b", "c", "d"], ["1", "1", "2", "2"], keep=2)
     assert [(f.name, f.words, f.task_id) for f in files] == [("a", 1, "1"), ("b", 2, "1")]
     assert missing == 1  # d has no row; a row given twice counts once
 

@@ -3,6 +3,7 @@ pool with no node, so nothing runs), and its result read from 100,000 rows."""
 
 from __future__ import annotations
 
+import io
 import json
 import uuid
 
@@ -64,6 +65,6 @@ def test_100000_files_plan_add_and_result(stack_env: dict, emulator: Emulator) -
     for step in plan.counts:
         for i in step.inputs:
             task_of[i] = step.id
-    files, missing = file_results(rows, [i.row_key for i in inputs], [i.name for i in inputs], task_of)
+    files, missing = file_results(io.BytesIO(rows), [i.row_key for i in inputs], [i.name for i in inputs], task_of)
     assert missing == 0 and len(files) == MAX_FILE_ROWS  # every file is accounted for; the first rows are kept
     assert [f.words for f in files[:3]] == [0, 1, 2] and files[0].task_id == plan.counts[0].id

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterable
 
 from pydantic import BaseModel
 
@@ -72,15 +73,17 @@ class TopnResult(BaseModel):
 
 
 def file_results(
-    lines: bytes, keys: list[str], names: list[str], task_of: list[str], keep: int = MAX_FILE_ROWS
+    lines: Iterable[bytes], keys: list[str], names: list[str], task_of: list[str], keep: int = MAX_FILE_ROWS
 ) -> tuple[list[FileResult], int]:
-    """The rows of the first `keep` inputs from the root merge's JSON lines (`key` is the input's row key,
-    `keys[n]` that of input n), and how many inputs have no row at all. Words are interned: "the" of 10,000
-    files is one string."""
+    """The rows of the first `keep` inputs from the root merge's JSON lines, read one at a time (`key` is the
+    input's row key, `keys[n]` that of input n), and how many inputs have no row at all. Words are interned:
+    "the" of 10,000 files is one string."""
     seen = bytearray(len(names))
     kept: dict[int, FileResult] = {}
     where = {key: n for n, key in enumerate(keys)}
-    for line in lines.splitlines():
+    for line in lines:
+        if not line.strip():
+            continue
         row = json.loads(line)
         n = where.get(str(row.get("key", "")), -1)
         if n < 0 or seen[n]:

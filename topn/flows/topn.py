@@ -4,6 +4,8 @@
 # when a runner loads the flow, and string annotations of Annotated[...] cannot be resolved there.
 import json
 import logging
+import os
+import tempfile
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -423,14 +425,15 @@ def _read_result(settings: TopnSettings, run: _Counted, inputs: list[InputBlob])
     """The root merge's result and the files' rows; if storage lost some (e.g. a storage emulator killed
     before it saved them), the job and the partial result go, and the run says to run again."""
     root = run.plan.root.key
-    top, lines = storage.download_outputs(settings, list(wordcount.result_blobs(root)), run.job_id)
-    merged = json.loads(top) if top is not None and lines is not None else None
-    lines = lines or b""
     task_of = [""] * len(inputs)
     for step in run.plan.counts:
         for i in step.inputs:
             task_of[i] = step.id
-    files, missing = file_results(lines, [i.row_key for i in inputs], [i.name for i in inputs], task_of)
+    with tempfile.TemporaryDirectory(prefix="topn-result-") as folder:
+        top, lines = storage.download_outputs(settings, list(wordcount.result_blobs(root)), run.job_id, folder)
+        merged = json.loads(Path(top).read_bytes()) if top is not None and lines is not None else None
+        with open(lines or os.devnull, "rb") as rows:  # line by line: never every file's row at once
+            files, missing = file_results(rows, [i.row_key for i in inputs], [i.name for i in inputs], task_of)
     if merged is None or missing:
         # The job goes even if kept: a finished job would be taken as done by the next run.
         batch.delete_job(settings, run.job_id)

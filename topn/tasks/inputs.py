@@ -5,8 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import dataclass
-from functools import cached_property
+from dataclasses import dataclass, field
 
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f\\]")
 
@@ -16,29 +15,29 @@ def content_hash(*parts: object, digits: int = 32) -> str:
     return hashlib.sha256(json.dumps(parts, ensure_ascii=False).encode()).hexdigest()[:digits]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class InputBlob:
-    """One input: its name as users know it, and where its bytes are in storage."""
+    """One input: its name as users know it, and where its bytes are in storage. Slots, keys computed once:
+    a run holds one of these per file (100,000 of them: 40 MB less than with a __dict__ each)."""
 
     name: str
     container: str
     blob: str
     size: int
     version: str  # content hash or ETag: it changes when the content does
+    # The input's identity in 20 hex digits: the key of its row in part files, the same in every run.
+    row_key: str = field(init=False, repr=False, compare=False)
+    # Its name alone (12 hex digits): a new version of the same name is a changed file, not a new one.
+    name_key: str = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        row_key = content_hash(self.name, self.container, self.blob, self.version, digits=20)
+        object.__setattr__(self, "row_key", row_key)
+        object.__setattr__(self, "name_key", content_hash(self.name, self.container, digits=12))
 
     @property
     def local_name(self) -> str:
         return local_name(self.name)
-
-    @cached_property
-    def row_key(self) -> str:
-        """The input's identity in 20 hex digits: the key of its row in part files, the same in every run."""
-        return content_hash(self.name, self.container, self.blob, self.version, digits=20)
-
-    @cached_property
-    def name_key(self) -> str:
-        """Its name alone (12 hex digits): a new version of the same name is a changed file, not a new one."""
-        return content_hash(self.name, self.container, digits=12)
 
 
 def local_name(name: str, limit: int = 150) -> str:
