@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from azure.core.exceptions import ClientAuthenticationError, HttpResponseError, ServiceRequestError
 from prefect.states import Failed
@@ -162,3 +164,28 @@ def test_a_bounded_map_keeps_order_and_only_a_few_calls_in_flight() -> None:
 
     with pytest.raises(ValueError, match="five"):
         list(bounded_map(boom, range(100), workers=2))
+
+
+def test_paths_expand_to_their_files_named_from_the_folders_parent(tmp_path, monkeypatch) -> None:
+    from topn.tasks.storage import InputError, expand_paths
+
+    top = tmp_path / "corpus"
+    for name in ("b.txt", "a/z.txt", "a/b/c.txt", "a-c.txt"):
+        (top / name).parent.mkdir(parents=True, exist_ok=True)
+        (top / name).write_text(name)
+    (top / "link.txt").symlink_to(top / "b.txt")  # links are not followed, as Path.rglob does not
+    (top / "linked").symlink_to(top / "a", target_is_directory=True)
+    found = expand_paths([str(top) + "/"])
+    assert [name for _, name in found] == sorted(f"corpus/{n}" for n in ("b.txt", "a/z.txt", "a/b/c.txt", "a-c.txt"))
+    assert all(Path(path).read_text() == name.removeprefix("corpus/") for path, name in found)
+    monkeypatch.chdir(top)
+    assert [name for _, name in expand_paths(["."])] == ["a-c.txt", "a/b/c.txt", "a/z.txt", "b.txt"]  # from within
+    assert expand_paths(["b.txt"]) == [("b.txt", "b.txt")]
+    (tmp_path / "empty").mkdir()
+    for paths, message in (
+        ([str(top / "b.txt"), str(tmp_path / "other" / "b.txt")], "no such file or folder"),
+        ([str(tmp_path / "empty")], "holds no files to count"),
+        ([str(top / "b.txt"), str(top / "a" / ".." / "b.txt")], "both called 'b.txt'"),
+    ):
+        with pytest.raises(InputError, match=message):
+            expand_paths(paths)

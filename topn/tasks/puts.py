@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 from azure.core.exceptions import ResourceExistsError
 
@@ -25,7 +24,7 @@ Name = Callable[[int, bytes], str]  # the blob name of the i-th file, from its c
 
 
 def put_files(
-    settings: AzureConnection, container: str, paths: Sequence[Path], name: Name, overwrite: bool = False
+    settings: AzureConnection, container: str, paths: Sequence[str], name: Name, overwrite: bool = False
 ) -> None:
     """Puts each file, read whole (each is small), as the blob `name(i, data)` names. Without `overwrite`, a
     blob already there is left as it is (content-addressed names: it holds the same bytes). The first
@@ -37,7 +36,7 @@ def put_files(
 
 
 async def _put_all(
-    settings: AzureConnection, container: str, paths: Sequence[Path], name: Name, overwrite: bool
+    settings: AzureConnection, container: str, paths: Sequence[str], name: Name, overwrite: bool
 ) -> None:
     todo: Iterator[int] = iter(range(len(paths)))
     failures: list[BaseException] = []
@@ -49,7 +48,8 @@ async def _put_all(
                 if failures:
                     return
                 try:
-                    data = paths[i].read_bytes()
+                    with open(paths[i], "rb") as f:
+                        data = f.read()
                     await client.upload_blob(name(i, data), data, overwrite=overwrite)
                 except ResourceExistsError:
                     pass
