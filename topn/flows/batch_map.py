@@ -126,7 +126,7 @@ def batch_map(
         raise ValueError("; ".join(problems))
     preflight.check_access(settings)
     storage.ensure_containers(settings, [settings.app_container, settings.input_container, settings.output_container])
-    inputs = storage.list_inputs(settings, settings.input_container, blob_prefix)
+    inputs = list(storage.list_inputs(settings, settings.input_container, blob_prefix))
     if not inputs:
         log.warning("nothing to do: no blobs in container %r under %r", settings.input_container, blob_prefix)
         return MapResult(
@@ -154,7 +154,7 @@ def batch_map(
             len(moved),
             describe(moved),
         )
-        inputs, catalog = storage.list_inputs(settings, settings.input_container, blob_prefix), done.catalog
+        inputs, catalog = list(storage.list_inputs(settings, settings.input_container, blob_prefix)), done.catalog
     else:
         raise TopnFailed(f"blobs under {blob_prefix!r} kept changing while they were read ({MOVED_ROUNDS} times)")
     if delete_pool:

@@ -7,6 +7,7 @@ import logging
 import os
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -257,7 +258,7 @@ class _Counted:
         return len(self.read)
 
 
-def _ordered(inputs: list[InputBlob]) -> list[InputBlob]:
+def _ordered(inputs: Sequence[InputBlob]) -> list[InputBlob]:
     """In one order whatever order they were given or listed in: new files are packed in this order."""
     return sorted(inputs, key=lambda i: (i.name, i.container, i.blob, i.version))
 

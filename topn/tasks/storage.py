@@ -18,7 +18,7 @@ from topn.tasks import clients, puts
 from topn.tasks.application import AppBlobs, AppFiles
 from topn.tasks.bounded import bounded_map
 from topn.tasks.clients import blob_service
-from topn.tasks.inputs import InputBlob, upload_blob_name
+from topn.tasks.inputs import InputBlob, InputList, upload_blob_name
 from topn.tasks.layout import PARTS, RESULTS, key_of, members_blobs, part_keys, result_folder
 from topn.tasks.lineage import PREFIX as LINEAGES
 from topn.tasks.lineage import Catalog, catalog_blob
@@ -118,7 +118,7 @@ def _sha256(path: str) -> str:
 
 
 @task(name="upload-inputs", task_run_name=named("upload-inputs {n_names} ({n:,} path{n_s})", n="paths"), **STORAGE_TASK)
-def upload_inputs(settings: BatchSettings, paths: list[str]) -> list[InputBlob]:
+def upload_inputs(settings: BatchSettings, paths: list[str]) -> InputList:
     """Uploads local files to the input container; content-addressed, so nothing is ever overwritten and a
     file already uploaded (by an earlier or interrupted run) is not sent again. A small file costs one
     request (a PUT that storage refuses if the blob exists), put from one event loop (`puts.py`); a large
@@ -151,7 +151,7 @@ def upload_inputs(settings: BatchSettings, paths: list[str]) -> list[InputBlob]:
     get_run_logger().info(
         "%d input files (%d bytes) in container %s", len(inputs), sum(i.size for i in inputs), settings.input_container
     )
-    return inputs
+    return InputList(inputs)
 
 
 def upload_named(settings: BatchSettings, paths: list[str], prefix: str) -> list[str]:
@@ -196,7 +196,7 @@ def _each_large(one: Callable[[int], None], large: list[int]) -> None:
 
 
 @task(name="list-inputs", task_run_name=named("list-inputs {container}/{prefix}"), **STORAGE_TASK)
-def list_inputs(settings: BatchSettings, container: str, prefix: str) -> list[InputBlob]:
+def list_inputs(settings: BatchSettings, container: str, prefix: str) -> InputList:
     """The blobs already in storage under a prefix (List Blobs, read lean, its folders at once: tasks/listing.py):
     what scheduled runs count.
     None (or no container) is not an error: the flow then says there was nothing to count."""
@@ -210,7 +210,7 @@ def list_inputs(settings: BatchSettings, container: str, prefix: str) -> list[In
     except ResourceNotFoundError:  # nothing was ever uploaded: nothing to count
         inputs = []
     get_run_logger().info("%d blobs in container %s under %r", len(inputs), container, prefix)
-    return sorted(inputs, key=lambda i: i.name)
+    return InputList(sorted(inputs, key=lambda i: i.name))
 
 
 # Asking for one blob's properties takes as long as listing about 30 (3 ms against 0.1 ms a blob, with
