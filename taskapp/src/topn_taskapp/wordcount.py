@@ -13,6 +13,7 @@ import heapq
 import re
 import unicodedata
 from collections import Counter
+from operator import itemgetter
 
 TYPE_CHECKING = False  # typing costs milliseconds to import, paid by every task; annotations only need it here
 if TYPE_CHECKING:
@@ -20,6 +21,9 @@ if TYPE_CHECKING:
 
 WORD = re.compile(r"[^\W_]+(?:'[^\W_]+)*")
 _ASCII_WORD = re.compile(rb"[a-z0-9]+(?:'[a-z0-9]+)*")
+# A decoded token (one a line) that is not a plain ASCII word; matched from line starts only, so that no
+# position inside a plain token is tried.
+_SPECIAL = re.compile(r"^[^\n'\x80-\xff]*['\x80-\xff][^\n]*", re.MULTILINE)
 
 BINARY_SNIFF_BYTES = 8192
 READ_SIZE = 1 << 18  # large enough to amortise per-chunk work, small enough to stay in cache
@@ -38,8 +42,17 @@ def normalise(text: str) -> str:
 
 
 def top_n(counts: Counter[str], n: int) -> list[tuple[str, int]]:
-    """The n most frequent words, ties broken by the word in code-point order (docs/word-rules.md 3)."""
-    return heapq.nsmallest(n, counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    """The n most frequent words, ties broken by the word in code-point order (docs/word-rules.md 3). Sorts
+    with C keys only (by word, then stably by count): every count task ranks each of its files."""
+    if n <= 0:
+        return []
+    items = counts.items()
+    if n < len(counts):  # only the words at least as frequent as the n-th: the rest cannot be in the top
+        cut = heapq.nlargest(n, counts.values())[-1]
+        items = [kv for kv in items if kv[1] >= cut]
+    ranked = sorted(items)
+    ranked.sort(key=itemgetter(1), reverse=True)
+    return ranked[:n]
 
 
 class FileCount:
@@ -84,18 +97,22 @@ class WordCounter:
         self._words.update(counts)
 
     def counts(self) -> Counter[str]:
-        """The words counted so far, as text."""
-        total = Counter(self._words)
-        for token, n in self._tokens.items():
+        """The words counted so far, as text. Tokens are plain ASCII words but for a few: all are decoded at
+        once (latin-1 maps each byte to one character, so the join splits back into the same tokens), then
+        those with an apostrophe or a non-ASCII byte are taken out and made words one by one."""
+        tokens = self._tokens
+        texts = b"\n".join(tokens).decode("latin-1")
+        total = Counter(dict(zip(texts.split("\n"), tokens.values(), strict=True)) if tokens else {})
+        for special in _SPECIAL.findall(texts):
+            n, token = total.pop(special), special.encode("latin-1")
             if not token.isascii():
                 words = WORD.findall(normalise(token.decode("utf-8")))
-            elif b"'" in token:
-                words = [w.decode("ascii") for w in _ASCII_WORD.findall(token)]
             else:
-                total[token.decode("ascii")] += n
-                continue
+                words = [w.decode("ascii") for w in _ASCII_WORD.findall(token)]
             for word in words:
                 total[word] += n
+        if self._words:
+            total.update(self._words)
         return total
 
     def _count_tokens(self, data: bytes) -> None:
