@@ -169,7 +169,7 @@ def topn(
         run = _count(settings, sas, app, inputs, catalog, source, line, packing, top, run_id, delete_job, expiry)
         if paths or not run.counted:  # uploads are content-addressed: they never change under a run
             break
-        moved = storage.moved_blobs(settings, [inputs[i] for i in sorted(run.read)], sorted(i.blob for i in inputs))
+        moved = storage.moved_blobs(settings, [inputs[i] for i in run.read], sorted(i.blob for i in inputs))
         if not moved:
             break
         log.warning(
@@ -186,9 +186,10 @@ def topn(
             f"blobs under {blob_prefix!r} kept changing while they were counted ({MOVED_ROUNDS} "
             "times): run again when they stay as they are"
         )
-    # Retention meanwhile (it never touches this run's outputs), unless it is to remove them: then after.
-    retention = None if delete_outputs else storage.remove_stale_outputs.submit(settings, set(run.catalog.keys))
     merged, files = _read_result(settings, run, inputs)
+    # Retention while the result is published (it never touches this run's outputs), unless it is to remove
+    # them: then after. Not beside reading the result: both hold a file's worth per input for a moment.
+    retention = None if delete_outputs else storage.remove_stale_outputs.submit(settings, set(run.catalog.keys))
     stats = RunStats(
         job_id=run.job_id,
         pool_id=run.pool_id,
@@ -247,7 +248,7 @@ class _Counted:
     changes: lineage.Changes
     job_id: str
     pool_id: str
-    read: frozenset[int]  # positions of the inputs read by count tasks of this run
+    read: tuple[int, ...]  # positions of the inputs read by count tasks of this run, in order (no set: 4 MB less)
     tasks: tuple[int, int]  # count tasks and merge tasks this run ran
     added: int
     polls: int
@@ -358,7 +359,7 @@ def _count(
     elif todo and delete_job:
         batch.delete_job(settings, job_id)
     ran = [step for step, _ in todo] if state != batch.JobState.DONE else []
-    read = frozenset(i for step in ran if step.kind == wordcount.COUNT for i in _reads(step, repacks))
+    read = tuple(sorted({i for step in ran if step.kind == wordcount.COUNT for i in _reads(step, repacks)}))
     counts = sum(step.kind == wordcount.COUNT for step in ran)
     return _Counted(
         run_plan,

@@ -104,7 +104,7 @@ class Changes:
 
 def arrange(inputs: list[InputBlob], catalog: Catalog, packing: Packing) -> tuple[list[PackSpec], Changes]:
     """The packs for these inputs (sorted by name), kept as the catalog has them where their members are."""
-    where = {_member(blob): i for i, blob in enumerate(inputs)}
+    where = {blob.row_key: i for i, blob in enumerate(inputs)}  # its own strings: no new one per input
     by_name = {blob.name_key: i for i, blob in enumerate(inputs)}
     listed = {member for members in catalog.packs for member in members}
     claimed: set[int] = set()
@@ -115,9 +115,11 @@ def arrange(inputs: list[InputBlob], catalog: Catalog, packing: Packing) -> tupl
         present: list[int] = []
         swapped: list[int] = []  # new versions in their old one's place
         for member in members:
-            name = member_keys(member)[1]
+            row, name = member_keys(member)
             old_names.add(name)
-            i = where.get(member)
+            i = where.get(row)
+            if i is not None and inputs[i].name_key != name:  # a damaged member: the row's name is its own
+                i = None
             if i is None:  # gone, or changed: a new version of the name takes the old one's place
                 j = by_name.get(name)
                 if j is None or j in claimed or _member(inputs[j]) in listed:
