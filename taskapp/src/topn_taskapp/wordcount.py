@@ -101,8 +101,10 @@ class WordCounter:
         once (latin-1 maps each byte to one character, so the join splits back into the same tokens), then
         those with an apostrophe or a non-ASCII byte are taken out and made words one by one."""
         tokens = self._tokens
+        if not tokens:
+            return Counter(self._words)
         texts = b"\n".join(tokens).decode("latin-1")
-        total = Counter(dict(zip(texts.split("\n"), tokens.values(), strict=True)) if tokens else {})
+        total = Counter(dict(zip(texts.split("\n"), tokens.values(), strict=True)))
         for special in _SPECIAL.findall(texts):
             n, token = total.pop(special), special.encode("latin-1")
             if not token.isascii():
