@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from batch_emulator import admin, injections, persistence, responses, storage, urls, versions
+from batch_emulator import admin, connections, injections, persistence, responses, storage, urls, versions
 from batch_emulator.auth import SharedKeyAuth
 from batch_emulator.config import EmulatorConfig, from_command_line
 from batch_emulator.errors import BatchError
@@ -98,6 +98,7 @@ class Emulator:
             self.httpd.shutdown()
         self.httpd.server_close()
         finished = self.service.wait(timeout)
+        connections.close_idle()  # the nodes' kept-alive connections (shared by emulators in one process)
         if self._saver:
             self._saver.stop()
         if self._tmp:

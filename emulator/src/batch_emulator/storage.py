@@ -18,12 +18,13 @@ import shutil
 import ssl
 import time
 import urllib.error
-import urllib.request
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 from urllib.parse import quote, urlencode, urlsplit, urlunsplit
+
+from batch_emulator import connections
 
 # The node agent's retry budget (README, "Retries"): every attempt of one transfer (a download, a page of
 # a blob listing, an upload) within this many seconds of the first; then the last failure stands. Read at
@@ -124,7 +125,7 @@ def download(url: str, dest: Path, cancelled: Callable[[], bool] = lambda: False
     part = dest.with_name(f".{dest.name}.part")
 
     def attempt() -> None:
-        with urllib.request.urlopen(url, timeout=TIMEOUT, context=_tls) as response, open(part, "wb") as out:
+        with connections.request("GET", url, _tls, TIMEOUT) as response, open(part, "wb") as out:
             shutil.copyfileobj(response, out, 1 << 20)
             if response.length:  # read in pieces, http.client ends a cut-short body quietly
                 raise http.client.IncompleteRead(b"", response.length)
@@ -160,24 +161,22 @@ def list_blobs(container_url: str, prefix: str = "", cancelled: Callable[[], boo
 
 
 def _read(url: str) -> bytes:
-    with urllib.request.urlopen(url, timeout=TIMEOUT, context=_tls) as response:
+    with connections.request("GET", url, _tls, TIMEOUT) as response:
         return response.read()  # a cut-short body raises IncompleteRead when read whole
 
 
 def upload(container_url: str, name: str, source: Path, cancelled: Callable[[], bool] = lambda: False) -> None:
     def attempt() -> None:
-        with open(source, "rb") as body:  # opened again for each attempt: a retry sends the whole file
-            request = urllib.request.Request(
-                blob_url(container_url, name),
-                data=body,
-                method="PUT",
-                headers={
-                    "x-ms-blob-type": "BlockBlob",
-                    "Content-Length": str(source.stat().st_size),
-                    "Content-Type": "application/octet-stream",
-                },
-            )
-            urllib.request.urlopen(request, timeout=TIMEOUT, context=_tls).close()
+        headers = {
+            "x-ms-blob-type": "BlockBlob",
+            "Content-Length": str(source.stat().st_size),
+            "Content-Type": "application/octet-stream",
+        }
+        with (
+            open(source, "rb") as body,  # opened again for each attempt: a retry sends the whole file
+            connections.request("PUT", blob_url(container_url, name), _tls, TIMEOUT, body, headers) as response,
+        ):
+            response.read()
 
     with_retries(attempt, cancelled)
 
