@@ -17,33 +17,54 @@ from prefect.exceptions import PrefectHTTPStatusError
 
 from tests.conftest import ROOT
 from topn.flows.topn import topn
+from topn.tasks import tags
 
 BIN = Path(sys.executable).parent
 
 
-def test_runs_and_task_runs_are_named_tagged_and_their_result_kept(stack_env: dict, tmp_path: Path) -> None:
+def _task_runs(state: object) -> dict:
+    run = FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id]))
+    with get_client(sync_client=True) as client:
+        return {t.name: t for t in client.read_task_runs(flow_run_filter=run)}
+
+
+def test_runs_and_task_runs_are_named_and_their_result_kept(stack_env: dict, tmp_path: Path) -> None:
     (tmp_path / "texts").mkdir()
     (tmp_path / "texts" / "a.txt").write_text("alpha beta alpha")
     state = topn(paths=[str(tmp_path / "texts")], top=2, return_state=True)
     result = state.result()
-    run = FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id]))
     with get_client(sync_client=True) as client:
         flow_run = client.read_flow_run(state.state_details.flow_run_id)
-        tasks = {t.name: t for t in client.read_task_runs(flow_run_filter=run)}
     assert flow_run.name == "top 2 of texts"
     job = result.stats.job_id
-    expected = {
-        "check-access": {"azure-batch", "azure-storage"},
-        "upload-inputs texts (1 path)": {"azure-storage"},
-        f"prepare-job {job}": {"azure-batch"},
-        f"add-tasks {job}: 2 tasks": {"azure-batch"},
-        f"watch-job {job}": {"azure-batch"},
-        f"download-outputs {job}": {"azure-storage"},
-    }
-    for name, tags in expected.items():
-        assert name in tasks, sorted(tasks)
-        assert set(tasks[name].tags) >= tags, (name, tasks[name].tags)
+    names = ["check-access", "upload-inputs texts (1 path)", f"prepare-job {job}", f"add-tasks {job}: 2 tasks",
+             f"watch-job {job}", f"download-outputs {job}"]  # fmt: skip
+    assert set(names) <= set(_task_runs(state)), sorted(_task_runs(state))
     assert flow_run.state.result() == result  # persisted, read back through the API
+
+
+def test_task_runs_carry_the_service_tags_a_concurrency_limit_reads(
+    stack_env: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without a limit, no task run is tagged (each tag costs a check at the server); with
+    `prefect concurrency-limit create azure-batch 1`, every step that calls Batch is, and the run still ends."""
+    monkeypatch.setattr(tags, "LOOK_EVERY", 0.0)  # each task run looks at the limits anew
+    (tmp_path / "texts").mkdir()
+    (tmp_path / "texts" / "a.txt").write_text("alpha beta alpha")
+    untagged = _task_runs(topn(paths=[str(tmp_path / "texts")], top=2, return_state=True))
+    assert not [name for name, t in untagged.items() if set(t.tags) & set(tags.SERVICE_TAGS)]
+    with get_client(sync_client=True) as client:
+        client.create_concurrency_limit(tag="azure-batch", concurrency_limit=1)
+    try:
+        (tmp_path / "texts" / "b.txt").write_text("gamma")
+        state = topn(paths=[str(tmp_path / "texts")], top=2, return_state=True)
+        assert state.result().top == [("alpha", 2), ("beta", 1)]
+        tagged = {name.split(" ")[0]: set(t.tags) & set(tags.SERVICE_TAGS) for name, t in _task_runs(state).items()}
+    finally:
+        with get_client(sync_client=True) as client:
+            client.delete_concurrency_limit_by_tag("azure-batch")
+    assert tagged["check-access"] == tagged["prepare-job"] == tagged["watch-job"] == {"azure-batch"}
+    assert tagged["upload-inputs"] == tagged["download-outputs"] == set()
 
 
 def test_an_empty_prefix_is_a_run_with_nothing_to_count(stack_env: dict) -> None:

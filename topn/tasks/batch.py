@@ -22,7 +22,7 @@ from azure.core.exceptions import (
     ServiceRequestError,
     ServiceResponseError,
 )
-from prefect import get_run_logger, task
+from prefect import get_run_logger
 
 from topn.tasks import quotas
 from topn.tasks.application import AppBlobs
@@ -32,6 +32,7 @@ from topn.tasks.naming import named
 from topn.tasks.policy import AUTO_POOL_WAIT, START_TASK_RETRIES, task_options
 from topn.tasks.sas import SasIssuer
 from topn.tasks.settings import BatchSettings
+from topn.tasks.tags import service_task
 
 BATCH_TASK = task_options("azure-batch")  # every step here calls Batch
 
@@ -166,7 +167,7 @@ def _renew_start_task(client, settings: BatchSettings, app: AppBlobs, sas: SasIs
     )
 
 
-@task(name="ensure-pool", task_run_name=named("ensure-pool {settings.pool_id}"), **BATCH_TASK)
+@service_task(name="ensure-pool", task_run_name=named("ensure-pool {settings.pool_id}"), **BATCH_TASK)
 def ensure_pool(settings: BatchSettings, app: AppBlobs, sas: SasIssuer, needed_until: datetime) -> str:
     """Reuses the pool if it runs this task application version (renewing its start task's SAS if they
     would expire during the run), else creates it (create_pool) with a start task that installs the
@@ -275,7 +276,7 @@ def pool_and_job(
     return job_pool(settings, job[0]), state
 
 
-@task(name="job-pool", task_run_name=named("job-pool {job_id}"), **BATCH_TASK)
+@service_task(name="job-pool", task_run_name=named("job-pool {job_id}"), **BATCH_TASK)
 def job_pool(settings: BatchSettings, job_id: str) -> str:
     """The id of the pool Batch made for the job (get_job: its execution info), once it has one."""
     client = batch_client(settings)
@@ -288,7 +289,7 @@ def job_pool(settings: BatchSettings, job_id: str) -> str:
     return pool_id
 
 
-@task(name="prepare-job", task_run_name=named("prepare-job {job_id}"), **BATCH_TASK)
+@service_task(name="prepare-job", task_run_name=named("prepare-job {job_id}"), **BATCH_TASK)
 def prepare_job(
     settings: BatchSettings,
     job_id: str,
@@ -391,7 +392,7 @@ def chunks(tasks: list[m.BatchTaskCreateOptions], limit: int = MAX_REQUEST_BYTES
     return out
 
 
-@task(name="add-tasks", task_run_name=named("add-tasks {job_id}: {n:,} task{n_s}", n="tasks"), **BATCH_TASK)
+@service_task(name="add-tasks", task_run_name=named("add-tasks {job_id}: {n:,} task{n_s}", n="tasks"), **BATCH_TASK)
 def add_tasks(settings: BatchSettings, job_id: str, tasks: list[m.BatchTaskCreateOptions]) -> tuple[int, int]:
     """Adds the tasks not in the job yet (create_tasks, requests of at most 100 tasks and 1 MB, 4 at once).
     Returns how many were added, and how many the job now holds. The job stays active when all are complete
@@ -412,7 +413,7 @@ def add_tasks(settings: BatchSettings, job_id: str, tasks: list[m.BatchTaskCreat
     return len(missing), len(present | {t.id for t in tasks})
 
 
-@task(name="terminate-job", task_run_name=named("terminate-job {job_id}"), **BATCH_TASK)
+@service_task(name="terminate-job", task_run_name=named("terminate-job {job_id}"), **BATCH_TASK)
 def terminate_job(settings: BatchSettings, job_id: str, reason: str) -> None:
     """Terminates the job if it is still active, killing its running tasks (begin_terminate_job)."""
     client = batch_client(settings)
@@ -427,14 +428,14 @@ def terminate_job(settings: BatchSettings, job_id: str, reason: str) -> None:
         pass
 
 
-@task(name="delete-job", task_run_name=named("delete-job {job_id}"), **BATCH_TASK)
+@service_task(name="delete-job", task_run_name=named("delete-job {job_id}"), **BATCH_TASK)
 def delete_job(settings: BatchSettings, job_id: str) -> None:
     """Deletes the job and its task files on the nodes (begin_delete_job)."""
     with contextlib.suppress(ResourceNotFoundError):
         batch_client(settings).begin_delete_job(job_id, polling_interval=POLL).result()
 
 
-@task(name="delete-pool", task_run_name=named("delete-pool {pool_id}"), **BATCH_TASK)
+@service_task(name="delete-pool", task_run_name=named("delete-pool {pool_id}"), **BATCH_TASK)
 def delete_pool(settings: BatchSettings, pool_id: str) -> None:
     """Deletes the pool, releasing its nodes (begin_delete_pool), if topn created it."""
     client = batch_client(settings)

@@ -11,7 +11,7 @@ from enum import StrEnum
 from azure.batch import BatchClient
 from azure.batch import models as m
 from azure.core.exceptions import HttpResponseError, ResourceExistsError
-from prefect import get_run_logger, task
+from prefect import get_run_logger
 from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
 from prefect.client.orchestration import get_client
 from prefect.runtime import flow_run
@@ -32,6 +32,7 @@ from topn.tasks.policy import (
 )
 from topn.tasks.sas import redact
 from topn.tasks.settings import BatchSettings
+from topn.tasks.tags import service_task
 
 ETA_SHARE = 0.1
 STDERR_TAIL = 2048
@@ -113,7 +114,7 @@ class _Seen:
         return changed
 
 
-@task(name="watch-job", task_run_name=named("watch-job {job_id}"), tags=["azure-batch"], persist_result=False)
+@service_task(name="watch-job", task_run_name=named("watch-job {job_id}"), tags=["azure-batch"], persist_result=False)
 def watch_job(settings: BatchSettings, job_id: str, pool_id: str, total: int, deadline: datetime) -> Watch:
     """Polls get_job_task_counts until the job ends, backing off while nothing changes; publishes a progress
     artifact; runs again in place (reactivate_task) tasks that failed for a reason not their own; terminates
@@ -302,7 +303,7 @@ def collect_failures(settings: BatchSettings, job_id: str, files: dict[str, str]
     return failures
 
 
-@task(
+@service_task(
     name="report-failures", task_run_name=named("report-failures {job_id}"), tags=["azure-batch"], persist_result=False
 )
 def report_failures(

@@ -9,12 +9,12 @@ from typing import NamedTuple
 from urllib.parse import urlsplit
 
 from azure.core.exceptions import ClientAuthenticationError, HttpResponseError, ServiceRequestError
-from prefect import task
 
 from topn.tasks import entra
 from topn.tasks.clients import batch_client, blob_service
 from topn.tasks.policy import task_options
 from topn.tasks.settings import AzureConnection
+from topn.tasks.tags import service_task
 
 
 class AccessError(RuntimeError):
@@ -100,7 +100,7 @@ def _probes(settings: AzureConnection) -> list[_Probe]:
     return probes
 
 
-@task(
+@service_task(
     name="check-access",
     task_run_name="check-access",
     **task_options("azure-batch", "azure-storage"),

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
-from prefect import get_run_logger, task
+from prefect import get_run_logger
 
 from topn.tasks import clients, puts
 from topn.tasks.application import AppBlobs, AppFiles
@@ -26,6 +26,7 @@ from topn.tasks.listing import list_blobs, list_tree
 from topn.tasks.naming import named
 from topn.tasks.policy import task_options
 from topn.tasks.settings import BatchSettings
+from topn.tasks.tags import service_task
 
 STORAGE_TASK = task_options("azure-storage")  # every step here calls Storage
 
@@ -40,7 +41,7 @@ class InputError(ValueError):
     """Inputs that cannot be counted: missing paths, empty folders, an empty prefix."""
 
 
-@task(name="ensure-containers", task_run_name=named("ensure-containers"), **STORAGE_TASK)
+@service_task(name="ensure-containers", task_run_name=named("ensure-containers"), **STORAGE_TASK)
 def ensure_containers(settings: BatchSettings, names: list[str]) -> None:
     """Creates the containers that do not exist yet (BlobServiceClient.create_container)."""
     service = blob_service(settings)
@@ -49,7 +50,7 @@ def ensure_containers(settings: BatchSettings, names: list[str]) -> None:
             service.create_container(name)
 
 
-@task(name="upload-app", task_run_name=named("upload-app {app.name} {app.version}"), **STORAGE_TASK)
+@service_task(name="upload-app", task_run_name=named("upload-app {app.name} {app.version}"), **STORAGE_TASK)
 def upload_app(settings: BatchSettings, app: AppFiles) -> AppBlobs:
     """Uploads the application's files to the application container, under a folder named by its name and
     version (upload_blob)."""
@@ -117,7 +118,9 @@ def _sha256(path: str) -> str:
     return digest.hexdigest()
 
 
-@task(name="upload-inputs", task_run_name=named("upload-inputs {n_names} ({n:,} path{n_s})", n="paths"), **STORAGE_TASK)
+@service_task(
+    name="upload-inputs", task_run_name=named("upload-inputs {n_names} ({n:,} path{n_s})", n="paths"), **STORAGE_TASK
+)
 def upload_inputs(settings: BatchSettings, paths: list[str]) -> InputList:
     """Uploads local files to the input container; content-addressed, so nothing is ever overwritten and a
     file already uploaded (by an earlier or interrupted run) is not sent again. A small file costs one
@@ -195,7 +198,7 @@ def _each_large(one: Callable[[int], None], large: list[int]) -> None:
         pass
 
 
-@task(name="list-inputs", task_run_name=named("list-inputs {container}/{prefix}"), **STORAGE_TASK)
+@service_task(name="list-inputs", task_run_name=named("list-inputs {container}/{prefix}"), **STORAGE_TASK)
 def list_inputs(settings: BatchSettings, container: str, prefix: str) -> InputList:
     """The blobs already in storage under a prefix (List Blobs, read lean, its folders at once: tasks/listing.py):
     what scheduled runs count.
@@ -219,7 +222,9 @@ def list_inputs(settings: BatchSettings, container: str, prefix: str) -> InputLi
 LISTED_PER_HEAD, REQUEST_COST = 30, 100
 
 
-@task(name="moved-blobs", task_run_name=named("moved-blobs: check {n:,} counted blob{n_s}", n="inputs"), **STORAGE_TASK)
+@service_task(
+    name="moved-blobs", task_run_name=named("moved-blobs: check {n:,} counted blob{n_s}", n="inputs"), **STORAGE_TASK
+)
 def moved_blobs(settings: BatchSettings, inputs: list[InputBlob], listed: list[str]) -> list[str]:
     """The names of these blobs of the input container that changed (another ETag) or went since they were
     listed (`listed`: every name the run listed, in order): a task that counted one may have read either
@@ -270,7 +275,7 @@ def cover(names: list[str], listed: list[str]) -> tuple[list[str], list[str]]:
     return outer, heads
 
 
-@task(name="read-lineage", task_run_name=named("read-lineage {lineage}"), **STORAGE_TASK)
+@service_task(name="read-lineage", task_run_name=named("read-lineage {lineage}"), **STORAGE_TASK)
 def read_catalog(settings: BatchSettings, lineage: str) -> Catalog:
     """The lineage's catalog (download_blob): how its last run packed its inputs. None yet: an empty one."""
     container = blob_service(settings).get_container_client(settings.output_container)
@@ -280,7 +285,7 @@ def read_catalog(settings: BatchSettings, lineage: str) -> Catalog:
         return Catalog()
 
 
-@task(name="write-lineage", task_run_name=named("write-lineage {lineage}"), **STORAGE_TASK)
+@service_task(name="write-lineage", task_run_name=named("write-lineage {lineage}"), **STORAGE_TASK)
 def write_catalog(settings: BatchSettings, lineage: str, catalog: Catalog) -> None:
     """Saves the catalog of this run's plan (upload_blob), before its job runs: what the job makes is then
     referenced, so retention keeps it, and a re-run after a crash plans the same packs."""
@@ -288,7 +293,7 @@ def write_catalog(settings: BatchSettings, lineage: str, catalog: Catalog) -> No
     container.upload_blob(catalog_blob(lineage), catalog.to_json(), overwrite=True)
 
 
-@task(name="find-finished", task_run_name=named("find-finished {root_key}"), **STORAGE_TASK)
+@service_task(name="find-finished", task_run_name=named("find-finished {root_key}"), **STORAGE_TASK)
 def finished_outputs(
     settings: BatchSettings, root_key: str | None = None, complete: Callable[[list[str]], set[str]] = part_keys
 ) -> set[str]:
@@ -308,7 +313,7 @@ def finished_outputs(
         return set()
 
 
-@task(name="download-outputs", task_run_name=named("download-outputs {job_id}"), **STORAGE_TASK)
+@service_task(name="download-outputs", task_run_name=named("download-outputs {job_id}"), **STORAGE_TASK)
 def download_outputs(settings: BatchSettings, names: list[str], job_id: str, folder: str) -> list[str | None]:
     """These blobs of the output container (download_blob), each streamed to a file of its own in `folder`,
     never held whole (the file rows of 100,000 files are 180 MB): the files' paths, None for a blob not in
@@ -328,7 +333,7 @@ def download_outputs(settings: BatchSettings, names: list[str], job_id: str, fol
     return [one(n, name) for n, name in enumerate(names)]
 
 
-@task(name="remove-stale-outputs", task_run_name="remove-stale-outputs", **STORAGE_TASK)
+@service_task(name="remove-stale-outputs", task_run_name="remove-stale-outputs", **STORAGE_TASK)
 def remove_stale_outputs(settings: BatchSettings, keep: set[str], forget: str | None = None) -> int:
     """Retention (`remove_stale`), as a step of the flow, saying what it removed."""
     removed = remove_stale(settings, keep, forget)
@@ -367,7 +372,9 @@ def _catalog_keys(container, name: str) -> frozenset[str]:
         return frozenset()
 
 
-@task(name="delete-blobs", task_run_name=named("delete-blobs {container}: {n:,} blob{n_s}", n="names"), **STORAGE_TASK)
+@service_task(
+    name="delete-blobs", task_run_name=named("delete-blobs {container}: {n:,} blob{n_s}", n="names"), **STORAGE_TASK
+)
 def delete_blobs(settings: BatchSettings, container: str, names: list[str]) -> int:
     """Deletes the named blobs (what this run created), never a whole container of the user's."""
     client = blob_service(settings, CONNECTIONS).get_container_client(container)
@@ -382,7 +389,7 @@ def delete_blobs(settings: BatchSettings, container: str, names: list[str]) -> i
     return sum(bounded_map(one, names, FILE_CONCURRENCY))
 
 
-@task(name="list-blobs", task_run_name=named("list-blobs {container}/{prefix}"), **STORAGE_TASK)
+@service_task(name="list-blobs", task_run_name=named("list-blobs {container}/{prefix}"), **STORAGE_TASK)
 def list_blob_names(settings: BatchSettings, container: str, prefix: str) -> list[str]:
     """The names of the blobs under a prefix."""
     return [b.name for b in list_blobs(blob_service(settings).get_container_client(container), prefix)]
