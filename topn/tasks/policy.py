@@ -88,7 +88,8 @@ def retry_transient(task: Any, task_run: Any, state: Any) -> bool:
 
 def task_options(*tags: str) -> dict[str, Any]:
     """Options shared by every task that calls Azure. Tags name the service it calls, for Prefect's tag-based
-    concurrency limits, e.g. `prefect concurrency-limit create azure-batch 4`."""
+    concurrency limits, e.g. `prefect concurrency-limit create azure-batch 4` (applied where such a limit
+    exists: tasks/tags.py)."""
     from prefect.cache_policies import NO_CACHE
 
     return {
