@@ -10,6 +10,10 @@ uploads and counts everything. For each size it runs the defaults (files packed 
 one file per task (`--files-per-task 1`), and prints both with the ratios, then where the packed run's time
 went (its Prefect task runs). Then one 1 GB file end to end against the task application's own time on it.
 
+Each run also says where its time and CPU went: its upload, its job's watch and the rest, each with its wall
+time, the core-seconds of the flow, Azurite, the emulator with its nodes' task processes and the Prefect
+server, and how busy the whole machine was (bench/cpu.py samples /proc every second).
+
 With --fresh, as a new user runs it: no Prefect server is running and no pool exists before the first size's
 first run (`topn run` starts its background server and the pool), then a second run of new files; the
 baseline and the warm-up are skipped. Every size is set against the raw client's floor measured in the
@@ -34,6 +38,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from cpu import CORES, CpuSampler  # noqa: E402
+
 from tests.stack import free_port, spawn, start_azurite, stop, wait_for  # noqa: E402
 
 CORPUS = ROOT.parent / "shared" / "corpus"
@@ -55,12 +61,29 @@ class Run:
     rss_mb: float
     result: dict
     cpu: float = 0.0
+    steps: list[Step] | None = None  # where the time and the CPU went
 
     def row(self) -> str:
         other = self.batch - self.polls
         return (f"{self.label:<22} {self.seconds:>8.1f} {self.files / self.seconds:>8.0f} "
                 f"{self.bytes / self.seconds / 1e6:>7.1f} {self.blob / self.files:>9.2f} {other / self.files:>9.3f} "
                 f"{self.polls:>6} {self.tasks:>7} {self.rss_mb:>7.0f} {self.cpu:>6.1f}")  # fmt: skip
+
+
+@dataclass
+class Step:
+    """A span of a run: its wall time, how busy the machine was and each service's CPU, in core-seconds."""
+
+    name: str
+    seconds: float
+    busy: float
+    cpu: dict[str, float]
+
+    def line(self) -> str:
+        share = self.busy / (self.seconds * CORES) if self.seconds else 0.0
+        services = "  ".join(f"{k} {v:5.1f}" for k, v in self.cpu.items())
+        busy = f"machine {self.busy:5.1f} ({share:.0%} of {CORES} cores)"
+        return f"  {self.name:<14} {self.seconds:6.1f} s  {services}  {busy}"
 
 
 HEADER = (f"{'run':<22} {'wall s':>8} {'files/s':>8} {'MB/s':>7} {'blob/file':>9} {'batch/file':>9} "
@@ -146,14 +169,16 @@ class Stack:
 
     def run(self, label: str, folder: Path, files: int, size: int, *args: str) -> Run:
         before, blob_before = self.batch_stats()["requests"], self.blob_requests()
-        began = time.perf_counter()
         out_path, err_path = self.work / "run.out", self.work / "run.err"
-        with open(out_path, "wb") as out, open(err_path, "wb") as err:
+        flow: list[int] = []
+        with open(out_path, "wb") as out, open(err_path, "wb") as err, CpuSampler(self._services(flow)) as cpu:
+            began, wall = time.perf_counter(), time.time()
             process = subprocess.Popen([str(ROOT / ".venv" / "bin" / "topn"), "run", str(folder), "--json", *args],
                                        env=self.env, cwd=self.work, stdout=out, stderr=err)  # fmt: skip
+            flow.append(process.pid)
             _, status, usage = os.wait4(process.pid, 0)  # not Popen.wait: wait4 tells this child's peak RSS
+            seconds, ended = time.perf_counter() - began, time.time()
         process.returncode = os.waitstatus_to_exitcode(status)
-        seconds = time.perf_counter() - began
         rss = usage.ru_maxrss / 1024
         if process.returncode != 0:
             raise SystemExit(f"{label}: topn run failed:\n{err_path.read_text(errors='replace')[-3000:]}")
@@ -162,8 +187,45 @@ class Stack:
         delta = {k: after.get(k, 0) - before.get(k, 0) for k in after}
         polls = sum(v for k, v in delta.items() if any(p.lower() in k.lower() for p in POLL_OPERATIONS))
         result = json.loads(out)
+        steps = self.steps(cpu, wall, ended)
         return Run(label, files, size, seconds, sum(delta.values()), polls, self.blob_requests() - blob_before,
-                   result["stats"]["tasks_added"], rss, result, usage.ru_utime + usage.ru_stime)  # fmt: skip
+                   result["stats"]["tasks_added"], rss, result, usage.ru_utime + usage.ru_stime, steps)  # fmt: skip
+
+    def _services(self, flow: list[int]) -> dict:
+        """The processes whose CPU the bench follows: the flow's (once started), Azurite, the emulator with its
+        nodes' task processes, and the Prefect server (in a fresh run, once `topn run` started it)."""
+        pid_file = self.work / "topn" / "prefect-server.pid"
+
+        def prefect() -> int | None:
+            if self.prefect is not None:
+                return self.prefect.pid
+            return int(pid_file.read_text()) if pid_file.exists() else None
+
+        return {"flow": lambda: flow[0] if flow else None, "Azurite": lambda: self.azurite.process.pid,
+                "emulator+nodes": lambda: self.emulator.pid, "Prefect": prefect}  # fmt: skip
+
+    def steps(self, cpu: CpuSampler, began: float, ended: float) -> list[Step]:
+        """The run's two long steps (its upload and its job's watch, from the Prefect API) and the rest."""
+        spans = [(name.split(" ")[0], start, end) for name, start, end in self.task_spans()
+                 if name.startswith(("upload-inputs", "watch-job"))]  # fmt: skip
+        steps = [Step(name, end - start, *cpu.between(start, end)) for name, start, end in spans]
+        busy, whole = cpu.between(began, ended)
+        rest = {k: v - sum(s.cpu[k] for s in steps) for k, v in whole.items()}
+        steps.append(Step("the rest", ended - began - sum(s.seconds for s in steps),
+                          busy - sum(s.busy for s in steps), rest))  # fmt: skip
+        return steps
+
+    def task_spans(self) -> list[tuple[str, float, float]]:
+        """The task runs of the latest flow run: name, start and end (time.time() values)."""
+        from prefect.client.orchestration import get_client
+        from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+        from prefect.client.schemas.sorting import FlowRunSort
+
+        with get_client(sync_client=True) as client:
+            run = client.read_flow_runs(sort=FlowRunSort.START_TIME_DESC, limit=1)[0]
+            tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run.id])))
+        return [(t.name, t.start_time.timestamp(), t.end_time.timestamp()) for t in tasks
+                if t.start_time and t.end_time]  # fmt: skip
 
     def where_time_went(self) -> list[tuple[str, float]]:
         """The task runs of the latest flow run and their durations, from the Prefect API."""
@@ -290,7 +352,8 @@ def main() -> None:
                 spans = stack.where_time_went()
                 uploads = upload_line(runs[-1], spans, floor)
                 where = f"{label} run, Prefect task runs: " + ", ".join(f"{n} {s:.1f}s" for n, s in spans)
-                print(f"{n:,} {label}: {runs[-1].seconds:.1f} s; {uploads}\n{where}", flush=True)
+                cpu = "where the time and the CPU went (core-seconds):\n" + "\n".join(s.line() for s in runs[-1].steps)
+                print(f"{n:,} {label}: {runs[-1].seconds:.1f} s; {uploads}\n{where}\n{cpu}", flush=True)
             block = [f"\n{n:,} small files + {args.large} x {LARGE_BYTES >> 20} MiB", HEADER, *(r.row() for r in runs)]
             if len(runs) == 2 and not (args.fresh and number == 0):
                 packed, base = runs
