@@ -33,7 +33,9 @@ def _processes() -> dict[int, tuple[int, float]]:
     return found
 
 
-def _tree_cpu(root: int, processes: dict[int, tuple[int, float]]) -> float:
+def _tree_cpu(root: int, processes: dict[int, tuple[int, float]], others: set[int]) -> float:
+    """The CPU of `root` and its descendants, but for those of `others` (services of their own, e.g. a
+    Prefect server that `topn run` started: its child until the flow ends)."""
     children: dict[int, list[int]] = {}
     for pid, (parent, _) in processes.items():
         children.setdefault(parent, []).append(pid)
@@ -41,7 +43,7 @@ def _tree_cpu(root: int, processes: dict[int, tuple[int, float]]) -> float:
     while todo:
         pid = todo.pop()
         total += processes.get(pid, (0, 0.0))[1]
-        todo += children.get(pid, [])
+        todo += [child for child in children.get(pid, []) if child not in others]
     return total
 
 
@@ -79,11 +81,12 @@ class CpuSampler:
 
     def _sample(self) -> None:
         processes, busy, now = _processes(), _busy(), time.time()
+        roots = {name: pid_of() for name, pid_of in self.services.items()}
         cpu = {}
-        for name, pid_of in self.services.items():
-            pid = pid_of()
+        for name, pid in roots.items():
             if pid is not None and pid in processes:
-                self._last[name] = (pid, _tree_cpu(pid, processes))
+                others = {p for other, p in roots.items() if other != name and p is not None}
+                self._last[name] = (pid, _tree_cpu(pid, processes, others))
             cpu[name] = self._last.get(name, (0, 0.0))[1]  # a process gone keeps its last reading
         self.times.append(now)
         self.samples.append((busy, cpu))

@@ -88,6 +88,7 @@ class FaultProxy:
             self.server_tls.load_cert_chain(*tls)
             self.upstream_tls = ssl.create_default_context(cafile=str(tls[0]))
         self.requests = 0  # requests received
+        self.sas_signed = 0  # of which signed by a SAS in their query, not by an Authorization header
         self.forwarded = 0  # requests sent upstream (reset-response ones included)
         self.faults: Counter[str] = Counter()
         self.events: list[tuple[str, str, str | None]] = []  # (method, path without query, fault or None)
@@ -121,7 +122,7 @@ class FaultProxy:
     def reset_counts(self) -> None:
         """Zeroes the counters and events (not the fault sequence, which goes on)."""
         with self._lock:
-            self.requests = self.forwarded = 0
+            self.requests = self.forwarded = self.sas_signed = 0
             self.faults.clear()
             self.events.clear()
 
@@ -252,6 +253,9 @@ class _Handler(socketserver.StreamRequestHandler):
             self.wfile.write(proxy._status_response("500", method, fields, said))
             return keep
         kind, rng = proxy._decide(method, target.split("?", 1)[0])
+        if "sig=" in target and "authorization" not in fields:
+            with proxy._lock:
+                proxy.sas_signed += 1
         if kind == "reset-request":
             self._reset()
             return False

@@ -26,7 +26,8 @@ from tests.flow.test_pools import sas_expiry, set_topn, sign_start_task_until
 from tests.stack import free_port
 from topn.flows.local_stack import azurite_up, ensure_local_stack, stop_local_stack
 from topn.flows.topn import topn
-from topn.tasks.clients import AZURITE_API_VERSION, batch_client
+from topn.tasks import puts
+from topn.tasks.clients import AZURITE_API_VERSION, batch_client, blob_service
 from topn.tasks.entra import LocalStackCredential
 from topn.tasks.preflight import AccessError
 from topn.tasks.settings import AZURITE_ACCOUNT, AZURITE_KEY, TopnSettings, load_settings
@@ -185,9 +186,9 @@ def test_no_credential_found_says_what_was_tried(entra: TopnSettings, tmp_path: 
 @contextlib.contextmanager
 def _as_azure_behind_a_proxy(
     entra: TopnSettings, monkeypatch: pytest.MonkeyPatch, answer: Callable[[str, str], tuple[int, str, str] | None]
-) -> Iterator[None]:
+) -> Iterator[FaultProxy]:
     """Settings as for Azure (endpoints, an account name, Entra ID) that reach the local stack through
-    proxies answering `answer`'s refusals, as Azure answers a principal without a role."""
+    proxies answering `answer`'s refusals, as Azure answers a principal without a role; yields Storage's."""
     tls = entra.local_tls
     with (FaultProxy(entra.local_batch_port, 0, 1, tls=tls, answer=answer) as batch,
           FaultProxy(entra.local_blob_port, 0, 1, tls=tls, answer=answer) as blob):  # fmt: skip
@@ -196,7 +197,27 @@ def _as_azure_behind_a_proxy(
         monkeypatch.setenv("TOPN_STORAGE_BLOB_ENDPOINT", f"https://127.0.0.1:{blob.port}/{AZURITE_ACCOUNT}")
         monkeypatch.setenv("TOPN_ENTRA_CREDENTIAL", "topn.tasks.entra:LocalStackCredential")
         monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(tls[0]))  # Azure-like settings trust the system's CAs
-        yield
+        yield blob
+
+
+def test_small_files_go_up_signed_by_a_user_delegation_key(
+    entra: TopnSettings, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """With Entra ID the one PUT of a small file carries a user delegation SAS, not a token: one request each
+    (the key itself is one more, a POST with the token)."""
+    paths = []
+    for i in range(5):
+        paths.append(tmp_path / f"f{i}.txt")
+        paths[-1].write_text(f"file {i}")
+    with _as_azure_behind_a_proxy(entra, monkeypatch, lambda method, path: None) as blob:
+        settings = load_settings()
+        container = f"entra-puts-{os.urandom(4).hex()}"
+        blob_service(settings).create_container(container)
+        blob.reset_counts()
+        puts.put_files(settings, container, [str(p) for p in paths], lambda i, _: f"blob-{i}")
+        assert (blob.requests, blob.sas_signed) == (6, 5)
+        stored = blob_service(settings).get_container_client(container)
+        assert stored.download_blob("blob-4").readall() == b"file 4"
 
 
 BATCH_FORBIDDEN = (403, "AuthorizationFailure", "This request is not authorized to perform this operation.")

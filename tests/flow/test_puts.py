@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 
 import pytest
+from azure.core.exceptions import ResourceNotFoundError
 
 from tests.faults import STORAGE_KINDS, FaultProxy
 from tests.stack import Azurite
@@ -79,3 +80,33 @@ def test_upload_inputs_of_small_and_large_files_names_each_by_content(
         data = (tmp_path / blob.name).read_bytes()  # a folder's files are named from the folder on
         assert (blob.version, blob.size) == (hashlib.sha256(data).hexdigest(), len(data))
         assert client.download_blob(blob.blob).readall() == data
+
+
+def test_each_file_is_one_request_when_nothing_fails(
+    tmp_path: Path, azurite: Azurite, settings_env: pytest.MonkeyPatch
+) -> None:
+    """The PUT straight to the SAS-signed container (not upload_blob's, signed with the key): one request a
+    file, and one again for a file already there (409, left as it is), never a second through upload_blob."""
+    paths = files(tmp_path / "in", 50)
+    container = f"puts-{os.urandom(4).hex()}"
+    azurite.client().create_container(container)
+    with FaultProxy(azurite.port, 0.0, 1) as proxy:
+        settings_env.setenv("TOPN_LOCAL_BLOB_PORT", str(proxy.port))
+        settings = load_settings()
+        puts.put_files(settings, container, paths, lambda i, _: f"blob-{i}")
+        first = proxy.requests
+        puts.put_files(settings, container, paths, lambda i, _: f"blob-{i}")
+        assert (first, proxy.requests - first, proxy.sas_signed) == (50, 50, 100)
+    stored = azurite.client().get_container_client(container)
+    assert stored.download_blob("blob-3").readall() == paths[3].read_bytes()
+
+
+def test_a_refused_put_fails_as_the_storage_sdk_says(
+    tmp_path: Path, azurite: Azurite, settings_env: pytest.MonkeyPatch
+) -> None:
+    """A PUT refused (no such container) is tried through upload_blob, whose error stands: the usual one."""
+    paths = files(tmp_path / "in", 3)
+    with pytest.raises(ResourceNotFoundError) as refused:
+        puts.put_files(load_settings(), f"missing-{os.urandom(4).hex()}", paths, lambda i, _: f"blob-{i}")
+    assert refused.value.error_code == "ContainerNotFound"
+    assert "sig=" not in str(refused.value)

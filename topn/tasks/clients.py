@@ -209,16 +209,14 @@ def blob_service(settings: AzureConnection, connections: int = 0) -> BlobService
     )
 
 
-def async_blob_service(settings: AzureConnection) -> Any:
-    """An async BlobServiceClient (aiohttp) for many small transfers from one event loop: a third less CPU
-    a request than threads of the sync client. Called in the loop that will use it. Like `blob_service`'s
-    shared one, it reads the environment's proxies and CA bundle once, here: the bundle goes into one TLS
-    context for the session, since azure-core would load the bundle's file anew for every request."""
+def aio_transport(settings: AzureConnection) -> Any:
+    """An aiohttp transport for Storage, made in the loop that will use it. It reads the environment's CA
+    bundle once, here, into one TLS context for the session: azure-core would load the bundle's file anew
+    for every request."""
     import ssl  # here, not at import: aiohttp alone takes 125 ms to import, and only uploads need it
 
     import aiohttp
     from azure.core.pipeline.transport import AioHttpTransport
-    from azure.storage.blob.aio import BlobServiceClient as AsyncBlobServiceClient
 
     verify = _verify(settings).get("connection_verify")
     tls = ssl.create_default_context(cafile=verify) if verify else True
@@ -228,10 +226,23 @@ def async_blob_service(settings: AzureConnection) -> Any:
         cookie_jar=aiohttp.DummyCookieJar(),
         auto_decompress=False,
     )
+    return AioHttpTransport(session=session, session_owner=True)
+
+
+def storage_proxies(settings: AzureConnection) -> dict[str, str] | None:
+    """The environment's proxies for Storage, read once (as `blob_service`'s shared session does)."""
+    return requests.utils.get_environ_proxies(settings.blob_url) or None
+
+
+def async_blob_service(settings: AzureConnection) -> Any:
+    """An async BlobServiceClient (aiohttp) for many small transfers from one event loop: a third less CPU
+    a request than threads of the sync client. Called in the loop that will use it."""
+    from azure.storage.blob.aio import BlobServiceClient as AsyncBlobServiceClient
+
     extra: dict[str, Any] = {
         "retry_policy": AsyncStorageRetry(),
-        "transport": AioHttpTransport(session=session, session_owner=True),
-        "proxies": requests.utils.get_environ_proxies(settings.blob_url) or None,
+        "transport": aio_transport(settings),
+        "proxies": storage_proxies(settings),
     }
     if settings.local:
         extra["api_version"] = AZURITE_API_VERSION
