@@ -26,7 +26,8 @@ PAGE = 2  # blobs per listing page: listings take several requests, each retried
 
 class FlakyBlobs(ThreadingHTTPServer):
     """Stores, serves and lists blobs ('/container/name'), answering the requests it is told to with failures:
-    503, 429 (Retry-After: 1), 403, 409, drop (connection closed, no answer) or cut (body cut short)."""
+    503, 429 (Retry-After: 1), 403, 409, 302 (to the same path + '.moved'), drop (connection closed, no
+    answer) or cut (body cut short)."""
 
     daemon_threads = True
 
@@ -68,8 +69,10 @@ class _Handler(BaseHTTPRequestHandler):
         if failure == "drop":
             self.close_connection = True
             return
-        if failure in ("503", "429", "403", "409"):
+        if failure in ("503", "429", "403", "409", "302"):
             headers = {"Retry-After": "1"} if failure == "429" else {}
+            if failure == "302":
+                headers = {"Location": self.server.url(path + ".moved")}
             return self._answer(int(failure), b"", headers)
         if self.command == "PUT":
             self.server.blobs[path] = body
@@ -192,6 +195,20 @@ def test_other_failures_are_not_retried(client: BatchClient, uid: str, blobs: Fl
     }
     assert not [i for i in infos.values() if "sig=" in i.failure_info.message]
     assert (blobs.seen["GET /c/gone.txt"], blobs.seen["GET /c/secret.txt"], blobs.seen["PUT /out/x.txt"]) == (1, 1, 1)
+
+
+def test_a_redirect_is_not_followed_but_fails_the_download(client: BatchClient, uid: str, blobs: FlakyBlobs) -> None:
+    """Blob Storage never redirects: a 302 (say, an endpoint that is not Storage's) fails at once, not written."""
+    blobs.blobs.update({"/c/moved.txt": b"wrong", "/c/moved.txt.moved": b"elsewhere"})
+    blobs.always["GET /c/moved.txt"] = "302"
+    make_pool(client, uid, nodes=1)
+    make_job(client, uid, uid)
+    info = run_all(client, uid, {"redirected": fetch(blobs.url("/c/moved.txt"))})["redirected"]
+    assert (info.result, info.failure_info.code, info.failure_info.category) == (
+        "failure", "BlobDownloadMiscError", "servererror")  # fmt: skip
+    assert "HTTP 302" in info.failure_info.message and "sig=" not in info.failure_info.message
+    assert (blobs.seen["GET /c/moved.txt"], blobs.seen["GET /c/moved.txt.moved"]) == (1, 0)
+    assert not [n for n in files_of(client, uid, "redirected") if n.rsplit("/", 1)[-1] in ("x", ".x.part")]
 
 
 def test_failing_forever_ends_after_the_retry_budget(

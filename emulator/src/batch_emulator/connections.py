@@ -5,9 +5,9 @@ One TCP (and TLS) connection serves request after request to the same host. Open
 (Azurite) about as much again, on every one of a count task's 100 downloads. Where a proxy applies to a
 URL (the environment's `https_proxy` and `no_proxy`), the transfer goes through urllib as before.
 
-`request` fails like `urlopen`: a status of 400 or more raises `urllib.error.HTTPError` (its headers readable,
+`request` fails like `urlopen`: a status other than 2xx raises `urllib.error.HTTPError` (its headers readable,
 e.g. Retry-After), a failure to connect or send `urllib.error.URLError`, so callers tell transient failures
-apart the same way for both.
+apart the same way for both. Redirects are not followed (Blob Storage sends none).
 """
 
 from __future__ import annotations
@@ -111,7 +111,7 @@ def request(
         except OSError as e:  # connecting or sending, e.g. an untrusted certificate: wrapped as urlopen does
             raise urllib.error.URLError(e) from e
         response = connection.getresponse()
-        if response.status >= 400:
+        if not 200 <= response.status < 300:  # a redirect too: Blob Storage sends none, so it is not followed
             data = response.read()
             reusable = not response.will_close
             raise urllib.error.HTTPError(url, response.status, response.reason, response.headers, io.BytesIO(data))
