@@ -17,7 +17,7 @@ from prefect.exceptions import PrefectHTTPStatusError
 
 from tests.conftest import ROOT
 from topn.flows.topn import topn
-from topn.tasks import tags
+from topn.tasks import storage, tags
 
 BIN = Path(sys.executable).parent
 
@@ -65,6 +65,23 @@ def test_task_runs_carry_the_service_tags_a_concurrency_limit_reads(
             client.delete_concurrency_limit_by_tag("azure-batch")
     assert tagged["check-access"] == tagged["prepare-job"] == tagged["watch-job"] == {"azure-batch"}
     assert tagged["upload-inputs"] == tagged["download-outputs"] == set()
+
+
+def test_a_copy_with_options_keeps_following_the_limits(stack_env: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`with_options` (Prefect makes a plain Task) still gives a task whose service tags follow the limits,
+    and tags of the user's own stay."""
+    monkeypatch.setattr(tags, "LOOK_EVERY", 0.0)
+    copy = storage.list_blob_names.with_options(retries=0, tags=["azure-storage", "mine"])
+    assert isinstance(copy, tags.ServiceTask) and copy.retries == 0 and copy.name == "list-blobs"
+    assert copy.tags == {"mine"}
+    with get_client(sync_client=True) as client:
+        client.create_concurrency_limit(tag="azure-storage", concurrency_limit=2)
+    try:
+        assert copy.tags == {"mine", "azure-storage"}
+        assert storage.list_blob_names.tags == {"azure-storage"}
+    finally:
+        with get_client(sync_client=True) as client:
+            client.delete_concurrency_limit_by_tag("azure-storage")
 
 
 def test_an_empty_prefix_is_a_run_with_nothing_to_count(stack_env: dict) -> None:

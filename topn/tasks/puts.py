@@ -1,13 +1,13 @@
 """Many small files put as blobs from one event loop, each with one PUT.
 
 The PUT goes through azure-core's pipeline straight to the container, signed by a SAS that allows creating
-and writing blobs in that container only and lives in memory for SAS_LIFETIME: about 0.8-1.0 ms of CPU a
-file on the project's 2-core machine, against 1.8-1.9 ms through the Storage SDK's `upload_blob`, which
-builds a client of its own for every blob (docs/scale.md: Upload CPU). Whatever is not a clean answer (a
-fault, a refusal, a SAS that expired) sends that file through `upload_blob` instead, whose retries
-(`AsyncStorageRetry`) and errors are those of every other Storage call: the first PUT is one attempt, not a
-retry layer of its own. The loop runs in a thread of its own, so a caller that already runs one (Prefect's)
-is not disturbed.
+and writing blobs in that container only and lives in memory for SAS_LIFETIME: 0.8-1.0 ms of CPU a file on
+the project's 2-core machine, against 1.8-1.9 ms through the Storage SDK's `upload_blob`, which builds a
+client of its own for every blob (3,000 files each way; docs/scale.md). Whatever is not a clean answer (a
+fault, a refusal, a SAS that expired) sends that file through `upload_blob` instead, and after throttling
+or a refusal every later file too; its retries (`AsyncStorageRetry`) and errors are those of every other
+Storage call: the first PUT is one attempt, not a retry layer of its own. The loop runs in a thread of its
+own, so a caller that already runs one (Prefect's) is not disturbed.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from topn.tasks.settings import AzureConnection
 
 IN_FLIGHT = 16  # Azurite answers small PUTs fastest with 16-32 in flight (docs/local-stack.md: Upload rate)
 SAS_LIFETIME = timedelta(hours=4)  # puts after that go through upload_blob, as any refused one does
+STAY_AWAY = {401, 403, 429, 503}  # answers after which every file goes through upload_blob
 
 Name = Callable[[int, bytes], str]  # the blob name of the i-th file, from its content
 
@@ -97,6 +98,7 @@ class _Puts:
     def __init__(self, settings: AzureConnection, container_url: str | None, api_version: str) -> None:
         self._base, _, self._sas = (container_url or "").partition("?")
         self._client = None
+        self._on = bool(container_url)
         if container_url:
             headers = HeadersPolicy({"x-ms-version": api_version, "x-ms-blob-type": "BlockBlob"})
             policies = [headers, ProxyPolicy(proxies=storage_proxies(settings))]
@@ -114,7 +116,7 @@ class _Puts:
     async def put(self, blob: str, data: bytes, overwrite: bool) -> bool:
         """Whether the blob now holds `data`: put, or (without `overwrite`) there already. False for any
         other answer or failure, which the caller's upload_blob then meets with its retries and errors."""
-        if self._client is None:
+        if not self._on or self._client is None:
             return False
         headers = {} if overwrite else {"If-None-Match": "*"}  # a content-named blob there has these bytes
         url = f"{self._base}/{quote(blob, safe='/~')}?{self._sas}"
@@ -124,5 +126,7 @@ class _Puts:
             return False
         if response.status_code == 201:
             return True
+        if response.status_code in STAY_AWAY:  # throttled or refused: upload_blob alone from here on, which
+            self._on = False  # waits as the service asks (and says so) or says why it is refused
         exists = response.status_code == 409 and response.headers.get("x-ms-error-code") == "BlobAlreadyExists"
         return exists and not overwrite

@@ -17,25 +17,39 @@ from typing import Any
 
 from prefect import Task
 
-SERVICE_TAGS = ("azure-batch", "azure-storage")
+SERVICE_TAGS = frozenset({"azure-batch", "azure-storage"})
 LOOK_EVERY = 60.0  # seconds a lookup of the server's limits holds: a limit made meanwhile applies within this
+
+LOOKUP_TIMEOUT = 10.0  # seconds for each request of a lookup
 
 _lock = threading.Lock()
 _seen: tuple[float, frozenset[str]] | None = None  # when the limits were looked up, and the tags limited
+_looking = False  # a thread is looking them up
 
 
 class ServiceTask(Task):
-    """A Prefect task whose tags are those of its services (`service_tags`) that a concurrency limit reads."""
+    """A Prefect task whose service tags (`azure-batch`, `azure-storage`) are those a concurrency limit reads;
+    any other tag it was given, it keeps."""
 
     service_tags: frozenset[str]
 
     @property  # type: ignore[override]
     def tags(self) -> set[str]:
-        return set(self.service_tags & limited())
+        return set(self.service_tags - SERVICE_TAGS) | (self.service_tags & limited())
 
     @tags.setter
     def tags(self, value: Iterable[str]) -> None:  # Task.__init__ sets the tags it was given
         self.service_tags = frozenset(value)
+
+    def with_options(self, **options: Any) -> ServiceTask:
+        """As Task.with_options (which makes a plain Task), but a ServiceTask, its tags still chosen when each
+        of its runs is made."""
+        options.setdefault("tags", self.service_tags)
+        copy = super().with_options(**options)
+        tags = copy.__dict__.pop("tags")  # set by Task.__init__ as a plain attribute
+        copy.__class__ = type(self)
+        copy.tags = tags
+        return copy
 
 
 def service_task(**options: Any) -> Callable[[Callable[..., Any]], ServiceTask]:
@@ -45,12 +59,21 @@ def service_task(**options: Any) -> Callable[[Callable[..., Any]], ServiceTask]:
 
 def limited() -> frozenset[str]:
     """The service tags with an active concurrency limit on the Prefect server, looked up at most every
-    LOOK_EVERY seconds. All of them when the server cannot say: a limit is then honoured, at the check's cost."""
-    global _seen
+    LOOK_EVERY seconds, by one thread while the others go on with what was seen last. All of them when the
+    server cannot say: a limit is then honoured, at the check's cost."""
+    global _seen, _looking
     with _lock:
-        if _seen is None or time.monotonic() - _seen[0] >= LOOK_EVERY:
-            _seen = (time.monotonic(), _look_up())
-        return _seen[1]
+        if _seen is not None and (_looking or time.monotonic() - _seen[0] < LOOK_EVERY):
+            return _seen[1]
+        _looking = True
+    try:
+        found = _look_up()
+    finally:
+        with _lock:
+            _looking = False
+    with _lock:
+        _seen = (time.monotonic(), found)
+    return found
 
 
 def _look_up() -> frozenset[str]:
@@ -59,7 +82,7 @@ def _look_up() -> frozenset[str]:
 
     found = set()
     try:
-        with get_client(sync_client=True) as client:
+        with get_client(sync_client=True, httpx_settings={"timeout": LOOKUP_TIMEOUT}) as client:
             for tag in SERVICE_TAGS:
                 try:
                     if client.read_global_concurrency_limit_by_name(f"tag:{tag}").active:
