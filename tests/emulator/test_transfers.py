@@ -211,6 +211,15 @@ def test_a_redirect_is_not_followed_but_fails_the_download(client: BatchClient, 
     assert not [n for n in files_of(client, uid, "redirected") if n.rsplit("/", 1)[-1] in ("x", ".x.part")]
 
 
+def test_a_url_with_a_bad_port_fails_the_task(client: BatchClient, uid: str) -> None:
+    """A port that is no port fails the download at once (it is not retried), and the task ends."""
+    make_pool(client, uid, nodes=1)
+    make_job(client, uid, uid)
+    info = run_all(client, uid, {"bad": fetch("http://127.0.0.1:99999/c/x.txt?sv=2025&sig=secret")})["bad"]
+    assert (info.result, info.failure_info.code) == ("failure", "BlobDownloadMiscError")
+    assert "sig=" not in info.failure_info.message
+
+
 def test_failing_forever_ends_after_the_retry_budget(
     client: BatchClient, uid: str, blobs: FlakyBlobs, monkeypatch: pytest.MonkeyPatch
 ) -> None:
