@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import random
 
 import pytest
@@ -89,6 +90,23 @@ def test_a_lost_or_damaged_catalog_only_packs_anew() -> None:
     doubled = lineage.Catalog(catalog.source, (catalog.packs[0], catalog.packs[0]), catalog.keys)
     packs, _, _ = day(inputs, doubled)  # a member listed twice is packed once
     assert sorted(i for p in packs for i in p.members) == list(range(12))
+
+
+@pytest.mark.parametrize(
+    "source", ["prefix:topn-input/incoming/", 'paths:["/data/a \\"keys\\":[\\"x\\"]}", "/data/,\\"keys\\":["]', ""]
+)
+def test_retention_reads_a_catalogs_keys_as_the_whole_catalog_gives_them(source: str) -> None:
+    """keys_of_json reads the keys alone, and gives what the whole catalog gives, whatever the source holds;
+    a catalog of another shape is read whole, a damaged one has none."""
+    inputs = [InputBlob(f"f{i}.txt", "c", f"b{i}", 10, f"v{i}") for i in range(250)]
+    packs, _ = lineage.arrange(inputs, lineage.Catalog(), Packing(100, 1 << 30, 4))
+    catalog = lineage.catalog_of(source, inputs, packs, {f"{i:032x}" for i in range(40)})
+    data = catalog.to_json()
+    assert lineage.keys_of_json(data) == catalog.keys == lineage.Catalog.from_json(data).keys
+    spaced = json.dumps(json.loads(data), indent=1).encode()  # another writer's shape: read whole
+    assert lineage.keys_of_json(spaced) == catalog.keys
+    assert lineage.keys_of_json(data[: len(data) // 2]) == frozenset()  # cut short: damaged, no keys
+    assert lineage.keys_of_json(b'{"format": "other", "keys": ["a"]}') == frozenset()
 
 
 @pytest.mark.parametrize("seed", range(20))

@@ -21,7 +21,7 @@ from topn.tasks.clients import blob_service
 from topn.tasks.inputs import InputBlob, InputList, upload_blob_name
 from topn.tasks.layout import PARTS, RESULTS, key_of, members_blobs, part_keys, result_folder
 from topn.tasks.lineage import PREFIX as LINEAGES
-from topn.tasks.lineage import Catalog, catalog_blob
+from topn.tasks.lineage import Catalog, catalog_blob, keys_of_json
 from topn.tasks.listing import list_blobs, list_tree
 from topn.tasks.naming import named
 from topn.tasks.policy import task_options
@@ -367,7 +367,7 @@ def remove_stale(settings: BatchSettings, keep: set[str], forget: str | None = N
 
 def _catalog_keys(container, name: str) -> frozenset[str]:
     try:
-        return Catalog.from_json(container.download_blob(name).readall()).keys
+        return keys_of_json(container.download_blob(name).readall())
     except ResourceNotFoundError:
         return frozenset()
 
