@@ -10,15 +10,17 @@ uploads and counts everything. For each size it runs the defaults (files packed 
 one file per task (`--files-per-task 1`), and prints both with the ratios, then where the packed run's time
 went (its Prefect task runs). Then one 1 GB file end to end against the task application's own time on it.
 
-Each run also says where its time and CPU went: its upload, its job's watch and the rest, each with its wall
-time, the core-seconds of the flow, Azurite, the emulator with its nodes' task processes and the Prefect
+Each run also says where its time and CPU went: reading the files, their upload (in groups, each before its
+tasks are added, so the job's first tasks count beside the later groups), its job's watch and the rest, each
+with its wall time, the core-seconds of the flow, Azurite, the emulator with its nodes' task processes and the Prefect
 server, and how busy the whole machine was (bench/cpu.py samples /proc every second).
 
 With --fresh, as a new user runs it: no Prefect server is running and no pool exists before the first size's
 first run (`topn run` starts its background server and the pool), then a second run of new files; the
 baseline and the warm-up are skipped. Every size is set against the raw client's floor measured in the
 same run: the plain azure-storage-blob client putting 2,000 of the same small files from 16 threads (its
-PUT/s and CPU per PUT), and topn's own upload path on another 2,000 in this process (CPU per PUT).
+PUT/s and CPU per PUT), and topn's own upload path on another 2,000 in this process (CPU per PUT, and its
+PUT/s with nothing beside it).
 """
 
 from __future__ import annotations
@@ -83,7 +85,7 @@ class Step:
         share = self.busy / (self.seconds * CORES) if self.seconds else 0.0
         services = "  ".join(f"{k} {v:5.1f}" for k, v in self.cpu.items())
         busy = f"machine {self.busy:5.1f} ({share:.0%} of {CORES} cores)"
-        return f"  {self.name:<14} {self.seconds:6.1f} s  {services}  {busy}"
+        return f"  {self.name:<18} {self.seconds:6.1f} s  {services}  {busy}"
 
 
 HEADER = (f"{'run':<22} {'wall s':>8} {'files/s':>8} {'MB/s':>7} {'blob/file':>9} {'batch/file':>9} "
@@ -205,10 +207,16 @@ class Stack:
                 "emulator+nodes": lambda: self.emulator.pid, "Prefect": prefect}  # fmt: skip
 
     def steps(self, cpu: CpuSampler, began: float, ended: float) -> list[Step]:
-        """The run's two long steps (its upload and its job's watch, from the Prefect API) and the rest."""
-        spans = [(name.split(" ")[0], start, end) for name, start, end in self.task_spans()
-                 if name.startswith(("upload-inputs", "watch-job"))]  # fmt: skip
-        steps = [Step(name, end - start, *cpu.between(start, end)) for name, start, end in spans]
+        """The run's long steps (reading, uploading in groups while the job's first tasks run, and the job's
+        watch, from the Prefect API; a step of several task runs is their sum) and the rest."""
+        steps, runs = [], self.task_spans()
+        for step in ("read-inputs", "upload-inputs", "watch-job"):
+            spans = [(start, end) for name, start, end in runs if name.split(" ")[0] == step]
+            parts = [Step(step, end - start, *cpu.between(start, end)) for start, end in spans]
+            if parts:
+                name = f"{step} x{len(parts)}" if len(parts) > 1 else step
+                cpu_of = {k: sum(p.cpu[k] for p in parts) for k in parts[0].cpu}
+                steps.append(Step(name, sum(p.seconds for p in parts), sum(p.busy for p in parts), cpu_of))
         busy, whole = cpu.between(began, ended)
         rest = {k: v - sum(s.cpu[k] for s in steps) for k, v in whole.items()}
         steps.append(Step("the rest", ended - began - sum(s.seconds for s in steps),
@@ -236,7 +244,11 @@ class Stack:
         with get_client(sync_client=True) as client:
             run = client.read_flow_runs(sort=FlowRunSort.START_TIME_DESC, limit=1)[0]
             tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run.id])))
-        spans = [(t.name, t.total_run_time.total_seconds()) for t in tasks if t.total_run_time]
+        steps: dict[str, list[float]] = {}  # a step of several task runs (upload-inputs, add-tasks) as one
+        for t in tasks:
+            if t.total_run_time:
+                steps.setdefault(t.name.split(" ")[0], []).append(t.total_run_time.total_seconds())
+        spans = [(f"{name} x{len(s)}" if len(s) > 1 else name, sum(s)) for name, s in steps.items()]
         return sorted(spans, key=lambda s: -s[1])[:12]
 
     def close(self) -> None:
@@ -255,16 +267,19 @@ class Floor:
     puts_per_s: float
     raw_cpu_ms: float
     topn_cpu_ms: float
+    topn_puts_per_s: float
 
     def line(self) -> str:
         return (f"raw client floor: {self.puts_per_s:.0f} PUT/s from 16 threads, {self.raw_cpu_ms:.2f} ms of CPU "
                 f"per PUT; topn's upload path: {self.topn_cpu_ms:.2f} ms of CPU per PUT "
-                f"({self.topn_cpu_ms / self.raw_cpu_ms:.2f}x the raw client's)")  # fmt: skip
+                f"({self.topn_cpu_ms / self.raw_cpu_ms:.2f}x the raw client's), {self.topn_puts_per_s:.0f} PUT/s "
+                f"({self.topn_puts_per_s / self.puts_per_s:.2f}x its rate; 10,000 files in "
+                f"{10_000 / self.topn_puts_per_s:.1f} s) with nothing beside it")  # fmt: skip
 
 
 def measure_floor(stack: Stack, work: Path, text: bytes, n: int = 2_000) -> Floor:
     """The plain azure-storage-blob client's PUT/s and CPU per PUT on `n` small files from 16 threads, and
-    topn's upload_inputs on `n` others, in this process (CPU per PUT)."""
+    topn's read_inputs and upload_inputs on `n` others, in this process (CPU per PUT)."""
     import logging
     from concurrent.futures import ThreadPoolExecutor
     from unittest import mock
@@ -297,16 +312,20 @@ def measure_floor(stack: Stack, work: Path, text: bytes, n: int = 2_000) -> Floo
     storage.ensure_containers.fn(settings, [settings.input_container])
     cpu = time.process_time()
     with mock.patch.object(storage, "get_run_logger", lambda: logging.getLogger("bench")):
-        storage.upload_inputs.fn(settings, [str(ours)])
+        inputs = storage.read_inputs.fn(settings, [str(ours)])  # its hashing is in the CPU per PUT
+        began = time.perf_counter()
+        storage.upload_inputs.fn(settings, inputs)
+        topn_seconds = time.perf_counter() - began
     topn_cpu = time.process_time() - cpu
-    return Floor(n / seconds, raw_cpu * 1000 / n, topn_cpu * 1000 / n)
+    return Floor(n / seconds, raw_cpu * 1000 / n, topn_cpu * 1000 / n, n / topn_seconds)
 
 
 def upload_line(run: Run, spans: list[tuple[str, float]], floor: Floor) -> str:
     upload = next((seconds for name, seconds in spans if name.startswith("upload-inputs")), None)
     if upload is None:
         return "upload-inputs: not among the run's task runs"
-    return (f"upload-inputs {upload:.1f} s for {run.files:,} files ({run.files / upload:.0f} PUT/s): "
+    return (f"upload-inputs {upload:.1f} s in all for {run.files:,} files, beside the job's first tasks "
+            f"({run.files / upload:.0f} PUT/s): "
             f"{run.files / floor.puts_per_s / upload:.2f}x the raw client's floor rate")  # fmt: skip
 
 

@@ -9,6 +9,7 @@ import uuid
 from collections import Counter
 from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from batch_emulator.server import Emulator
@@ -92,6 +93,38 @@ def test_a_day_of_new_files_costs_those_files_and_no_change_costs_nothing(drop: 
     drop.check(third)
     assert (downloads, emulator.service.scheduled - scheduled, third.stats.tasks_added) == (0, 0, 0)  # no job
     assert third.stats.reused_job and third.stats.reused == 65
+
+
+def test_a_local_folder_counted_again_sends_only_what_is_new_or_changed(drop: Drop, tmp_path: Path) -> None:
+    """`topn run FOLDER` day after day: a file whose output storage holds is read (for its content key) but
+    never sent again; new and rewritten files are sent once, and only they are downloaded by the nodes."""
+    folder = tmp_path / f"texts-{uuid.uuid4().hex[:8]}"
+    folder.mkdir()
+    for i in range(30):
+        (folder / f"doc-{i:03}.txt").write_text(" ".join(drop.rng.choice(WORDS) for _ in range(20)) + f" n{i}")
+
+    def run() -> tuple[object, int, int]:
+        drop.proxy.reset_counts()
+        result = topn(paths=[str(folder)], top=5, files_per_task=FILES_PER_TASK)
+        uploads = "/devstoreaccount1/topn-input/uploads/"
+        sent = [p for method, p, fault in drop.proxy.events if method == "PUT" and p.startswith(uploads)]
+        read = [p for method, p, fault in drop.proxy.events if method == "GET" and p.startswith(uploads)]
+        expected = sum((spec_counts(f.read_bytes()) for f in folder.iterdir()), Counter())
+        files = len(list(folder.iterdir()))
+        assert (result.words, result.distinct, result.files_counted) == (expected.total(), len(expected), files)
+        assert result.top == sorted(expected.items(), key=lambda kv: (-kv[1], kv[0]))[:5]
+        return result, len(sent), len(read)
+
+    first, sent, read = run()
+    assert (sent, read, first.stats.counted) == (30, 30, 30)
+    again, sent, read = run()
+    assert (sent, read, again.stats.counted, again.stats.reused) == (0, 0, 0, 30)
+    (folder / "doc-007.txt").write_text("omega omega rewritten")
+    for i in (30, 31):
+        (folder / f"doc-{i:03}.txt").write_text(f"new words n{i}")
+    day, sent, read = run()
+    assert (sent, read) == (3, 3)
+    assert (day.stats.new, day.stats.changed, day.stats.counted, day.stats.reused) == (2, 1, 3, 29)
 
 
 def test_a_changed_blob_edits_only_its_pack_and_a_deleted_one_is_gone(

@@ -37,8 +37,8 @@ def test_runs_and_task_runs_are_named_and_their_result_kept(stack_env: dict, tmp
         flow_run = client.read_flow_run(state.state_details.flow_run_id)
     assert flow_run.name == "top 2 of texts"
     job = result.stats.job_id
-    names = ["check-access", "upload-inputs texts (1 path)", f"prepare-job {job}", f"add-tasks {job}: 2 tasks",
-             f"watch-job {job}", f"download-outputs {job}"]  # fmt: skip
+    names = ["check-access", "read-inputs texts (1 path)", "upload-inputs 1 file", f"prepare-job {job}",
+             f"add-tasks {job}: 2 tasks", f"watch-job {job}", f"download-outputs {job}"]  # fmt: skip
     assert set(names) <= set(_task_runs(state)), sorted(_task_runs(state))
     assert flow_run.state.result() == result  # persisted, read back through the API
 

@@ -72,12 +72,14 @@ def test_uploads_go_through_the_proxy_the_environment_names(
     storage.blob_service(settings).get_container_client("proxied").create_container()
     for i in range(3):
         (tmp_path / f"f{i}.txt").write_text(f"words number {i}")
-    uploaded = storage.upload_inputs(settings, [str(tmp_path)])
+    uploaded = storage.read_inputs(settings, [str(tmp_path)])
+    storage.upload_inputs(settings, uploaded)
     puts = {unquote(urlsplit(p).path).split("/proxied/", 1)[1] for p in _Forward.seen if "/proxied/" in p}
     assert len(uploaded) == 3 and puts == {i.blob for i in uploaded}, _Forward.seen  # each, once or retried
 
     monkeypatch.setenv("NO_PROXY", "127.0.0.1")  # bypassed: straight to Azurite
     before = len(_Forward.seen)
     (tmp_path / "f3.txt").write_text("one more")
-    assert len(storage.upload_inputs(settings, [str(tmp_path)])) == 4
+    storage.upload_inputs(settings, storage.read_inputs(settings, [str(tmp_path)]))
+    assert len(list(storage.blob_service(settings).get_container_client("proxied").list_blobs())) == 4
     assert len(_Forward.seen) == before

@@ -73,13 +73,40 @@ def test_upload_inputs_of_small_and_large_files_names_each_by_content(
     settings = load_settings()
     settings_env.setattr(storage, "get_run_logger", lambda: logging.getLogger("test"))  # outside a flow run
     storage.ensure_containers.fn(settings, [settings.input_container])
-    inputs = storage.upload_inputs.fn(settings, [str(tmp_path / "in")])
+    inputs = storage.read_inputs.fn(settings, [str(tmp_path / "in")])
     client = azurite.client().get_container_client(settings.input_container)
     assert len(inputs) == 31
+    storage.upload_inputs.fn(settings, inputs)
     for blob in inputs:
         data = (tmp_path / blob.name).read_bytes()  # a folder's files are named from the folder on
         assert (blob.version, blob.size) == (hashlib.sha256(data).hexdigest(), len(data))
+        assert blob.local_path == str(tmp_path / blob.name)
         assert client.download_blob(blob.blob).readall() == data
+
+
+def test_a_file_changed_after_it_was_read_is_not_sent_under_its_old_content_name(
+    tmp_path: Path, azurite: Azurite, settings_env: pytest.MonkeyPatch
+) -> None:
+    """A blob's name says its content: a file rewritten between the plan and its upload fails the upload with
+    one line saying so, and its blob is never written with other bytes; the files around it go up."""
+    files(tmp_path / "in", 5)
+    large = tmp_path / "in" / "large.txt"
+    large.write_bytes(os.urandom(16) + b"big " * ((5 << 20) // 4))  # not among other tests' uploads
+    settings = load_settings()
+    settings_env.setattr(storage, "get_run_logger", lambda: logging.getLogger("test"))
+    storage.ensure_containers.fn(settings, [settings.input_container])
+    inputs = storage.read_inputs.fn(settings, [str(tmp_path / "in")])
+    changed = next(i for i in inputs if i.size < 1000)
+    Path(changed.local_path).write_text("other words entirely")
+    client = azurite.client().get_container_client(settings.input_container)
+    with pytest.raises(storage.InputError, match=r"changed while the run read it: run again") as failed:
+        storage.upload_inputs.fn(settings, inputs)
+    assert str(failed.value).count("\n") == 0 and changed.name in str(failed.value)
+    with pytest.raises(ResourceNotFoundError):
+        client.download_blob(changed.blob).readall()
+    large.write_bytes(b"bigger " * 1000 + large.read_bytes())
+    with pytest.raises(storage.InputError, match=r"large\.txt' changed while the run read it"):
+        storage.upload_inputs.fn(settings, [i for i in inputs if i.name.endswith("large.txt")])
 
 
 def test_each_file_is_one_request_when_nothing_fails(

@@ -7,7 +7,7 @@ import logging
 import os
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,7 +27,7 @@ from topn.flows.taskapp import taskapp_files
 from topn.tasks import batch, lineage, monitor, preflight, storage
 from topn.tasks.application import AppBlobs
 from topn.tasks.clients import blob_service
-from topn.tasks.inputs import InputBlob, describe
+from topn.tasks.inputs import InputBlob, InputList, describe
 from topn.tasks.monitor import TopnFailed
 from topn.tasks.packing import Packing
 from topn.tasks.sas import SasIssuer
@@ -64,6 +64,7 @@ logging.getLogger("prefect.flow_runs").addFilter(_OwnFailureWithoutTraceback(who
 
 BYTE_SIZE = r"^\s*\d+(\.\d+)?\s*[A-Za-z]*\s*$"  # what pydantic's ByteSize reads, e.g. 64MiB or 1000000
 ADD_GROUP_FILES = 10_000  # files whose task specs are built and added at once
+FIRST_UPLOAD_FILES = 500  # local files uploaded before the first tasks are added (a few seconds' worth)
 FILE_ROWS_SHOWN = 1_000  # rows of the per-file table artifact: a UI table, not a data export
 
 
@@ -155,8 +156,8 @@ def topn(
         if not inputs:
             return _nothing_to_count(settings, blob_prefix, started)
     app_future = storage.upload_app.submit(settings, taskapp_files())
-    if paths:
-        inputs = _ordered(storage.upload_inputs(settings, paths))
+    if paths:  # read and keyed by content here; sent by the job's groups, only those a task reads
+        inputs = _ordered(storage.read_inputs(settings, paths))
     app = app_future.result()
     packing = Packing(
         files_per_task or settings.files_per_task, int(bytes_per_task or settings.bytes_per_task), settings.merge_fan_in
@@ -166,7 +167,9 @@ def topn(
     catalog = storage.read_catalog(settings, line)
     sas = SasIssuer(settings, blob_service(settings), expiry)
     for _ in range(MOVED_ROUNDS):
-        run = _count(settings, sas, app, inputs, catalog, source, line, packing, top, run_id, delete_job, expiry)
+        run = _count(
+            settings, sas, app, inputs, catalog, source, line, packing, top, run_id, delete_job, expiry, bool(paths)
+        )
         if paths or not run.counted:  # uploads are content-addressed: they never change under a run
             break
         moved = storage.moved_blobs(settings, [inputs[i] for i in run.read], sorted(i.blob for i in inputs))
@@ -294,9 +297,11 @@ def _count(
     run_id: str | None,
     delete_job: bool,
     expiry: datetime,
+    local: bool,
 ) -> _Counted:
     """Plans the run against the lineage's catalog and runs what storage does not hold yet: a pack whose
-    output any earlier run left (by content key) is not counted again, a finished merge needs nothing below it."""
+    output any earlier run left (by content key) is not counted again, a finished merge needs nothing below it.
+    `local`: the inputs are local files, uploaded as the job's tasks need them."""
     packs, changes = lineage.arrange(inputs, catalog, packing)
     run_plan = wordcount.make_plan(inputs, packs, top, app.version, packing)
     # An explicit run id is a clean start: everything is counted anew (refreshing the outputs later runs reuse).
@@ -346,7 +351,7 @@ def _count(
     if state != batch.JobState.DONE:
         made_from = _Edits(edits, repacks, wordcount.joinable(todo, done))
         added, watch = _run_job(
-            settings, sas, inputs, run_plan, todo, made_from, job_id, pool_id, top, app.version, expiry
+            settings, sas, inputs, run_plan, todo, made_from, job_id, pool_id, top, app.version, expiry, local
         )
         if watch.ending != monitor.Ending.SUCCEEDED:
             names = {s.id: describe([inputs[i].name for i in s.inputs]) for s in run_plan.counts}
@@ -410,12 +415,18 @@ def _run_job(
     top: int,
     version: str,
     expiry: datetime,
+    local: bool,
 ) -> tuple[int, monitor.Watch]:
     """Adds the tasks still to run and watches the job; returns how many tasks were added, and how it ended.
     Task specs are built and added for at most ADD_GROUP_FILES files at a time: memory stays flat, and each
-    merge is added after the tasks it waits for (todo lists children first)."""
+    merge is added after the tasks it waits for (todo lists children first). With `local` inputs, each
+    group's files are uploaded just before its tasks are added, in groups that start small: the first tasks
+    count while the rest upload, and a file whose output storage holds is never sent."""
     added, total = 0, 0
-    for group in _groups(todo, ADD_GROUP_FILES):
+    for group in _groups(todo, _group_files(local)):
+        reads = [i for step, _ in group if step.kind == wordcount.COUNT for i in _reads(step, edits.packs)]
+        if local and reads:
+            storage.upload_inputs(settings, InputList([inputs[i] for i in reads]))
         n, total = batch.add_tasks(
             settings, job_id, _tasks(settings, sas, inputs, run_plan, group, edits, job_id, top, version)
         )
@@ -502,18 +513,27 @@ def _publish_links(result: TopnResult, settings: TopnSettings, blob_prefix: str 
     )
 
 
-def _groups(todo: list, files: int) -> list[list]:
-    """The steps to run, cut into groups whose count tasks hold at most `files` files."""
+def _groups(todo: list, limits: Iterator[int]) -> list[list]:
+    """The steps to run, cut into groups whose count tasks hold at most as many files as `limits` gives, one
+    limit per group."""
     groups: list[list] = [[]]
-    held = 0
+    held, files = 0, next(limits)
     for entry in todo:
         size = len(entry[0].inputs) if entry[0].kind == wordcount.COUNT else 0
         if held and held + size > files:
             groups.append([])
-            held = 0
+            held, files = 0, next(limits)
         groups[-1].append(entry)
         held += size
     return groups
+
+
+def _group_files(local: bool) -> Iterator[int]:
+    """Files per group: ADD_GROUP_FILES; for local inputs FIRST_UPLOAD_FILES, doubling up to that."""
+    files = FIRST_UPLOAD_FILES if local else ADD_GROUP_FILES
+    while True:
+        yield files
+        files = min(files * 2, ADD_GROUP_FILES)
 
 
 def _reads(step: wordcount.Step, packs: dict[str, wordcount.PackEdit]) -> tuple[int, ...]:

@@ -18,7 +18,8 @@ def content_hash(*parts: object, digits: int = 32) -> str:
 
 @dataclass(frozen=True, slots=True)
 class InputBlob:
-    """One input: its name as users know it, and where its bytes are in storage. Slots, keys computed once:
+    """One input: its name as users know it, where its bytes are in storage and, for a local file, where it is
+    on this machine. Slots, keys computed once:
     a run holds one of these per file (100,000 of them: 40 MB less than with a __dict__ each)."""
 
     name: str
@@ -30,6 +31,9 @@ class InputBlob:
     row_key: str = field(init=False, repr=False, compare=False)
     # Its name alone (12 hex digits): a new version of the same name is a changed file, not a new one.
     name_key: str = field(init=False, repr=False, compare=False)
+    # A local file's folder, its path less its name (one string shared by a folder's files): where
+    # upload_inputs reads it. Empty for a blob already in storage.
+    local_base: str = field(default="", repr=False, compare=False)
 
     def __post_init__(self) -> None:
         row_key = content_hash(self.name, self.container, self.blob, self.version, digits=20)
@@ -39,6 +43,10 @@ class InputBlob:
     @property
     def local_name(self) -> str:
         return local_name(self.name)
+
+    @property
+    def local_path(self) -> str:
+        return self.local_base + self.name
 
 
 class InputList(Sequence[InputBlob]):

@@ -186,7 +186,10 @@ def _poll(
         _say_if_scaling_up(client, pool_id, artifact, 100.0 * counts.completed / total, seen)
     if counts.running == 0 and seen.delay >= POLL_MAX / 2 and (why := _start_task_failure(client, pool_id)):
         return Ending.START_TASK_FAILED, why, counts.completed
-    if counts.active and (why := pool_health.check(client, settings, pool_id, seen.pool, counts.running == 0)):
+    # A look at the pool while tasks wait, and once while any run: a partial allocation is said even when the
+    # run does not wait for the nodes it lacks.
+    looked = counts.active or (counts.running and not seen.pool.checked)
+    if looked and (why := pool_health.check(client, settings, pool_id, seen.pool, counts.running == 0)):
         return Ending.NO_NODES, why, counts.completed
     return None
 

@@ -6,13 +6,15 @@ import bisect
 import contextlib
 import hashlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import BinaryIO
 
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
-from prefect import get_run_logger
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
 
 from topn.tasks import clients, puts
 from topn.tasks.application import AppBlobs, AppFiles
@@ -110,51 +112,73 @@ def _files_under(top: str) -> list[str]:
     return found
 
 
-def _sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-@service_task(
-    name="upload-inputs", task_run_name=named("upload-inputs {n_names} ({n:,} path{n_s})", n="paths"), **STORAGE_TASK
+@task(
+    name="read-inputs",
+    task_run_name=named("read-inputs {n_names} ({n:,} path{n_s})", n="paths"),
+    persist_result=False,
+    cache_policy=NO_CACHE,
 )
-def upload_inputs(settings: BatchSettings, paths: list[str]) -> InputList:
-    """Uploads local files to the input container; content-addressed, so nothing is ever overwritten and a
-    file already uploaded (by an earlier or interrupted run) is not sent again. A small file costs one
-    request (a PUT that storage refuses if the blob exists), put from one event loop (`puts.py`); a large
-    one a HEAD, then its blocks in parallel (upload_blob)."""
-    files = expand_paths(paths)
-    sizes, small, large = _by_size(files)
-    shas = [""] * len(files)
+def read_inputs(settings: BatchSettings, paths: list[str]) -> InputList:
+    """Local files as the run's inputs, each read once and named by its content (SHA-256) in the input
+    container: the plan needs their content keys only, and upload_inputs sends just the files a job reads (a
+    file whose output storage holds already is not sent again)."""
+    inputs, bases = [], {}  # one string per folder: 100,000 files of one folder hold one copy of its path
+    for path, name in expand_paths(paths):
+        base = path[: len(path) - len(name)]
+        try:
+            with open(path, "rb") as f:
+                size, sha = _digest(f)
+        except OSError as e:
+            raise InputError(f"cannot read {path!r}: {e.strerror or e}") from None
+        inputs.append(
+            InputBlob(
+                name, settings.input_container, upload_blob_name(name, sha), size, sha, bases.setdefault(base, base)
+            )
+        )
+    get_run_logger().info("%d local files (%d bytes)", len(inputs), sum(i.size for i in inputs))
+    return InputList(inputs)
 
-    def named_by_content(i: int, data: bytes) -> str:
-        k = small[i]
-        shas[k], sizes[k] = hashlib.sha256(data).hexdigest(), len(data)
-        return upload_blob_name(files[k][1], shas[k])
 
-    puts.put_files(settings, settings.input_container, [files[k][0] for k in small], named_by_content)
+def _digest(f: BinaryIO) -> tuple[int, str]:
+    digest, size = hashlib.sha256(), 0
+    while chunk := f.read(1 << 20):
+        digest.update(chunk)
+        size += len(chunk)
+    return size, digest.hexdigest()
+
+
+@service_task(name="upload-inputs", task_run_name=named("upload-inputs {n:,} file{n_s}", n="inputs"), **STORAGE_TASK)
+def upload_inputs(settings: BatchSettings, inputs: Sequence[InputBlob]) -> None:
+    """Puts local files (read_inputs) into the input container under their content-addressed names: nothing is
+    ever overwritten, and a file already there (from an earlier or interrupted run) is not sent again. A small
+    file costs one request (a PUT that storage refuses if the blob exists), put from one event loop
+    (`puts.py`); a large one a HEAD, then its blocks in parallel (upload_blob). A file changed since it was
+    read is not sent: its blob would not hold the content its name says."""
+    small = [i for i in inputs if i.size <= clients.SINGLE_PUT_BYTES]
+    large = [i for i in inputs if i.size > clients.SINGLE_PUT_BYTES]
+
+    def unchanged(k: int, data: bytes) -> str:
+        if len(data) != small[k].size or hashlib.sha256(data).hexdigest() != small[k].version:
+            raise _changed(small[k])
+        return small[k].blob
+
+    puts.put_files(settings, settings.input_container, [i.local_path for i in small], unchanged)
     container = blob_service(settings, CONNECTIONS).get_container_client(settings.input_container)
 
     def one(k: int) -> None:
-        path, name = files[k]
-        shas[k] = _sha256(path)
-        blob = container.get_blob_client(upload_blob_name(name, shas[k]))
-        if not blob.exists():
-            with open(path, "rb") as data, contextlib.suppress(ResourceExistsError):
-                blob.upload_blob(data, length=sizes[k], overwrite=False, max_concurrency=BLOCK_CONCURRENCY)
+        found, blob = large[k], container.get_blob_client(large[k].blob)
+        if blob.exists():
+            return
+        with open(found.local_path, "rb") as data, contextlib.suppress(ResourceExistsError):
+            if os.fstat(data.fileno()).st_size != found.size:
+                raise _changed(found)
+            blob.upload_blob(data, length=found.size, overwrite=False, max_concurrency=BLOCK_CONCURRENCY)
 
-    _each_large(one, large)
-    inputs = [
-        InputBlob(name, settings.input_container, upload_blob_name(name, shas[k]), sizes[k], shas[k])
-        for k, (_, name) in enumerate(files)
-    ]
-    get_run_logger().info(
-        "%d input files (%d bytes) in container %s", len(inputs), sum(i.size for i in inputs), settings.input_container
-    )
-    return InputList(inputs)
+    _each_large(one, list(range(len(large))))
+
+
+def _changed(found: InputBlob) -> InputError:
+    return InputError(f"{found.local_path!r} changed while the run read it: run again once it stays as it is")
 
 
 def upload_named(settings: BatchSettings, paths: list[str], prefix: str) -> list[str]:
