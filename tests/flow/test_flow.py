@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 from pathlib import Path
 
 import pytest
@@ -79,6 +80,40 @@ def test_odd_file_names(stack_env: dict, tmp_path: Path) -> None:
     assert result.files_counted == len(names) and result.top[0] == ("shared", sum(range(1, len(names) + 1)))
     assert sorted(f.name.split("/", 1)[1] for f in result.files) == sorted(names)
     assert not Path("pwned").exists() and not (tmp_path / "pwned").exists()
+
+
+def test_a_file_rewritten_while_the_run_reads_it_fails_the_run_and_ends_its_job(
+    stack_env: dict, tmp_path: Path, emulator: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Files are read (keyed by content) before the job, and sent as its tasks need them: one rewritten in
+    between is never stored under its old content's name; the run fails saying so, and leaves no job
+    active. Run again once it stays as it is, the count is exact."""
+    from prefect import task
+
+    from topn.tasks import storage
+
+    folder = tmp_path / "texts"
+    folder.mkdir()
+    unique = "z" + uuid.uuid4().hex  # no earlier run's outputs to reuse
+    for i in range(3):
+        (folder / f"f{i}.txt").write_text(f"alpha beta n{i} {unique}")
+    read_inputs = storage.read_inputs
+
+    @task(name="read-inputs")
+    def read_then_rewrite(settings: object, paths: list[str]) -> object:
+        inputs = read_inputs.fn(settings, paths)
+        (folder / "f1.txt").write_text("rewritten while the run read it")
+        return inputs
+
+    client = BatchClient(emulator.endpoint, emulator.credential())
+    jobs = {j.id for j in client.list_jobs()}
+    monkeypatch.setattr(storage, "read_inputs", read_then_rewrite)
+    with pytest.raises(storage.InputError, match=r"f1\.txt' changed while the run read it: run again"):
+        topn(paths=[str(folder)], top=2)
+    assert [j.id for j in client.list_jobs() if j.id not in jobs] == []  # ended and deleted
+    monkeypatch.setattr(storage, "read_inputs", read_inputs)
+    result = topn(paths=[str(folder)], top=2)
+    assert result.top == [("alpha", 2), ("beta", 2)] and result.words == 14
 
 
 def test_bad_parameters_fail_before_anything(stack_env: dict) -> None:

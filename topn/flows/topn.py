@@ -351,7 +351,19 @@ def _count(
     if state != batch.JobState.DONE:
         made_from = _Edits(edits, repacks, wordcount.joinable(todo, done))
         added, watch = _run_job(
-            settings, sas, inputs, run_plan, todo, made_from, job_id, pool_id, top, app.version, expiry, local
+            settings,
+            sas,
+            inputs,
+            run_plan,
+            todo,
+            made_from,
+            job_id,
+            pool_id,
+            top,
+            app.version,
+            expiry,
+            local,
+            delete_job,
         )
         if watch.ending != monitor.Ending.SUCCEEDED:
             names = {s.id: describe([inputs[i].name for i in s.inputs]) for s in run_plan.counts}
@@ -416,6 +428,7 @@ def _run_job(
     version: str,
     expiry: datetime,
     local: bool,
+    delete_job: bool,
 ) -> tuple[int, monitor.Watch]:
     """Adds the tasks still to run and watches the job; returns how many tasks were added, and how it ended.
     Task specs are built and added for at most ADD_GROUP_FILES files at a time: memory stays flat, and each
@@ -426,12 +439,28 @@ def _run_job(
     for group in _groups(todo, _group_files(local)):
         reads = [i for step, _ in group if step.kind == wordcount.COUNT for i in _reads(step, edits.packs)]
         if local and reads:
-            storage.upload_inputs(settings, InputList([inputs[i] for i in reads]))
+            _upload(settings, InputList([inputs[i] for i in reads]), job_id, delete_job)
         n, total = batch.add_tasks(
             settings, job_id, _tasks(settings, sas, inputs, run_plan, group, edits, job_id, top, version)
         )
         added += n
     return added, monitor.watch_job(settings, job_id, pool_id, total, expiry - settings.sas_margin)
+
+
+def _upload(settings: TopnSettings, inputs: InputList, job_id: str, delete_job: bool) -> None:
+    """Uploads a group's files, or ends the job: the tasks it ran so far stay done (their outputs are kept by
+    content), and a job whose files could not be sent is not left active (a run of the same files makes it
+    anew)."""
+    try:
+        storage.upload_inputs(settings, inputs)
+    except Exception:
+        try:
+            batch.terminate_job(settings, job_id, "TopnUploadFailed")
+            if delete_job:
+                batch.delete_job(settings, job_id)
+        except Exception as e:  # the upload's failure is what the run reports
+            get_run_logger().warning("could not end job %s after the upload failed: %s", job_id, e)
+        raise
 
 
 def _read_result(settings: TopnSettings, run: _Counted, inputs: list[InputBlob]) -> tuple[dict, list]:
