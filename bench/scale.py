@@ -10,10 +10,10 @@ uploads and counts everything. For each size it runs the defaults (files packed 
 one file per task (`--files-per-task 1`), and prints both with the ratios, then where the packed run's time
 went (its Prefect task runs). Then one 1 GB file end to end against the task application's own time on it.
 
-Each run also says where its time and CPU went: reading the files, their upload (in groups, each before its
-tasks are added, so the job's first tasks count beside the later groups), its job's watch and the rest, each
-with its wall time, the core-seconds of the flow, Azurite, the emulator with its nodes' task processes and the Prefect
-server, and how busy the whole machine was (bench/cpu.py samples /proc every second).
+Each run also says where its time and CPU went: reading the files, their upload, its job's watch and the
+rest, each with its wall time, the core-seconds of the flow, Azurite, the emulator with its nodes' task
+processes and the Prefect server, and how busy the whole machine was (bench/cpu.py samples /proc every
+second).
 
 With --fresh, as a new user runs it: no Prefect server is running and no pool exists before the first size's
 first run (`topn run` starts its background server and the pool), then a second run of new files; the
@@ -207,8 +207,8 @@ class Stack:
                 "emulator+nodes": lambda: self.emulator.pid, "Prefect": prefect}  # fmt: skip
 
     def steps(self, cpu: CpuSampler, began: float, ended: float) -> list[Step]:
-        """The run's long steps (reading, uploading in groups while the job's first tasks run, and the job's
-        watch, from the Prefect API; a step of several task runs is their sum) and the rest."""
+        """The run's long steps (reading its files, uploading them and the job's watch, from the Prefect API; a
+        step of several task runs is their sum) and the rest."""
         steps, runs = [], self.task_spans()
         for step in ("read-inputs", "upload-inputs", "watch-job"):
             spans = [(start, end) for name, start, end in runs if name.split(" ")[0] == step]
@@ -324,8 +324,7 @@ def upload_line(run: Run, spans: list[tuple[str, float]], floor: Floor) -> str:
     upload = next((seconds for name, seconds in spans if name.startswith("upload-inputs")), None)
     if upload is None:
         return "upload-inputs: not among the run's task runs"
-    return (f"upload-inputs {upload:.1f} s in all for {run.files:,} files, beside the job's first tasks "
-            f"({run.files / upload:.0f} PUT/s): "
+    return (f"upload-inputs {upload:.1f} s for {run.files:,} files ({run.files / upload:.0f} PUT/s): "
             f"{run.files / floor.puts_per_s / upload:.2f}x the raw client's floor rate")  # fmt: skip
 
 

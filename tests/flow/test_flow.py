@@ -82,12 +82,12 @@ def test_odd_file_names(stack_env: dict, tmp_path: Path) -> None:
     assert not Path("pwned").exists() and not (tmp_path / "pwned").exists()
 
 
-def test_a_file_rewritten_while_the_run_reads_it_fails_the_run_and_ends_its_job(
+def test_a_file_rewritten_while_the_run_reads_it_fails_the_run_before_any_job(
     stack_env: dict, tmp_path: Path, emulator: Emulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Files are read (keyed by content) before the job, and sent as its tasks need them: one rewritten in
-    between is never stored under its old content's name; the run fails saying so, and leaves no job
-    active. Run again once it stays as it is, the count is exact."""
+    """Files are read (keyed by content) first, and sent once the plan says which a task reads: one rewritten
+    in between is never stored under its old content's name; the run fails saying so, before any job. Run
+    again once it stays as it is, the count is exact."""
     from prefect import task
 
     from topn.tasks import storage
@@ -110,7 +110,7 @@ def test_a_file_rewritten_while_the_run_reads_it_fails_the_run_and_ends_its_job(
     monkeypatch.setattr(storage, "read_inputs", read_then_rewrite)
     with pytest.raises(storage.InputError, match=r"f1\.txt' changed while the run read it: run again"):
         topn(paths=[str(folder)], top=2)
-    assert [j.id for j in client.list_jobs() if j.id not in jobs] == []  # ended and deleted
+    assert [j.id for j in client.list_jobs() if j.id not in jobs] == []
     monkeypatch.setattr(storage, "read_inputs", read_inputs)
     result = topn(paths=[str(folder)], top=2)
     assert result.top == [("alpha", 2), ("beta", 2)] and result.words == 14

@@ -4,7 +4,6 @@ finished, and the task specs (no file name on a command line, no request over Ba
 from __future__ import annotations
 
 import io
-import itertools
 import json
 import shlex
 import subprocess
@@ -172,7 +171,7 @@ def test_task_specs_are_added_in_groups_each_merge_after_what_it_waits_for() -> 
 
     _, run = packed(250, Packing(files_per_task=10, bytes_per_task=1000, fan_in=5))
     todo = run.todo(set())
-    groups = _groups(todo, itertools.repeat(60))
+    groups = _groups(todo, 60)
     assert [entry for group in groups for entry in group] == todo
     assert all(sum(len(s.inputs) for s, _ in group if s.kind == wordcount.COUNT) <= 60 for group in groups)
     assert len(groups) == 5
@@ -181,21 +180,6 @@ def test_task_specs_are_added_in_groups_each_merge_after_what_it_waits_for() -> 
         for step, waits in group:
             assert {w.id for w in waits} <= added  # what a merge waits for is in the job before it
             added.add(step.id)
-
-
-def test_local_files_go_up_in_groups_that_start_small() -> None:
-    """The first tasks are added after a few seconds of uploading, not after all of it; groups grow to the
-    same size as without uploads."""
-    from topn.flows.topn import ADD_GROUP_FILES, FIRST_UPLOAD_FILES, _group_files, _groups
-
-    assert list(itertools.islice(_group_files(False), 3)) == [ADD_GROUP_FILES] * 3
-    local = list(itertools.islice(_group_files(True), 8))
-    assert local[0] == FIRST_UPLOAD_FILES < ADD_GROUP_FILES and local[-1] == ADD_GROUP_FILES
-    assert all(b == min(2 * a, ADD_GROUP_FILES) for a, b in itertools.pairwise(local))
-    _, run = packed(20_000, Packing(files_per_task=100, bytes_per_task=1 << 30, fan_in=10))
-    groups = _groups(run.todo(set()), _group_files(True))
-    files = [sum(len(s.inputs) for s, _ in group if s.kind == wordcount.COUNT) for group in groups]
-    assert files[:5] == [500, 1000, 2000, 4000, 8000] and sum(files) == 20_000
 
 
 def test_a_result_keeps_the_first_rows_and_counts_every_file() -> None:

@@ -7,7 +7,7 @@ import logging
 import os
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -64,7 +64,6 @@ logging.getLogger("prefect.flow_runs").addFilter(_OwnFailureWithoutTraceback(who
 
 BYTE_SIZE = r"^\s*\d+(\.\d+)?\s*[A-Za-z]*\s*$"  # what pydantic's ByteSize reads, e.g. 64MiB or 1000000
 ADD_GROUP_FILES = 10_000  # files whose task specs are built and added at once
-FIRST_UPLOAD_FILES = 500  # local files uploaded before the first tasks are added (a few seconds' worth)
 FILE_ROWS_SHOWN = 1_000  # rows of the per-file table artifact: a UI table, not a data export
 
 
@@ -156,7 +155,7 @@ def topn(
         if not inputs:
             return _nothing_to_count(settings, blob_prefix, started)
     app_future = storage.upload_app.submit(settings, taskapp_files())
-    if paths:  # read and keyed by content here; sent by the job's groups, only those a task reads
+    if paths:  # read and keyed by content here; sent once planned, only those a task reads
         inputs = _ordered(storage.read_inputs(settings, paths))
     app = app_future.result()
     packing = Packing(
@@ -301,7 +300,7 @@ def _count(
 ) -> _Counted:
     """Plans the run against the lineage's catalog and runs what storage does not hold yet: a pack whose
     output any earlier run left (by content key) is not counted again, a finished merge needs nothing below it.
-    `local`: the inputs are local files, uploaded as the job's tasks need them."""
+    `local`: the inputs are local files, of which those its tasks read are uploaded before the job."""
     packs, changes = lineage.arrange(inputs, catalog, packing)
     run_plan = wordcount.make_plan(inputs, packs, top, app.version, packing)
     # An explicit run id is a clean start: everything is counted anew (refreshing the outputs later runs reuse).
@@ -338,6 +337,8 @@ def _count(
             sum(len(e.adds) for _, e in edited_packs),
             sum(len(step.inputs) for step, _ in edited_packs),
         )
+    if local:  # before the job: a failed upload leaves none behind
+        _upload(settings, inputs, todo, repacks)
     pool_id, state, added, watch = settings.pool_id, batch.JobState.DONE, 0, None
     if todo:
         job = (job_id, str(current_run.get_id() or ""), run_plan.root.key, wordcount.MERGE_ID)
@@ -351,19 +352,7 @@ def _count(
     if state != batch.JobState.DONE:
         made_from = _Edits(edits, repacks, wordcount.joinable(todo, done))
         added, watch = _run_job(
-            settings,
-            sas,
-            inputs,
-            run_plan,
-            todo,
-            made_from,
-            job_id,
-            pool_id,
-            top,
-            app.version,
-            expiry,
-            local,
-            delete_job,
+            settings, sas, inputs, run_plan, todo, made_from, job_id, pool_id, top, app.version, expiry
         )
         if watch.ending != monitor.Ending.SUCCEEDED:
             names = {s.id: describe([inputs[i].name for i in s.inputs]) for s in run_plan.counts}
@@ -415,6 +404,14 @@ def _nothing_to_count(settings: TopnSettings, prefix: str, started: float) -> To
     return TopnResult(top=[], words=0, distinct=0, files_counted=0, files=[], stats=stats)
 
 
+def _upload(settings: TopnSettings, inputs: list[InputBlob], todo: list, packs: dict[str, wordcount.PackEdit]) -> None:
+    """Sends the local files that the steps to run read (of an edited pack, its additions): a file whose
+    output storage holds already is not sent again."""
+    reads = [inputs[i] for step, _ in todo if step.kind == wordcount.COUNT for i in _reads(step, packs)]
+    if reads:
+        storage.upload_inputs(settings, InputList(reads))
+
+
 def _run_job(
     settings: TopnSettings,
     sas: SasIssuer,
@@ -427,40 +424,17 @@ def _run_job(
     top: int,
     version: str,
     expiry: datetime,
-    local: bool,
-    delete_job: bool,
 ) -> tuple[int, monitor.Watch]:
     """Adds the tasks still to run and watches the job; returns how many tasks were added, and how it ended.
     Task specs are built and added for at most ADD_GROUP_FILES files at a time: memory stays flat, and each
-    merge is added after the tasks it waits for (todo lists children first). With `local` inputs, each
-    group's files are uploaded just before its tasks are added, in groups that start small: the first tasks
-    count while the rest upload, and a file whose output storage holds is never sent."""
+    merge is added after the tasks it waits for (todo lists children first)."""
     added, total = 0, 0
-    for group in _groups(todo, _group_files(local)):
-        reads = [i for step, _ in group if step.kind == wordcount.COUNT for i in _reads(step, edits.packs)]
-        if local and reads:
-            _upload(settings, InputList([inputs[i] for i in reads]), job_id, delete_job)
+    for group in _groups(todo, ADD_GROUP_FILES):
         n, total = batch.add_tasks(
             settings, job_id, _tasks(settings, sas, inputs, run_plan, group, edits, job_id, top, version)
         )
         added += n
     return added, monitor.watch_job(settings, job_id, pool_id, total, expiry - settings.sas_margin)
-
-
-def _upload(settings: TopnSettings, inputs: InputList, job_id: str, delete_job: bool) -> None:
-    """Uploads a group's files, or ends the job: the tasks it ran so far stay done (their outputs are kept by
-    content), and a job whose files could not be sent is not left active (a run of the same files makes it
-    anew)."""
-    try:
-        storage.upload_inputs(settings, inputs)
-    except Exception:
-        try:
-            batch.terminate_job(settings, job_id, "TopnUploadFailed")
-            if delete_job:
-                batch.delete_job(settings, job_id)
-        except Exception as e:  # the upload's failure is what the run reports
-            get_run_logger().warning("could not end job %s after the upload failed: %s", job_id, e)
-        raise
 
 
 def _read_result(settings: TopnSettings, run: _Counted, inputs: list[InputBlob]) -> tuple[dict, list]:
@@ -542,27 +516,18 @@ def _publish_links(result: TopnResult, settings: TopnSettings, blob_prefix: str 
     )
 
 
-def _groups(todo: list, limits: Iterator[int]) -> list[list]:
-    """The steps to run, cut into groups whose count tasks hold at most as many files as `limits` gives, one
-    limit per group."""
+def _groups(todo: list, files: int) -> list[list]:
+    """The steps to run, cut into groups whose count tasks hold at most `files` files."""
     groups: list[list] = [[]]
-    held, files = 0, next(limits)
+    held = 0
     for entry in todo:
         size = len(entry[0].inputs) if entry[0].kind == wordcount.COUNT else 0
         if held and held + size > files:
             groups.append([])
-            held, files = 0, next(limits)
+            held = 0
         groups[-1].append(entry)
         held += size
     return groups
-
-
-def _group_files(local: bool) -> Iterator[int]:
-    """Files per group: ADD_GROUP_FILES; for local inputs FIRST_UPLOAD_FILES, doubling up to that."""
-    files = FIRST_UPLOAD_FILES if local else ADD_GROUP_FILES
-    while True:
-        yield files
-        files = min(files * 2, ADD_GROUP_FILES)
 
 
 def _reads(step: wordcount.Step, packs: dict[str, wordcount.PackEdit]) -> tuple[int, ...]:
