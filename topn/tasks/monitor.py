@@ -188,8 +188,8 @@ def _poll(
         return Ending.START_TASK_FAILED, why, counts.completed
     # A look at the pool while tasks wait, and once while any run: a partial allocation is said even when the
     # run does not wait for the nodes it lacks.
-    looked = counts.active or (counts.running and not seen.pool.checked)
-    if looked and (why := pool_health.check(client, settings, pool_id, seen.pool, counts.running == 0)):
+    look = counts.active or (counts.running and not seen.pool.checked)
+    if look and (why := pool_health.check(client, settings, pool_id, seen.pool, counts.running == 0)):
         return Ending.NO_NODES, why, counts.completed
     return None
 

@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, TypeVar
 
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from prefect import get_run_logger, task
@@ -30,6 +30,7 @@ from topn.tasks.policy import task_options
 from topn.tasks.settings import BatchSettings
 from topn.tasks.tags import service_task
 
+T = TypeVar("T")
 STORAGE_TASK = task_options("azure-storage")  # every step here calls Storage
 
 # Azurite answers small requests fastest with 16-32 in flight (docs/local-stack.md: Upload rate); Azure Storage
@@ -165,8 +166,8 @@ def upload_inputs(settings: BatchSettings, inputs: Sequence[InputBlob]) -> None:
     puts.put_files(settings, settings.input_container, [i.local_path for i in small], unchanged)
     container = blob_service(settings, CONNECTIONS).get_container_client(settings.input_container)
 
-    def one(k: int) -> None:
-        found, blob = large[k], container.get_blob_client(large[k].blob)
+    def one(found: InputBlob) -> None:
+        blob = container.get_blob_client(found.blob)
         if blob.exists():
             return
         with open(found.local_path, "rb") as data, contextlib.suppress(ResourceExistsError):
@@ -174,7 +175,7 @@ def upload_inputs(settings: BatchSettings, inputs: Sequence[InputBlob]) -> None:
                 raise _changed(found)
             blob.upload_blob(data, length=found.size, overwrite=False, max_concurrency=BLOCK_CONCURRENCY)
 
-    _each_large(one, list(range(len(large))))
+    _each_large(one, large)
 
 
 def _changed(found: InputBlob) -> InputError:
@@ -216,7 +217,7 @@ def _by_size(files: list[tuple[str, str]]) -> tuple[list[int], list[int], list[i
     return sizes, small, [k for k, size in enumerate(sizes) if size > clients.SINGLE_PUT_BYTES]
 
 
-def _each_large(one: Callable[[int], None], large: list[int]) -> None:
+def _each_large(one: Callable[[T], None], large: list[T]) -> None:
     """`one` for each large file, a few at a time: each sends BLOCK_CONCURRENCY blocks at once."""
     for _ in bounded_map(one, large, max(1, FILE_CONCURRENCY // BLOCK_CONCURRENCY)):
         pass
